@@ -1,0 +1,41 @@
+# Set-up and the main jobs on a fresh machine with nothing but Python 3.
+#   make demo    the main job (see README)
+#   make test    the test suite (Triton kernels run in the Triton interpreter on CPU)
+#   make bench   the benchmark suites (benchmarks/)
+# TORCH_SPEC picks PyTorch, e.g. TORCH_SPEC="torch==2.11.0 --index-url <your CUDA wheel index>".
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+DEPS       := numpy pycocotools pyyaml tqdm pillow packaging opencv-python-headless ninja \
+              setuptools wheel pytest pytest-benchmark matplotlib onnx onnxruntime
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and alone, so that no later step lets pip resolve a different torch.
+$(VENV)/.deps: $(PY)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q $(DEPS)
+	$(PY) -m pip install -q triton || echo "triton could not be installed: fused kernels disabled"
+	touch $@
+
+$(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.hrfast
+
+demo: install
+	$(PY) -m hrfast demo
+
+test: install
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m pytest -q benchmarks --benchmark-columns=median,ops --benchmark-sort=name
+
+clean:
+	rm -rf $(VENV) build *.egg-info hrfast/_C*.so outputs

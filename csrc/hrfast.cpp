@@ -1,0 +1,41 @@
+// The hrfast operator library: every schema lives here; CPU kernels register in their own
+// files (csrc/<op>.cpp), CUDA kernels in csrc/cuda/<op>.cu.
+#include <torch/library.h>
+
+namespace hrfast {
+
+bool cuda_built() {
+#ifdef HRFAST_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace hrfast
+
+TORCH_LIBRARY(hrfast, m) {
+  m.def("cuda_built() -> bool", &hrfast::cuda_built);
+  // joints (B, K, 2) float32 in input-image pixels, visible (B, K) float32;
+  // image_size / heatmap_size are (width, height). encoding: "msra" or "udp".
+  // window: the (S, S) float32 msra Gaussian (S = len(arange(0, 6 sigma + 1))), made once per
+  // sigma by the Python front with the official numpy float32 arithmetic so pasted values are
+  // bit-identical to it; ignored for udp (pass an empty tensor).
+  // Returns targets (B, K, H, W) float32 and target_weight (B, K) float32.
+  m.def("gaussian_targets(Tensor joints, Tensor visible, int[] image_size, int[] heatmap_size, "
+        "float sigma, str encoding, Tensor window) -> (Tensor, Tensor)");
+  // heatmaps (B, K, H, W) float32. method: "quarter", "dark" or "udp".
+  // Returns coords (B, K, 2) float32 in heatmap pixels and maxvals (B, K) float32.
+  m.def("decode_heatmaps(Tensor heatmaps, str method, int blur_kernel) -> (Tensor, Tensor)");
+  // keypoints (N, K, 3) float32 [x, y, score], scores (N,), areas (N,), sigmas (K,).
+  // Greedy OKS NMS; returns kept indices (int64), highest score first.
+  m.def("oks_nms(Tensor keypoints, Tensor scores, Tensor areas, float threshold, Tensor sigmas, "
+        "float vis_threshold) -> Tensor");
+}
+
+// Python loads the library through this module ("import hrfast._C").
+extern "C" {
+#include <Python.h>
+static struct PyModuleDef hrfast_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&hrfast_module); }
+}

@@ -1,0 +1,227 @@
+"""Experiment configuration: the official HRNet (yacs) schema plus an ``HRFAST`` section.
+
+``load_config(path)`` reads an official ``experiments/coco/hrnet/*.yaml`` file or an hrfast YAML
+and merges it over the defaults below. Keys are matched case-insensitively (stored upper-case);
+a key that is not in the schema raises :class:`ConfigError` naming its dotted path.
+Built-in configurations are YAML files in ``hrfast/configs/`` (configs as data).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Union
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or value that does not fit the schema."""
+
+
+class Config(dict):
+    """A nested dict with attribute access: ``cfg.MODEL.EXTRA.STAGE2.NUM_CHANNELS``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __deepcopy__(self, memo):
+        return Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+
+
+_STAGE_KEYS = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BASIC", "NUM_BLOCKS": [4],
+               "NUM_CHANNELS": [32], "FUSE_METHOD": "SUM"}
+
+# Defaults follow the official lib/config/default.py, with the COCO SimpleBaseline recipe
+# (experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml) as the default values.
+_DEFAULTS: Dict[str, Any] = {
+    "OUTPUT_DIR": "output", "LOG_DIR": "log", "DATA_DIR": "", "GPUS": (0,), "WORKERS": 4,
+    "PRINT_FREQ": 100, "AUTO_RESUME": False, "PIN_MEMORY": True, "RANK": 0,
+    "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
+    "MODEL": {
+        "NAME": "pose_hrnet", "INIT_WEIGHTS": True, "PRETRAINED": "", "NUM_JOINTS": 17,
+        "TAG_PER_JOINT": True, "TARGET_TYPE": "gaussian", "IMAGE_SIZE": [192, 256],
+        "HEATMAP_SIZE": [48, 64], "SIGMA": 2, "STYLE": "pytorch",
+        "EXTRA": {"PRETRAINED_LAYERS": ["*"], "FINAL_CONV_KERNEL": 1, "STEM_CHANNELS": 64,
+                  "STAGE1": dict(_STAGE_KEYS, BLOCK="BOTTLENECK", NUM_BLOCKS=[4], NUM_CHANNELS=[64]),
+                  "STAGE2": dict(_STAGE_KEYS), "STAGE3": dict(_STAGE_KEYS),
+                  "STAGE4": dict(_STAGE_KEYS)},
+    },
+    "LOSS": {"USE_OHKM": False, "TOPK": 8, "USE_TARGET_WEIGHT": True,
+             "USE_DIFFERENT_JOINTS_WEIGHT": False},
+    "DATASET": {"ROOT": "", "DATASET": "coco", "TRAIN_SET": "train2017", "TEST_SET": "val2017",
+                "DATA_FORMAT": "jpg", "HYBRID_JOINTS_TYPE": "", "SELECT_DATA": False,
+                "FLIP": True, "SCALE_FACTOR": 0.35, "ROT_FACTOR": 45, "PROB_HALF_BODY": 0.3,
+                "NUM_JOINTS_HALF_BODY": 8, "COLOR_RGB": True, "TRAIN_ANN": "", "TEST_ANN": "",
+                "TRAIN_IMAGES": "", "TEST_IMAGES": ""},
+    "TRAIN": {"LR_FACTOR": 0.1, "LR_STEP": [170, 200], "LR": 0.001, "OPTIMIZER": "adam",
+              "MOMENTUM": 0.9, "WD": 0.0001, "NESTEROV": False, "GAMMA1": 0.99, "GAMMA2": 0.0,
+              "BEGIN_EPOCH": 0, "END_EPOCH": 210, "RESUME": False, "CHECKPOINT": "",
+              "BATCH_SIZE_PER_GPU": 32, "SHUFFLE": True},
+    "TEST": {"BATCH_SIZE_PER_GPU": 32, "FLIP_TEST": True, "POST_PROCESS": True,
+             "SHIFT_HEATMAP": True, "USE_GT_BBOX": True, "IMAGE_THRE": 0.0, "NMS_THRE": 1.0,
+             "SOFT_NMS": False, "OKS_THRE": 0.9, "IN_VIS_THRE": 0.2, "COCO_BBOX_FILE": "",
+             "BBOX_THRE": 1.0, "MODEL_FILE": ""},
+    "DEBUG": {"DEBUG": False, "SAVE_BATCH_IMAGES_GT": False, "SAVE_BATCH_IMAGES_PRED": False,
+              "SAVE_HEATMAPS_GT": False, "SAVE_HEATMAPS_PRED": False},
+    # hrfast's own settings; everything above is the official schema.
+    "HRFAST": {"BACKEND": "auto", "AMP": "none", "CHANNELS_LAST": False, "COMPILE": False,
+               "GRAD_CLIP": 0.0, "EMA": 0.0, "SEED": 0, "TARGETS_ON_DEVICE": False,
+               "TARGET_ENCODING": "msra", "DECODE": "quarter", "SYNC_BN": False,
+               "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1},
+}
+
+
+def _to_config(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return Config({str(k): _to_config(v) for k, v in value.items()})
+    return value
+
+
+def default_config() -> Config:
+    """A fresh copy of the defaults (official schema + HRFAST section)."""
+    return _to_config(copy.deepcopy(_DEFAULTS))
+
+
+def _decode(value: Any) -> Any:
+    # yacs decodes strings that look like Python literals, e.g. GPUS: (0,1,2,3).
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _merge(base: Config, new: Mapping[str, Any], path: str) -> None:
+    for raw_key, value in new.items():
+        key = str(raw_key).upper()
+        where = f"{path}.{key}" if path else key
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base), n=1)
+            hint = f" (did you mean {path + '.' if path else ''}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {where!r}{hint}")
+        current = base[key]
+        if isinstance(current, Config):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {where!r} must be a mapping, got {value!r}")
+            _merge(current, value, where)
+            continue
+        value = _decode(value)
+        if isinstance(value, Mapping):
+            raise ConfigError(f"config key {where!r} takes a value, not a mapping")
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config key {where!r} must be true/false, got {value!r}")
+        if isinstance(current, (int, float)) and not isinstance(current, bool) and \
+                not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {where!r} must be a number, got {value!r}")
+        base[key] = value
+
+
+def merge_config(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return a copy of ``cfg`` with ``overrides`` (nested mapping) merged in, validated."""
+    out = copy.deepcopy(cfg)
+    _merge(out, overrides, "")
+    return out
+
+
+def merge_dotted(cfg: Config, pairs: List[str]) -> Config:
+    """Apply ``KEY.SUB=value`` strings (command-line overrides); values parsed as YAML."""
+    out = copy.deepcopy(cfg)
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like SECTION.KEY=value")
+        dotted, raw = pair.split("=", 1)
+        nested: Dict[str, Any] = {}
+        node = nested
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+        _merge(out, nested, "")
+    return out
+
+
+def load_config(path: Union[str, Path]) -> Config:
+    """Read an official HRNet experiment YAML or an hrfast YAML into a validated :class:`Config`.
+
+    Raises FileNotFoundError for a missing file and :class:`ConfigError` for unknown keys or
+    values of the wrong kind (the message names the dotted key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    cfg = default_config()
+    try:
+        _merge(cfg, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    _validate_model(cfg, str(path))
+    return cfg
+
+
+def available_configs() -> List[str]:
+    """Names of the built-in configurations (``HRNet.from_config(name)``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def get_config(name: str) -> Config:
+    """The built-in configuration ``name``, e.g. ``"w32_256x192"``."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, available_configs(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown config name {name!r}; available: {available_configs()}{hint}")
+    return load_config(path)
+
+
+def _validate_model(cfg: Config, where: str) -> None:
+    extra = cfg.MODEL.EXTRA
+    for idx in (2, 3, 4):
+        st = extra[f"STAGE{idx}"]
+        n = st.NUM_BRANCHES
+        for key in ("NUM_BLOCKS", "NUM_CHANNELS"):
+            if len(st[key]) != n:
+                raise ConfigError(f"{where}: MODEL.EXTRA.STAGE{idx}.{key} has {len(st[key])} "
+                                  f"entries but NUM_BRANCHES is {n}")
+        if st.BLOCK not in ("BASIC", "BOTTLENECK"):
+            raise ConfigError(f"{where}: MODEL.EXTRA.STAGE{idx}.BLOCK must be BASIC or BOTTLENECK, "
+                              f"got {st.BLOCK!r}")
+        if st.FUSE_METHOD != "SUM":
+            raise ConfigError(f"{where}: MODEL.EXTRA.STAGE{idx}.FUSE_METHOD must be SUM, got {st.FUSE_METHOD!r}")
+    w, h = cfg.MODEL.IMAGE_SIZE
+    if w % 32 or h % 32:
+        raise ConfigError(f"{where}: MODEL.IMAGE_SIZE must be multiples of 32, got {[w, h]}")
+
+
+def model_spec(cfg: Config) -> Dict[str, Any]:
+    """The plain model description HRNet is built from (lower-case keys)."""
+    extra = cfg.MODEL.EXTRA
+
+    def stage(st: Config) -> Dict[str, Any]:
+        return {"num_modules": int(st.NUM_MODULES), "block": st.BLOCK,
+                "num_blocks": list(st.NUM_BLOCKS), "num_channels": list(st.NUM_CHANNELS)}
+
+    return {"num_joints": int(cfg.MODEL.NUM_JOINTS), "stem_channels": int(extra.STEM_CHANNELS),
+            "final_conv_kernel": int(extra.FINAL_CONV_KERNEL),
+            "image_size": tuple(cfg.MODEL.IMAGE_SIZE),
+            "stage1": stage(extra.STAGE1),
+            "stages": [stage(extra[f"STAGE{i}"]) for i in (2, 3, 4)]}

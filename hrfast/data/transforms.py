@@ -1,0 +1,116 @@
+"""Geometry of top-down pose estimation in the official HRNet/SimpleBaseline conventions.
+
+A person is described by ``center`` (x, y) in original-image pixels and ``scale`` (sw, sh) in
+units of ``PIXEL_STD`` = 200 pixels. The affine crop maps the box ``center ± scale*200/2`` onto the
+network input (width, height), keeping the aspect ratio (the box is padded to it beforehand).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import numpy as np
+
+PIXEL_STD = 200.0
+# ImageNet normalization of RGB images in [0, 1].
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def box_to_center_scale(box: Sequence[float], aspect_ratio: float, padding: float = 1.25
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+    """(x, y, w, h) box in image pixels -> center (2,), scale (2,) in PIXEL_STD units.
+
+    The box is widened or heightened to ``aspect_ratio`` = input width / height, then enlarged by
+    ``padding`` (1.25 in the official recipe).
+    """
+    x, y, w, h = (float(v) for v in box[:4])
+    center = np.array([x + w * 0.5, y + h * 0.5], dtype=np.float32)
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    scale = np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * padding
+    return center, scale
+
+
+def _rotate(pt: np.ndarray, rad: float) -> np.ndarray:
+    s, c = math.sin(rad), math.cos(rad)
+    return np.array([pt[0] * c - pt[1] * s, pt[0] * s + pt[1] * c], dtype=np.float32)
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return b + np.array([-d[1], d[0]], dtype=np.float32)
+
+
+def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: float,
+                         output_size: Sequence[int], shift: Sequence[float] = (0.0, 0.0),
+                         inv: bool = False) -> np.ndarray:
+    """2x3 matrix mapping image pixels to output pixels (``inv``: output to image).
+
+    ``rot`` in degrees; ``output_size`` = (width, height). Three point pairs (box centre, a point
+    half a box-width above it, and the point turned 90 degrees from that) fix the transform;
+    only ``scale[0]`` (the width) is used, as in the official code.
+    """
+    import cv2
+
+    center = np.asarray(center, dtype=np.float32)
+    src_w = float(scale[0]) * PIXEL_STD
+    dst_w, dst_h = float(output_size[0]), float(output_size[1])
+    rad = math.radians(rot)
+    src_dir = _rotate(np.array([0.0, src_w * -0.5], dtype=np.float32), rad)
+    dst_dir = np.array([0.0, dst_w * -0.5], dtype=np.float32)
+    offset = np.asarray(shift, dtype=np.float32) * src_w
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0] = center + offset
+    src[1] = center + src_dir + offset
+    dst[0] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1] = dst[0] + dst_dir
+    src[2] = _third_point(src[0], src[1])
+    dst[2] = _third_point(dst[0], dst[1])
+    if inv:
+        return cv2.getAffineTransform(dst, src)
+    return cv2.getAffineTransform(src, dst)
+
+
+def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to (..., 2) points."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def crop_person(image: np.ndarray, center, scale, output_size: Sequence[int], rot: float = 0.0
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """Affine-crop ``image`` (H, W, 3) to ``output_size`` (width, height).
+
+    Returns the crop (height, width, 3) and the 2x3 image->crop matrix.
+    """
+    import cv2
+
+    m = get_affine_transform(center, scale, rot, output_size)
+    crop = cv2.warpAffine(image, m, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR)
+    return crop, m
+
+
+def to_tensor(crop_rgb: np.ndarray):
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 tensor, ImageNet-normalized."""
+    import torch
+
+    x = (crop_rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB; a clear error if it is missing or unreadable."""
+    import os
+
+    import cv2
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"could not decode image: {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

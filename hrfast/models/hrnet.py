@@ -1,0 +1,207 @@
+"""The pose HRNet (Sun et al., CVPR 2019) with the official pose_hrnet module names.
+
+Shapes: input (B, 3, H, W) with H and W multiples of 32, output heatmaps (B, K, H/4, W/4).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..config import Config, model_spec, get_config
+from .blocks import BLOCKS, Bottleneck, batch_norm, conv3x3, make_blocks
+from .exchange import ExchangeUnit
+
+BACKENDS = ("reference", "triton", "auto")
+
+
+class HighResolutionModule(nn.Module):
+    """Parallel branches of residual blocks followed by an exchange unit.
+
+    Input: list of n tensors (branch j at 1/2^j resolution). Output: list of n tensors, or of 1
+    when ``multi_scale_output`` is False (only the highest resolution is fused and returned).
+    """
+
+    def __init__(self, block: type, num_blocks: Sequence[int], in_channels: Sequence[int],
+                 channels: Sequence[int], multi_scale_output: bool = True) -> None:
+        super().__init__()
+        n = len(channels)
+        if not (len(num_blocks) == len(in_channels) == n):
+            raise ValueError(f"NUM_BLOCKS {list(num_blocks)}, input channels {list(in_channels)} and "
+                             f"NUM_CHANNELS {list(channels)} must all have one entry per branch")
+        self.num_branches = n
+        self.multi_scale_output = multi_scale_output
+        self.branches = nn.ModuleList(
+            make_blocks(block, in_channels[b], channels[b], num_blocks[b]) for b in range(n))
+        self.out_channels = [c * block.expansion for c in channels]
+        self.fuse_layers: Optional[ExchangeUnit] = None
+        if n > 1:
+            self.fuse_layers = ExchangeUnit(self.out_channels, n if multi_scale_output else 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        if self.fuse_layers is None:
+            return xs
+        return self.fuse_layers(xs)
+
+
+def make_transition(prev_channels: Sequence[int], channels: Sequence[int]) -> nn.ModuleList:
+    """Layers from a stage with ``prev_channels`` branches to one with ``channels`` branches.
+
+    Existing branches get a 3x3 conv+BN+ReLU only when their width changes (else ``None``); each
+    new branch is a chain of strided 3x3 conv+BN+ReLU from the lowest existing branch.
+    """
+    layers: List[Optional[nn.Module]] = []
+    for i, c in enumerate(channels):
+        if i < len(prev_channels):
+            p = prev_channels[i]
+            layers.append(None if p == c else
+                          nn.Sequential(conv3x3(p, c), batch_norm(c), nn.ReLU(inplace=True)))
+            continue
+        steps = []
+        src = prev_channels[-1]
+        for k in range(i + 1 - len(prev_channels)):
+            out = c if k == i - len(prev_channels) else src
+            steps.append(nn.Sequential(conv3x3(src, out, stride=2), batch_norm(out), nn.ReLU(inplace=True)))
+            src = out
+        layers.append(nn.Sequential(*steps))
+    return nn.ModuleList(layers)
+
+
+def _apply_transition(transition: nn.ModuleList, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+    out = []
+    for i, layer in enumerate(transition):
+        # New branches grow from the lowest-resolution existing branch.
+        src = xs[min(i, len(xs) - 1)]
+        out.append(src if layer is None else layer(src))
+    return out
+
+
+class HRNet(nn.Module):
+    """Pose HRNet; a drop-in for the official ``PoseHighResolutionNet`` (same state_dict keys).
+
+    Build with :meth:`from_config` (a config name, a YAML path's :func:`hrfast.load_config`
+    result, or a plain mapping). ``forward(x)``: x (B, 3, H, W), H and W multiples of 32, in
+    input-image pixels normalized as ImageNet; returns heatmaps (B, K, H/4, W/4).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], backend: str = "reference") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.spec = dict(spec)
+        self.num_joints = int(spec["num_joints"])
+        stem = int(spec.get("stem_channels", 64))
+        self.conv1 = conv3x3(3, stem, stride=2)
+        self.bn1 = batch_norm(stem)
+        self.conv2 = conv3x3(stem, stem, stride=2)
+        self.bn2 = batch_norm(stem)
+        self.relu = nn.ReLU(inplace=True)
+
+        s1 = spec["stage1"]
+        block1 = BLOCKS[s1["block"]]
+        self.layer1 = make_blocks(block1, stem, s1["num_channels"][0], s1["num_blocks"][0])
+        prev = [s1["num_channels"][0] * block1.expansion]
+
+        stages = spec["stages"]
+        for idx, stage in enumerate(stages, start=2):
+            block = BLOCKS[stage["block"]]
+            channels = [c * block.expansion for c in stage["num_channels"]]
+            setattr(self, f"transition{idx - 1}", make_transition(prev, channels))
+            last_stage = idx == len(stages) + 1
+            modules = []
+            in_channels = channels
+            for m in range(stage["num_modules"]):
+                # The last module of the last stage fuses only into the high-resolution branch.
+                multi = not (last_stage and m == stage["num_modules"] - 1)
+                hrm = HighResolutionModule(block, stage["num_blocks"], in_channels,
+                                           stage["num_channels"], multi_scale_output=multi)
+                modules.append(hrm)
+                in_channels = hrm.out_channels
+            setattr(self, f"stage{idx}", nn.Sequential(*modules))
+            prev = in_channels
+        self.num_stages = len(stages) + 1
+        k = int(spec.get("final_conv_kernel", 1))
+        self.final_layer = nn.Conv2d(prev[0], self.num_joints, k, stride=1, padding=1 if k == 3 else 0)
+        self.init_weights()
+        self.backend = "reference"
+        self.set_backend(backend)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_config(cls, config: Union[str, Config, Mapping[str, Any]], backend: str = "reference",
+                    **overrides: Any) -> "HRNet":
+        """Build from a config name (see :func:`hrfast.available_configs`), a :class:`Config`
+        (what :func:`hrfast.load_config` returns) or a model-spec mapping. ``overrides`` replace
+        spec entries, e.g. ``num_joints=14``."""
+        if isinstance(config, str):
+            config = get_config(config)
+        spec = model_spec(config) if isinstance(config, Config) else dict(config)
+        spec.update(overrides)
+        return cls(spec, backend=backend)
+
+    def init_weights(self) -> None:
+        """Official initialization: conv weights N(0, 0.001), conv biases 0, BN weight 1 bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def input_size(self) -> tuple:
+        """(width, height) of the input image the config was made for (the official order)."""
+        return tuple(self.spec.get("image_size", (192, 256)))
+
+    @property
+    def heatmap_size(self) -> tuple:
+        """(width, height) of the output heatmaps for :attr:`input_size`."""
+        w, h = self.input_size
+        return (w // 4, h // 4)
+
+    def exchange_units(self) -> List[ExchangeUnit]:
+        return [m for m in self.modules() if isinstance(m, ExchangeUnit)]
+
+    def set_backend(self, backend: str) -> "HRNet":
+        """Choose the exchange-unit implementation; parameters and keys are unchanged.
+
+        ``reference``: eager PyTorch. ``triton``: fused Triton kernels. ``auto``: fused kernels
+        for CUDA inputs when Triton is usable, the reference otherwise.
+        """
+        from ..ops.exchange import attach_backend  # late import: ops import models' modules
+        attach_backend(self, backend)
+        self.backend = backend
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"HRNet input x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"HRNet input x must be 4-D (B, 3, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.conv1.in_channels:
+            raise ValueError(f"HRNet input x must have {self.conv1.in_channels} channels (B, 3, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            raise ValueError(f"HRNet input x height and width must be multiples of 32 "
+                             f"(4x stem and 3 halvings), got {h}x{w}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> high-resolution features (B, C_0, H/4, W/4) before the final conv."""
+        self._check_input(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        xs = [self.layer1(x)]
+        for idx in range(2, self.num_stages + 1):
+            xs = _apply_transition(getattr(self, f"transition{idx - 1}"), xs)
+            xs = getattr(self, f"stage{idx}")(xs)
+        return xs[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(self.forward_features(x))

@@ -1,0 +1,1 @@
+"""Custom ops: thin typed fronts over ``torch.ops.hrfast`` with their reference twins."""

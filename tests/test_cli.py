@@ -1,0 +1,37 @@
+"""The command line: help, info, one-line errors."""
+import subprocess
+import sys
+
+from hrfast.cli import main
+
+
+def test_help_lists_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("info", "bench", "demo"):
+        assert cmd in out
+
+
+def test_unknown_config_is_one_line_error(capsys):
+    assert main(["bench", "--config", "w99_1x1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hrfast: error: unknown config name 'w99_1x1'")
+
+
+def test_missing_yaml_is_one_line_error(capsys):
+    assert main(["bench", "--config", "/nope/cfg.yaml"]) == 2
+    assert "config file not found: /nope/cfg.yaml" in capsys.readouterr().err
+
+
+def test_bench_small_runs(capsys):
+    assert main(["bench", "--config", "w18_small_128x96", "--batch", "2", "--iters", "1", "--warmup", "0"]) == 0
+    assert "images/s" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "hrfast", "info"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "28,536,113" in r.stdout
