@@ -29,7 +29,7 @@ def extension():
     if want_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define.append(("HRFAST_WITH_CUDA", None))
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        nvcc = ["-O3", "-std=c++17", "-lineinfo"]  # no fast math: decode relies on exact NaN/log
         return cpp_extension.CUDAExtension("hrfast._C", sources, define_macros=define,
                                            extra_compile_args={"cxx": cxx, "nvcc": nvcc})
     return cpp_extension.CppExtension("hrfast._C", sources, define_macros=define,

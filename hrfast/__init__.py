@@ -2,6 +2,7 @@
 from ._extension import HAS_EXTENSION
 from .config import Config, ConfigError, available_configs, get_config, load_config
 from .models import HRNet
+from . import ops
 
 __version__ = "0.1.0"
 

@@ -58,3 +58,114 @@ def udp_target(joints, vis, image_size, heatmap_size, sigma):
         if weight[k] > 0.5:
             target[k] = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2))
     return target, weight
+
+
+def get_max_preds(hm):
+    """Official argmax decoding: hm (B, K, H, W) -> preds (B, K, 2) float32, maxvals (B, K, 1)."""
+    B, K, _, W = hm.shape
+    flat = hm.reshape(B, K, -1)
+    idx = np.argmax(flat, 2).reshape(B, K, 1)
+    maxvals = np.amax(flat, 2).reshape(B, K, 1)
+    preds = np.tile(idx, (1, 1, 2)).astype(np.float32)
+    preds[:, :, 0] = preds[:, :, 0] % W
+    preds[:, :, 1] = np.floor(preds[:, :, 1] / W)
+    preds *= np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
+    return preds, maxvals
+
+
+def quarter_decode(hm):
+    """get_max_preds + the official post-process (+-0.25 px toward the higher neighbour)."""
+    coords, maxvals = get_max_preds(hm)
+    H, W = hm.shape[2:]
+    for n in range(coords.shape[0]):
+        for p in range(coords.shape[1]):
+            m = hm[n][p]
+            px = int(math.floor(coords[n][p][0] + 0.5))
+            py = int(math.floor(coords[n][p][1] + 0.5))
+            if 1 < px < W - 1 and 1 < py < H - 1:
+                diff = np.array([m[py][px + 1] - m[py][px - 1], m[py + 1][px] - m[py - 1][px]])
+                coords[n][p] += np.sign(diff) * .25
+    return coords, maxvals
+
+
+def dark_blur(hm, kernel):
+    """DARK's modulation: zero-padded cv2.GaussianBlur per map, rescaled to the original max."""
+    import cv2
+    border = (kernel - 1) // 2
+    hm = hm.copy()
+    B, K, H, W = hm.shape
+    for i in range(B):
+        for j in range(K):
+            origin_max = np.max(hm[i, j])
+            dr = np.zeros((H + 2 * border, W + 2 * border), dtype=np.float32)
+            dr[border:H + border, border:W + border] = hm[i, j]
+            dr = cv2.GaussianBlur(dr, (kernel, kernel), 0)
+            hm[i, j] = dr[border:H + border, border:W + border]
+            hm[i, j] *= origin_max / np.max(hm[i, j])
+    return hm
+
+
+def dark_decode(hm, kernel=11):
+    """DARK (Zhang et al. 2020): argmax, modulate, log, one Taylor (Newton) step."""
+    coords, maxvals = get_max_preds(hm)
+    H, W = hm.shape[2:]
+    lhm = np.log(np.maximum(dark_blur(hm, kernel), 1e-10))
+    for n in range(coords.shape[0]):
+        for p in range(coords.shape[1]):
+            m = lhm[n][p]
+            px, py = int(coords[n][p][0]), int(coords[n][p][1])
+            if 1 < px < W - 2 and 1 < py < H - 2:
+                dx = 0.5 * (m[py][px + 1] - m[py][px - 1])
+                dy = 0.5 * (m[py + 1][px] - m[py - 1][px])
+                dxx = 0.25 * (m[py][px + 2] - 2 * m[py][px] + m[py][px - 2])
+                dxy = 0.25 * (m[py + 1][px + 1] - m[py - 1][px + 1] - m[py + 1][px - 1] + m[py - 1][px - 1])
+                dyy = 0.25 * (m[py + 2][px] - 2 * m[py][px] + m[py - 2][px])
+                if dxx * dyy - dxy ** 2 != 0:
+                    hess = np.array([[dxx, dxy], [dxy, dyy]])
+                    coords[n][p] += -np.linalg.inv(hess) @ np.array([dx, dy])
+    return coords, maxvals
+
+
+def udp_decode(hm, kernel=11):
+    """UDP decoding (Huang et al. 2020, as mmpose's refine_keypoints_dark_udp): blur, clip
+    [1e-3, 50], log, edge pad, Newton step with (H + eps I)^-1, at every argmax with max > 0."""
+    coords, maxvals = get_max_preds(hm)
+    B, K, H, W = hm.shape
+    lhm = np.log(np.clip(dark_blur(hm, kernel), 1e-3, 50.0))
+    pad = np.pad(lhm, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    eps = np.finfo(np.float32).eps
+    for n in range(B):
+        for p in range(K):
+            if not maxvals[n, p, 0] > 0:
+                continue
+            m = pad[n, p]
+            x, y = int(coords[n, p, 0]) + 1, int(coords[n, p, 1]) + 1
+            i_ = m[y, x]
+            dx = 0.5 * (m[y, x + 1] - m[y, x - 1])
+            dy = 0.5 * (m[y + 1, x] - m[y - 1, x])
+            dxx = m[y, x + 1] - 2 * i_ + m[y, x - 1]
+            dyy = m[y + 1, x] - 2 * i_ + m[y - 1, x]
+            dxy = 0.5 * (m[y + 1, x + 1] - m[y, x + 1] - m[y + 1, x] + i_ + i_ - m[y, x - 1]
+                         - m[y - 1, x] + m[y - 1, x - 1])
+            hess = np.array([[dxx, dxy], [dxy, dyy]]) + eps * np.eye(2)
+            coords[n, p] -= np.linalg.inv(hess) @ np.array([dx, dy])
+    return coords, maxvals
+
+
+def oks_nms(kpts, scores, areas, thresh, sigmas, in_vis_thre=None):
+    """Official greedy OKS NMS over one image. kpts (N, K, 3) -> kept indices."""
+    order = np.argsort(scores, kind="stable")[::-1]
+    var = (sigmas * 2) ** 2
+    keep = []
+    while order.size > 0:
+        i = order[0]
+        keep.append(int(i))
+        ious = []
+        for j in order[1:]:
+            dx, dy = kpts[j, :, 0] - kpts[i, :, 0], kpts[j, :, 1] - kpts[i, :, 1]
+            e = (dx ** 2 + dy ** 2) / var / ((areas[i] + areas[j]) / 2 + np.spacing(1)) / 2
+            if in_vis_thre is not None:
+                e = e[kpts[j, :, 2] > in_vis_thre]
+            ious.append(np.sum(np.exp(-e)) / e.shape[0] if e.shape[0] != 0 else 0.0)
+        order = order[np.where(np.array(ious) <= thresh)[0] + 1]
+    return keep

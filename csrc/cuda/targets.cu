@@ -1,6 +1,6 @@
 // Gaussian heatmap targets on CUDA: one block per (batch, joint) heatmap, threads over pixels.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -48,7 +48,7 @@ std::tuple<at::Tensor, at::Tensor> gaussian_targets_cuda(const at::Tensor& joint
   at::Tensor targets = at::empty({B, K, H, W}, joints.options());
   at::Tensor weight = at::empty({B, K}, joints.options());
   if (B * K == 0) return {targets, weight};
-  gaussian_targets_kernel<<<B * K, 256, 0, at::cuda::getCurrentCUDAStream()>>>(
+  gaussian_targets_kernel<<<B * K, 256, 0, c10::cuda::getCurrentCUDAStream()>>>(
       joints.data_ptr<float>(), visible.data_ptr<float>(), targets.data_ptr<float>(),
       weight.data_ptr<float>(), S ? window.data_ptr<float>() : nullptr, S, H, W, sx, sy, sigma, static_cast<int>(enc));
   C10_CUDA_KERNEL_LAUNCH_CHECK();

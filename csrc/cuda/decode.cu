@@ -1,0 +1,141 @@
+// Heatmap decoding on CUDA: one block per (batch, joint) heatmap. A shared-memory reduction
+// finds the first argmax (NaN first, as numpy); thread 0 refines; when the clamp of the log map
+// may bite (see decode.cpp), the block computes the blurred maximum cooperatively.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../decode.h"
+
+namespace hrfast {
+
+constexpr int kThreads = 256;
+
+// (a better than b): NaN beats numbers, larger beats smaller, equal -> lower index.
+__device__ __forceinline__ bool better(float va, int64_t ia, float vb, int64_t ib) {
+  const bool na = va != va, nb = vb != vb;
+  if (na != nb) return na;
+  if (!na && va != vb) return va > vb;
+  return ia < ib;
+}
+
+__global__ void decode_kernel(const float* __restrict__ heatmaps, float* __restrict__ coords,
+                              float* __restrict__ maxvals, int64_t H, int64_t W, int method_i,
+                              int k) {
+  __shared__ float s_val[kThreads];
+  __shared__ int64_t s_idx[kThreads];
+  __shared__ double s_max[kThreads];
+  __shared__ double s_w[kMaxBlurKernel];
+  __shared__ int s_need_exact;
+  const Decode method = static_cast<Decode>(method_i);
+  const int64_t n = blockIdx.x;
+  const float* map = heatmaps + n * H * W;
+  const int t = threadIdx.x;
+
+  float bv = -INFINITY;
+  int64_t bi = H * W;  // sentinel: loses every tie
+  for (int64_t p = t; p < H * W; p += blockDim.x) {
+    const float v = map[p];
+    if (better(v, p, bv, bi)) { bv = v; bi = p; }
+  }
+  s_val[t] = bv;
+  s_idx[t] = bi;
+  if (t == 0 && method != Decode::QUARTER) blur_weights(k, s_w);
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (t < s && better(s_val[t + s], s_idx[t + s], s_val[t], s_idx[t])) {
+      s_val[t] = s_val[t + s];
+      s_idx[t] = s_idx[t + s];
+    }
+    __syncthreads();
+  }
+  const float val = s_val[0];
+  const int64_t idx = s_idx[0] < H * W ? s_idx[0] : 0;
+  const int64_t px = idx % W, py = idx / W;
+  const bool confident = val > 0.f;
+  const bool refine = confident && method != Decode::QUARTER && refine_applies(method, px, py, W, H);
+  const bool udp = method == Decode::UDP;
+  LogBlurMap L{map, H, W, s_w, k, 1.0, udp ? 1e-3 : 1e-10, udp ? 50.0 : INFINITY, udp};
+
+  if (t == 0) {
+    s_need_exact = 0;
+    if (refine) {
+      double lo_read = INFINITY, hi_read = -INFINITY;
+      for (int dy = -2; dy <= 2; ++dy)
+        for (int dx = -2; dx <= 2; ++dx) {
+          if (abs(dx) + abs(dy) > 2) continue;
+          int64_t yy = py + dy, xx = px + dx;
+          if (udp) {
+            yy = yy < 0 ? 0 : (yy >= H ? H - 1 : yy);
+            xx = xx < 0 ? 0 : (xx >= W ? W - 1 : xx);
+          }
+          const double b = blur_at(map, H, W, yy, xx, s_w, k);
+          lo_read = fmin(lo_read, b);
+          hi_read = fmax(hi_read, b);
+        }
+      const double max_scale = hi_read > 0 ? static_cast<double>(val) / hi_read : INFINITY;
+      s_need_exact = !(lo_read >= L.lo) || (udp && !(hi_read * max_scale <= L.hi));
+    }
+  }
+  __syncthreads();
+  if (s_need_exact) {
+    double m = -INFINITY;
+    for (int64_t p = t; p < H * W; p += blockDim.x) m = fmax(m, blur_at(map, H, W, p / W, p % W, s_w, k));
+    s_max[t] = m;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+      if (t < s) s_max[t] = fmax(s_max[t], s_max[t + s]);
+      __syncthreads();
+    }
+    const double bm = s_max[0];
+    L.scale = (bm > 0 && isfinite(bm)) ? static_cast<double>(val) / bm : 1.0;
+  }
+  if (t != 0) return;
+  maxvals[n] = val;
+  double x = static_cast<double>(px), y = static_cast<double>(py);
+  if (!confident) {
+    x = y = 0.0;
+  } else if (method == Decode::QUARTER) {
+    if (1 < px && px < W - 1 && 1 < py && py < H - 1) {
+      const float ddx = map[py * W + px + 1] - map[py * W + px - 1];
+      const float ddy = map[(py + 1) * W + px] - map[(py - 1) * W + px];
+      x += ddx > 0 ? 0.25 : (ddx < 0 ? -0.25 : 0.0);
+      y += ddy > 0 ? 0.25 : (ddy < 0 ? -0.25 : 0.0);
+    }
+  } else if (refine) {
+    double ox, oy;
+    if (udp) udp_step(L, px, py, &ox, &oy); else dark_step(L, px, py, &ox, &oy);
+    x += ox;
+    y += oy;
+  }
+  coords[2 * n] = static_cast<float>(x);
+  coords[2 * n + 1] = static_cast<float>(y);
+}
+
+std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatmaps_in,
+                                                        c10::string_view method_s,
+                                                        int64_t blur_kernel) {
+  check_heatmaps(heatmaps_in);
+  const Decode method = parse_decode(std::string(method_s));
+  TORCH_CHECK(method == Decode::QUARTER || (blur_kernel % 2 == 1 && blur_kernel >= 1 && blur_kernel <= kMaxBlurKernel),
+              "decode_heatmaps: blur_kernel must be odd and in [1, ", kMaxBlurKernel, "], got ", blur_kernel);
+  const c10::cuda::CUDAGuard guard(heatmaps_in.device());
+  const at::Tensor hm = heatmaps_in.contiguous();
+  const int64_t B = hm.size(0), K = hm.size(1), H = hm.size(2), W = hm.size(3);
+  TORCH_CHECK(H > 0 && W > 0, "decode_heatmaps: heatmaps must have H, W > 0, got ", hm.sizes());
+  at::Tensor coords = at::empty({B, K, 2}, hm.options());
+  at::Tensor maxvals = at::empty({B, K}, hm.options());
+  if (B * K == 0) return {coords, maxvals};
+  decode_kernel<<<B * K, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      hm.data_ptr<float>(), coords.data_ptr<float>(), maxvals.data_ptr<float>(), H, W,
+      static_cast<int>(method), static_cast<int>(blur_kernel));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {coords, maxvals};
+}
+
+}  // namespace hrfast
+
+TORCH_LIBRARY_IMPL(hrfast, CUDA, m) {
+  m.impl("decode_heatmaps", &hrfast::decode_heatmaps_cuda);
+}
