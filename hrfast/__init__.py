@@ -3,8 +3,9 @@ from ._extension import HAS_EXTENSION
 from .config import Config, ConfigError, available_configs, get_config, load_config
 from .models import HRNet
 from . import ops
+from .predictor import PoseEstimator
 
 __version__ = "0.1.0"
 
-__all__ = ["HRNet", "Config", "ConfigError", "available_configs", "get_config", "load_config",
+__all__ = ["HRNet", "PoseEstimator", "Config", "ConfigError", "available_configs", "get_config", "load_config",
            "HAS_EXTENSION", "__version__"]

@@ -68,9 +68,156 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import model_check
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import model_check
     return model_check(config=args.config, batch=args.batch, out_dir=Path(args.out))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(args.out, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
+             batch=args.batch, workers=args.workers, overrides=args.set, progress=not args.quiet)
+    return 0
+
+
+def _training_config(args: argparse.Namespace):
+    from .config import merge_config, merge_dotted
+    cfg = resolve_config(args.config)
+    over = {}
+    if getattr(args, "data", None):
+        root = Path(args.data)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--data folder not found: {root}")
+        over["DATASET"] = {"ROOT": str(root)}
+    if getattr(args, "synthetic", False):
+        from .data.synthetic import make_synthetic_coco
+        p = make_synthetic_coco(Path(args.out) / "data", progress=not args.quiet)
+        over["DATASET"] = {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
+                           "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])}
+        over.setdefault("TEST", {})["COCO_BBOX_FILE"] = str(p["val_dets"])
+    if getattr(args, "epochs", None):
+        over.setdefault("TRAIN", {})["END_EPOCH"] = args.epochs
+    if getattr(args, "batch", None):
+        over.setdefault("TRAIN", {})["BATCH_SIZE_PER_GPU"] = args.batch
+        over.setdefault("TEST", {})["BATCH_SIZE_PER_GPU"] = args.batch
+    if getattr(args, "workers", None) is not None:
+        over["WORKERS"] = args.workers
+    cfg = merge_config(cfg, over)
+    return merge_dotted(cfg, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.evaluate import format_stats
+    from .engine.train import train
+    cfg = _training_config(args)
+    r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
+    if r["rank"] == 0:
+        print(format_stats(r["stats"]) if r["stats"] else "(no evaluation)")
+        print(f"best AP {r['best_ap']:.3f}; checkpoints in {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import merge_config
+    from .engine.evaluate import evaluate, format_stats
+    from .engine.train import build_dataset, dataset_paths, make_loader
+    from .models import HRNet
+    from .predictor import PoseEstimator  # noqa: F401  (same checkpoint rules)
+
+    cfg = _training_config(args)
+    if args.detections:
+        cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
+    model = HRNet.from_config(cfg)
+    _load_weights(model, args.checkpoint)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    ds = build_dataset(cfg, train=False)
+    loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), 1, 0, 0)
+    stats = evaluate(model, loader, dataset_paths(cfg, "test")[0], device, not args.no_flip, args.decode,
+                     results_file=Path(args.out) / "results.json", oks_thre=float(cfg.TEST.OKS_THRE),
+                     in_vis_thre=float(cfg.TEST.IN_VIS_THRE), progress=not args.quiet)
+    print(format_stats(stats))
+    return 0
+
+
+def _load_weights(model, checkpoint) -> None:
+    import torch
+    if checkpoint is None:
+        return
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]
+    elif isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"checkpoint {path} does not fit the config: {first}") from None
+
+
+def _boxes_for(images, boxes_file, min_score: float = 0.0):
+    """Per image, its (N, 4) boxes from ``boxes_file`` or None (whole image).
+
+    The file is either {file name: [[x, y, w, h], ...]} or a COCO detection-results list
+    ({image_id, bbox, score}); for the list, image ids are the numeric stem of the file name
+    (COCO naming, e.g. 000000000785.jpg -> 785)."""
+    import json
+    if boxes_file is None:
+        return [None] * len(images)
+    path = Path(boxes_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"--boxes file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--boxes file {path} is not valid json: {exc}") from None
+    out = []
+    for im in images:
+        name = Path(im).name
+        if isinstance(data, dict):
+            out.append(data.get(name, data.get(str(im))))
+        else:
+            try:
+                iid = int(Path(im).stem)
+            except ValueError:
+                raise ValueError(f"--boxes holds COCO detections, but {name} has no numeric image id") from None
+            out.append([d["bbox"] for d in data if d.get("image_id") == iid
+                        and d.get("score", 1.0) >= min_score and d.get("category_id", 1) == 1])
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .models import HRNet
+    from .predictor import PoseEstimator
+
+    for im in args.images:
+        if not Path(im).is_file():
+            raise FileNotFoundError(f"image file not found: {im}")
+    model = HRNet.from_config(resolve_config(args.config))
+    _load_weights(model, args.checkpoint)
+    est = PoseEstimator(model, device=args.device, flip_test=not args.no_flip, method=args.decode)
+    boxes = _boxes_for(args.images, args.boxes, args.box_thre)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for im, b in zip(args.images, boxes):
+        kp = est(im, b if b else None)
+        png = out / f"{Path(im).stem}_pose.png"
+        est.draw(im, kp, png, threshold=args.threshold)
+        records.append({"file_name": Path(im).name, "boxes": b if b else None,
+                        "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
+        print(f"{im}: {len(kp)} people -> {png}")
+    (out / "keypoints.json").write_text(json.dumps(records))
+    print(f"keypoints written to {out / 'keypoints.json'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,11 +239,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=5, help="timed iterations, median reported (default: 5)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="the README's main job (see README)")
+    p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
+    p.add_argument("--num-train", type=int, default=500, help="synthetic training images (default: 500)")
+    p.add_argument("--num-val", type=int, default=100, help="synthetic val images (default: 100)")
+    p.add_argument("--batch", type=int, default=32, help="training batch size (default: 32)")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes (default: 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set HRFAST.AMP=bf16 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check", help="build a model, round-trip its checkpoint, run it on a real COCO crop")
     p.add_argument("--config", default="w32_256x192", help="config name or YAML (default: w32_256x192)")
     p.add_argument("--batch", type=int, default=8, help="batch size for the throughput figure (default: 8)")
-    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--out", default="outputs/check", help="output folder (default: outputs/check)")
+    p.set_defaults(func=cmd_check)
+
+    def data_args(p, out_default):
+        _add_model_args(p)
+        p.add_argument("--data", help="COCO root (annotations/person_keypoints_<SET>.json, images/<SET>/)")
+        p.add_argument("--synthetic", action="store_true", help="use (generate) the synthetic dataset in OUT/data")
+        p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
+        p.add_argument("--batch", type=int, help="batch size per process (default: from the config)")
+        p.add_argument("--workers", type=int, help="data-loading processes (default: config WORKERS)")
+        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override in dotted form, e.g. --set TRAIN.LR=5e-4 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train on COCO-format data (torchrun --nproc_per_node N -m hrfast train for DDP)")
+    data_args(p, "outputs/train")
+    p.add_argument("--epochs", type=int, help="last epoch (TRAIN.END_EPOCH)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint (flip test, OKS NMS, COCOeval)")
+    data_args(p, "outputs/eval")
+    p.add_argument("--checkpoint", required=True, help="state_dict or hrfast checkpoint file")
+    p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
+    p.add_argument("--decode", default="quarter", choices=["quarter", "dark", "udp"], help="decoding (default: quarter)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.set_defaults(func=cmd_eval, epochs=None)
+
+    p = sub.add_parser("predict", help="keypoints of the people in images: a json and PNGs with skeletons")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", help="state_dict file (official pose_hrnet checkpoints work); random weights if omitted")
+    p.add_argument("--boxes", help="json of person boxes: {file name: [[x,y,w,h],...]} or COCO detections; "
+                                   "default: the whole image is one person")
+    p.add_argument("--out", default="outputs/predict", help="output folder (default: outputs/predict)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--threshold", type=float, default=0.2, help="joint score needed to draw a joint (default: 0.2)")
+    p.add_argument("--box-thre", type=float, default=0.5,
+                   help="minimum detector score of COCO-detection boxes (default: 0.5)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -107,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ConfigError, ValueError, NotImplementedError, KeyError) as exc:
+    except (FileNotFoundError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
         if args.traceback:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

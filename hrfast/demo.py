@@ -1,7 +1,11 @@
-"""The README's main job.
+"""The README's main job: train and evaluate a small HRNet on the embedded synthetic data.
 
-``model_check``: build an HRNet, save and reload its checkpoint (strict), run it on a real COCO
-person crop from ``data/coco-mini``, and measure CPU inference throughput.
+1. Generate the synthetic COCO-format dataset (``hrfast.data.synthetic``) under ``out/data``.
+2. Train ``w18_small_128x96`` on CPU with the SimpleBaseline recipe (Adam, MultiStep decay,
+   the official augmentation) for a few minutes.
+3. Evaluate on the synthetic val split with flip test and COCOeval, on ground-truth boxes and
+   on the (jittered, partly false) detector boxes, and print the AP tables and images/s.
+4. Draw predictions on val images to ``out/predictions.png``.
 """
 from __future__ import annotations
 
@@ -9,59 +13,92 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .bench import inference_throughput
-from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
-from .models import HRNet
-from .profile import count_macs, count_parameters
+from .config import get_config, merge_config, merge_dotted
 
-COCO_MINI = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
+DEMO_CONFIG = "w18_small_128x96"
 
 
-def first_person(root: Path = COCO_MINI):
-    """(image path, (x, y, w, h) box) of the first annotated person of the coco-mini data."""
-    ann_file = root / "annotations" / "person_keypoints.json"
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"coco-mini annotations not found: {ann_file}")
-    data = json.loads(ann_file.read_text())
-    ann = max(data["annotations"], key=lambda a: a["area"])
-    img = next(i for i in data["images"] if i["id"] == ann["image_id"])
-    return root / "images" / img["file_name"], ann["bbox"]
+def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
+    """The demo's training config: the small net on the synthetic data; LR decays at the official
+    170/210 and 200/210 of the epochs; channels_last, and bf16 autocast where the CPU has native
+    bf16 (``hrfast.device``)."""
+    from .device import fast_training_settings
+    cfg = merge_config(get_config(DEMO_CONFIG), {
+        "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
+                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
+        "TRAIN": {"END_EPOCH": epochs, "LR_STEP": [max(1, round(epochs * 170 / 210)), max(1, round(epochs * 200 / 210))],
+                  "BATCH_SIZE_PER_GPU": batch},
+        "TEST": {"BATCH_SIZE_PER_GPU": 64, "COCO_BBOX_FILE": str(paths["val_dets"])},
+        "WORKERS": workers,
+        "HRFAST": {"VAL_EVERY": epochs, "DECODE": "dark", **fast_training_settings(torch.device("cpu"))},
+    })
+    return merge_dotted(cfg, list(overrides))
 
 
-def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Path = Path("outputs/demo")) -> int:
-    from .cli import resolve_config
+def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num_val: int = 100,
+             batch: int = 32, workers: int = 1, overrides=(), progress: bool = True) -> dict:
+    from .data.synthetic import make_synthetic_coco
+    from .engine.evaluate import evaluate, format_stats
+    from .engine.train import build_dataset, make_loader, train
 
-    torch.manual_seed(0)
-    cfg = resolve_config(config)
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    paths = make_synthetic_coco(out / "data", num_train, num_val, progress=progress)
+    print(f"synthetic COCO data: {num_train} train / {num_val} val images in {out / 'data'} "
+          f"({time.perf_counter() - t_start:.0f} s)")
+    cfg = demo_config(paths, epochs, batch, workers, overrides)
     t0 = time.perf_counter()
-    model = HRNet.from_config(cfg).eval()
-    macs = count_macs(model, model.input_size)
-    print(f"built {config}: {count_parameters(model):,} parameters, {macs['flops'] / 1e9:.2f} GFLOP "
-          f"per {model.input_size[0]}x{model.input_size[1]} image ({time.perf_counter() - t0:.1f} s)")
+    result = train(cfg, out / "train", progress=progress)
+    train_s = time.perf_counter() - t0
+    hist = result["history"]
+    ips = float(np.mean([h["images_per_s"] for h in hist]))
+    print(f"trained {DEMO_CONFIG} for {epochs} epochs in {train_s / 60:.1f} min: "
+          f"loss {hist[0]['loss']:.2e} -> {hist[-1]['loss']:.2e}, {ips:.1f} training images/s")
+    print("\nval, ground-truth boxes, flip test, DARK decoding:")
+    print(format_stats(result["stats"]))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = out_dir / f"{config}.pth"
-    torch.save(model.state_dict(), ckpt)
-    reloaded = HRNet.from_config(cfg).eval()
-    reloaded.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True), strict=True)
-    print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 2**20:.1f} MiB) reloaded with strict=True")
+    model = result["model"].eval()
+    det_cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False}})
+    det_set = build_dataset(det_cfg, train=False)
+    loader = make_loader(det_set, 64, False, workers, 1, 0, 0)
+    t1 = time.perf_counter()
+    det_stats = evaluate(model, loader, paths["val_ann"], "cpu", True, "dark",
+                         results_file=out / "results_val_detections.json", progress=progress)
+    eval_ips = len(det_set) / (time.perf_counter() - t1)
+    print(f"\nval, detector boxes ({len(det_set)} boxes), flip test, DARK decoding:")
+    print(format_stats(det_stats))
+    print(f"\nevaluation throughput: {eval_ips:.1f} person crops/s (flip test: 2 forward passes each, "
+          f"decode, NMS, COCOeval)")
+    png = draw_predictions(model, paths, out / "predictions.png")
+    print(f"predictions drawn to {png}")
+    summary = {"ap_gt_boxes": result["stats"].get("AP"), "ap_detections": det_stats.get("AP"),
+               "train_images_per_s": ips, "eval_crops_per_s": eval_ips,
+               "minutes": (time.perf_counter() - t_start) / 60}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"total {summary['minutes']:.1f} min")
+    return summary
 
-    path, box = first_person()
-    w, h = model.input_size
-    center, scale = box_to_center_scale(box, w / h)
-    crop, _ = crop_person(read_image_rgb(path), center, scale, (w, h))
-    x = to_tensor(crop)[None]
-    with torch.inference_mode():
-        a, b = model(x), reloaded(x)
-    same = torch.equal(a, b)
-    print(f"real COCO crop {path.name} box {[round(v, 1) for v in box]} -> input {tuple(x.shape)} "
-          f"-> heatmaps {tuple(a.shape)}; reloaded model gives identical heatmaps: {same}")
-    if not same:
-        raise RuntimeError("reloaded checkpoint gives different heatmaps")
 
-    r = inference_throughput(model, batch, model.input_size, "cpu", warmup=1, iters=3)
-    print(f"CPU inference, batch {batch}, fp32 eager: {r['images_per_s']:.1f} images/s "
-          f"({torch.get_num_threads()} threads)")
-    return 0
+def draw_predictions(model, paths, png, count: int = 8) -> Path:
+    """Predictions on the first ``count`` val images (ground-truth boxes) drawn into one PNG."""
+    from pycocotools.coco import COCO
+
+    from .data.coco import _quiet
+    from .predictor import PoseEstimator
+    from .data.transforms import read_image_rgb
+    from .visualize import draw_skeleton, save_grid
+
+    with _quiet():
+        coco = COCO(str(paths["val_ann"]))
+    est = PoseEstimator(model, method="dark")
+    tiles = []
+    for image_id in sorted(coco.getImgIds())[:count]:
+        info = coco.imgs[image_id]
+        boxes = [a["bbox"] for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)) if a["num_keypoints"] > 0]
+        path = Path(paths["val_images"]) / info["file_name"]
+        kp = est(path, boxes if boxes else None)
+        tiles.append(draw_skeleton(read_image_rgb(path), kp, threshold=0.2))
+    return save_grid(tiles, png)

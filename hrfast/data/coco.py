@@ -1,0 +1,266 @@
+"""COCO person keypoints for top-down training and evaluation (pycocotools).
+
+One sample is one person: a box (ground truth, or a detector's) turned into center/scale with
+the official aspect-ratio padding and 1.25 enlargement, an affine crop of the image to the
+network input, and its joints in input pixels. Training applies the official augmentation
+(random scale and rotation, flip with the COCO pairs, half body). Each sample draws its random
+numbers from its own generator, seeded by (seed, epoch, index). So a sample's augmentation does
+not depend on the worker that loads it or on a restart, and a resumed run sees the same data.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .coco_meta import FLIP_PAIRS, JOINTS_WEIGHT, LOWER_BODY, UPPER_BODY
+from .transforms import (affine_points, box_to_center_scale, get_affine_transform, read_image_rgb,
+                         to_tensor)
+
+
+@dataclass
+class Augmentation:
+    """The official SimpleBaseline/HRNet training augmentation (COCO defaults)."""
+    scale_factor: float = 0.35     # scale *= clip(1 + N(0, sf), 1 - sf, 1 + sf)
+    rotation_factor: float = 45.0  # degrees: clip(N(0, rf), -2 rf, 2 rf), applied with prob_rotation
+    prob_rotation: float = 0.6
+    flip: bool = True              # horizontal flip with probability 0.5
+    prob_half_body: float = 0.3
+    num_joints_half_body: int = 8  # half body only when more joints than this are visible
+
+
+class COCOKeypoints(Dataset):
+    """Top-down person samples of a COCO keypoints file.
+
+    Args:
+        ann_file: person_keypoints json (COCO format).
+        image_dir: folder of the images named in ``ann_file``.
+        image_size: network input (width, height); heatmap_size: (width, height).
+        train: apply augmentation (ground-truth boxes only).
+        det_file: detector results json (list of {image_id, bbox, score, category_id}); when
+            given (and not ``train``) the samples are the detections with score >= image_thre.
+        image_thre: minimum detection score (official default 0.0; COCO test uses 0.0).
+        sigma, encoding: Gaussian targets (``hrfast.ops.gaussian_targets``).
+        targets_on_device: skip targets in the workers (the training step makes them).
+        use_joint_weights: multiply target weights by the official per-joint weights.
+        max_samples: keep only the first N samples (quick runs).
+    Each item is a dict: ``image`` (3, H, W) float32 ImageNet-normalized, ``joints`` (K, 2)
+    in input pixels, ``joints_vis`` (K,), and ``target`` (K, h, w) / ``target_weight`` (K,)
+    unless ``targets_on_device``; plus ``center``, ``scale`` (2,), ``score``, ``area``,
+    ``image_id`` for evaluation.
+    """
+
+    def __init__(self, ann_file, image_dir, image_size: Sequence[int], heatmap_size: Sequence[int],
+                 train: bool = False, det_file=None, image_thre: float = 0.0, sigma: float = 2.0,
+                 encoding: str = "msra", targets_on_device: bool = False,
+                 augmentation: Optional[Augmentation] = None, use_joint_weights: bool = False,
+                 seed: int = 0, max_samples: Optional[int] = None, num_joints: int = 17):
+        from pycocotools.coco import COCO
+
+        self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
+        if not self.ann_file.is_file():
+            raise FileNotFoundError(f"ann_file not found: {self.ann_file}")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"image_dir not found: {self.image_dir}")
+        try:
+            with _quiet():
+                self.coco = COCO(str(self.ann_file))
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
+            raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
+        self.image_size = tuple(int(v) for v in image_size)
+        self.heatmap_size = tuple(int(v) for v in heatmap_size)
+        self.aspect_ratio = self.image_size[0] / self.image_size[1]
+        self.train, self.sigma, self.encoding = train, float(sigma), encoding
+        self.targets_on_device = targets_on_device
+        self.aug = augmentation or Augmentation()
+        self.num_joints = num_joints
+        self.joint_weights = torch.tensor(JOINTS_WEIGHT[:num_joints]) if use_joint_weights else None
+        self.seed, self.epoch = int(seed), 0
+        if det_file is not None and not train:
+            self.records = self._detection_records(Path(det_file), image_thre)
+        else:
+            self.records = self._gt_records()
+        if max_samples is not None:
+            self.records = self.records[:max_samples]
+        if not self.records:
+            raise ValueError(f"no usable person samples in {self.ann_file}"
+                             + (f" with detections {det_file}" if det_file else ""))
+
+    # -- records -------------------------------------------------------------------------
+    def _image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def _gt_records(self) -> List[Dict]:
+        records, skipped = [], {"no visible joints": 0, "empty box": 0, "bad keypoints": 0}
+        for image_id in sorted(self.coco.getImgIds()):
+            info = self.coco.imgs[image_id]
+            w, h = info.get("width"), info.get("height")
+            for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False)):
+                if ann.get("category_id", 1) != 1:
+                    continue
+                kps = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+                if kps.size != self.num_joints * 3:
+                    skipped["bad keypoints"] += 1
+                    continue
+                kps = kps.reshape(self.num_joints, 3)
+                if kps[:, 2].max() <= 0:
+                    skipped["no visible joints"] += 1
+                    continue
+                box = _clean_box(ann.get("bbox", [0, 0, 0, 0]), w, h)
+                if box is None:
+                    skipped["empty box"] += 1
+                    continue
+                center, scale = box_to_center_scale(box, self.aspect_ratio)
+                records.append({"image_id": image_id, "center": center, "scale": scale,
+                                "joints": kps[:, :2].astype(np.float32),
+                                "vis": (kps[:, 2] > 0).astype(np.float32),
+                                "score": 1.0, "area": float(ann.get("area", box[2] * box[3]))})
+        for why, n in skipped.items():
+            if n:
+                warnings.warn(f"{self.ann_file.name}: skipped {n} person annotations ({why})", stacklevel=3)
+        return records
+
+    def _detection_records(self, det_file: Path, image_thre: float) -> List[Dict]:
+        if not det_file.is_file():
+            raise FileNotFoundError(f"det_file not found: {det_file}")
+        try:
+            dets = json.loads(det_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"det_file {det_file} is not valid json: {exc}") from None
+        if not isinstance(dets, list):
+            raise ValueError(f"det_file {det_file} must hold a list of detections")
+        records, empty = [], 0
+        for d in dets:
+            if d.get("category_id", 1) != 1 or d["image_id"] not in self.coco.imgs:
+                continue
+            if float(d.get("score", 1.0)) < image_thre:
+                continue
+            info = self.coco.imgs[d["image_id"]]
+            box = _clean_box(d["bbox"], info.get("width"), info.get("height"))
+            if box is None:
+                empty += 1
+                continue
+            center, scale = box_to_center_scale(box, self.aspect_ratio)
+            records.append({"image_id": d["image_id"], "center": center, "scale": scale,
+                            "joints": np.zeros((self.num_joints, 2), np.float32),
+                            "vis": np.zeros(self.num_joints, np.float32),
+                            "score": float(d.get("score", 1.0)), "area": float(box[2] * box[3])})
+        if empty:
+            warnings.warn(f"{det_file.name}: skipped {empty} detections with an empty box", stacklevel=3)
+        return records
+
+    # -- samples ---------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Dict:
+        rec = self.records[index]
+        image = read_image_rgb(self._image_path(rec["image_id"]))
+        joints, vis = rec["joints"].copy(), rec["vis"].copy()
+        center, scale, rot = rec["center"].copy(), rec["scale"].copy(), 0.0
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, joints, vis, center, scale, rot = self._augment(rng, image, joints, vis, center, scale)
+        import cv2
+        m = get_affine_transform(center, scale, rot, self.image_size)
+        crop = cv2.warpAffine(image, m, self.image_size, flags=cv2.INTER_LINEAR)
+        joints_in = affine_points(joints, m).astype(np.float32)
+        item = {"image": to_tensor(crop), "joints": torch.from_numpy(joints_in),
+                "joints_vis": torch.from_numpy(vis), "center": torch.from_numpy(rec["center"].astype(np.float32)),
+                "scale": torch.from_numpy(rec["scale"].astype(np.float32)),
+                "score": torch.tensor(rec["score"], dtype=torch.float32),
+                "area": torch.tensor(rec["area"], dtype=torch.float32),
+                "image_id": torch.tensor(rec["image_id"], dtype=torch.long)}
+        if not self.targets_on_device:
+            from ..ops.targets import gaussian_targets
+            t, w = gaussian_targets(item["joints"][None], item["joints_vis"][None], self.image_size,
+                                    self.heatmap_size, self.sigma, self.encoding,
+                                    joint_weights=self.joint_weights)
+            item["target"], item["target_weight"] = t[0], w[0]
+        return item
+
+    def _augment(self, rng, image, joints, vis, center, scale):
+        a = self.aug
+        if (vis > 0).sum() > a.num_joints_half_body and rng.random() < a.prob_half_body:
+            hb = half_body_box(joints, vis, self.aspect_ratio, rng)
+            if hb is not None:
+                center, scale = hb
+        sf, rf = a.scale_factor, a.rotation_factor
+        scale = scale * float(np.clip(rng.normal() * sf + 1, 1 - sf, 1 + sf))
+        rot = float(np.clip(rng.normal() * rf, -2 * rf, 2 * rf)) if rng.random() <= a.prob_rotation else 0.0
+        if a.flip and rng.random() <= 0.5:
+            width = image.shape[1]
+            image = image[:, ::-1]
+            joints, vis = flip_joints(joints, vis, width)
+            center = center.copy()
+            center[0] = width - center[0] - 1
+        return image, joints, vis, center, scale, rot
+
+
+def flip_joints(joints: np.ndarray, vis: np.ndarray, width: int, pairs=FLIP_PAIRS):
+    """Mirror (K, 2) joints of an image ``width`` pixels wide and swap the left/right pairs."""
+    joints = joints.copy()
+    vis = vis.copy()
+    joints[:, 0] = width - joints[:, 0] - 1
+    for a, b in pairs:
+        joints[[a, b]] = joints[[b, a]]
+        vis[[a, b]] = vis[[b, a]]
+    return joints, vis
+
+
+def half_body_box(joints, vis, aspect_ratio, rng):
+    """The official half-body crop: center/scale around the visible upper or lower body."""
+    upper = [k for k in UPPER_BODY if k < len(vis) and vis[k] > 0]
+    lower = [k for k in LOWER_BODY if k < len(vis) and vis[k] > 0]
+    pick = upper if (rng.random() < 0.5 and len(upper) > 2) else (lower if len(lower) > 2 else upper)
+    if len(pick) < 2:
+        return None
+    pts = joints[pick]
+    center = pts.mean(0).astype(np.float32)
+    lo, hi = pts.min(0), pts.max(0)
+    w, h = hi[0] - lo[0], hi[1] - lo[1]
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    scale = np.array([w / 200.0, h / 200.0], np.float32) * 1.5
+    return center, scale
+
+
+def _clean_box(bbox, width, height):
+    """The official box sanitation: clip to the image; None when nothing is left."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2, y2 = x1 + max(0.0, w - 1), y1 + max(0.0, h - 1)
+    if width is not None and height is not None:
+        x2, y2 = min(width - 1.0, x2), min(height - 1.0, y2)
+    if w <= 0 or h <= 0 or x2 < x1 or y2 < y1 or (x2 - x1) * (y2 - y1) <= 0:
+        return None
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+class _quiet:
+    """Silence pycocotools' prints ("loading annotations into memory...")."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+        self._cm = contextlib.redirect_stdout(io.StringIO())
+        self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        return False

@@ -1,0 +1,33 @@
+"""What the machine can do fast: native bf16 on the CPU, CUDA."""
+from __future__ import annotations
+
+import functools
+import platform
+
+import torch
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (x86 avx512_bf16 or AMX, Arm bf16). There,
+    oneDNN runs bf16 convolutions about twice as fast as fp32. Elsewhere bf16 is emulated and
+    slower."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return "bf16" in flags
+
+
+def fast_training_settings(device: torch.device) -> dict:
+    """HRFAST config overrides for fast training on ``device``: channels_last everywhere, plus bf16
+    autocast on CUDA and on CPUs with native bf16."""
+    amp = "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()) else "none"
+    return {"AMP": amp, "CHANNELS_LAST": True}

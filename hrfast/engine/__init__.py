@@ -1,0 +1,1 @@
+"""Training and evaluation: losses, the training loop, COCO evaluation."""

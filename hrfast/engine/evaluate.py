@@ -1,0 +1,148 @@
+"""COCO keypoint evaluation: inference with flip test, decoding, rescoring, OKS NMS, COCOeval.
+
+``predict_dataset`` runs a model over a ``COCOKeypoints`` loader and returns one record per
+person. ``coco_results`` applies the official rescoring and OKS NMS per image and produces the
+COCO results list. ``coco_eval`` scores it with pycocotools. ``evaluate`` chains them (and gathers
+the predictions of all ranks under torch.distributed).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.coco_meta import flip_permutation
+from ..ops.decode import final_preds
+from ..ops.nms import oks_nms, rescore
+
+STATS_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
+
+
+def flip_back(heatmaps: torch.Tensor, perm) -> torch.Tensor:
+    """Heatmaps of a horizontally flipped input back to the original frame: mirror the width
+    and swap the left/right joint channels."""
+    return heatmaps.flip(3)[:, perm]
+
+
+@torch.no_grad()
+def infer_heatmaps(model, images: torch.Tensor, flip_test: bool = True, shift_heatmap: bool = True,
+                   perm=None) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, K, h, w) heatmaps, averaged with the flipped input's when
+    ``flip_test``. ``shift_heatmap`` moves the flipped maps one pixel right, as the official
+    code does to undo the flip's half-pixel misalignment."""
+    out = model(images).float()
+    if flip_test:
+        perm = perm or flip_permutation(out.shape[1])
+        flipped = flip_back(model(images.flip(3)).float(), perm)
+        if shift_heatmap:
+            flipped = torch.cat([flipped[..., :1], flipped[..., :-1]], dim=3)
+        out = (out + flipped) * 0.5
+    return out
+
+
+@torch.no_grad()
+def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_heatmap: bool = True,
+                    method: str = "quarter", blur_kernel: int = 11, amp_dtype=None,
+                    channels_last: bool = False, progress: bool = True) -> List[Dict]:
+    """One record per sample: ``image_id``, ``keypoints`` (K, 3) in image pixels with score,
+    ``score`` (box score), ``area`` (of the box, center/scale in pixels), ``center``, ``scale``."""
+    model.eval()
+    device = torch.device(device)
+    records = []
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            hm = infer_heatmaps(model, x, flip_test, shift_heatmap)
+        preds = final_preds(hm.cpu(), batch["center"], batch["scale"], method, blur_kernel)
+        s = batch["scale"].double() * 200.0
+        for i in range(preds.shape[0]):
+            records.append({"image_id": int(batch["image_id"][i]), "keypoints": preds[i].numpy(),
+                            "score": float(batch["score"][i]), "area": float(s[i, 0] * s[i, 1]),
+                            "center": batch["center"][i].numpy(), "scale": batch["scale"][i].numpy()})
+    return records
+
+
+def coco_results(records: List[Dict], in_vis_thre: float = 0.2, oks_thre: float = 0.9,
+                 use_nms: bool = True) -> List[Dict]:
+    """Official post-processing: rescore each person (box score x mean confident joint score),
+    OKS NMS per image, then the COCO results format (category 1, flat keypoints)."""
+    by_image = defaultdict(list)
+    for r in records:
+        by_image[r["image_id"]].append(r)
+    out = []
+    for image_id, people in by_image.items():
+        kp = torch.from_numpy(np.stack([p["keypoints"] for p in people])).double()
+        scores = rescore(kp, torch.tensor([p["score"] for p in people], dtype=torch.float64), in_vis_thre)
+        keep = range(len(people))
+        if use_nms and len(people) > 1:
+            keep = oks_nms(kp, scores, torch.tensor([p["area"] for p in people]), oks_thre).tolist()
+        for i in keep:
+            out.append({"image_id": int(image_id), "category_id": 1,
+                        "keypoints": [round(float(v), 3) for v in kp[i].reshape(-1)],
+                        "score": float(scores[i])})
+    return out
+
+
+def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None) -> Dict[str, float]:
+    """COCOeval keypoints of ``results`` against ``ann_file``; returns the ten standard stats."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from ..data.coco import _quiet
+
+    if not results:
+        return {k: 0.0 for k in STATS_NAMES}
+    if results_file is not None:
+        results_file = Path(results_file)
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(results))
+    with _quiet():
+        gt = COCO(str(ann_file))
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "keypoints")
+        ev.params.useSegm = None
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(STATS_NAMES, ev.stats)}
+
+
+def format_stats(stats: Dict[str, float]) -> str:
+    """The stats as a two-line Markdown-style table, the official print layout."""
+    names = [k for k in STATS_NAMES if k in stats]
+    head = "| " + " | ".join(names) + " |"
+    rule = "|" + "|".join("---" for _ in names) + "|"
+    vals = "| " + " | ".join(f"{stats[k]:.3f}" for k in names) + " |"
+    return "\n".join([head, rule, vals])
+
+
+def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, method: str = "quarter",
+             blur_kernel: int = 11, results_file=None, oks_thre: float = 0.9, in_vis_thre: float = 0.2,
+             amp_dtype=None, channels_last: bool = False, progress: bool = True) -> Dict[str, float]:
+    """Predict, gather across ranks (torch.distributed), post-process and score on rank 0.
+    Other ranks return an empty dict."""
+    records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
+                              channels_last, progress)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        if dist.get_rank() != 0:
+            return {}
+        # a DistributedSampler pads with repeats: keep one record per (image, center, score)
+        seen, records = set(), []
+        for part in gathered:
+            for r in part:
+                key = (r["image_id"], tuple(np.round(r["center"], 3)), tuple(np.round(r["scale"], 4)), r["score"])
+                if key not in seen:
+                    seen.add(key)
+                    records.append(r)
+    results = coco_results(records, in_vis_thre, oks_thre)
+    return coco_eval(ann_file, results, results_file)

@@ -1,0 +1,45 @@
+"""Heatmap losses of SimpleBaseline/HRNet."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class JointsMSELoss(nn.Module):
+    """Mean squared error between predicted and target heatmaps, per joint, times 0.5.
+
+    pred, target: (B, K, H, W); target_weight: (B, K). With ``use_target_weight`` both maps of a
+    joint are scaled by its weight (zero for unlabelled joints) before the squared error, as
+    the official loss does. Returns the mean over joints, batch and pixels (a scalar).
+    """
+
+    def __init__(self, use_target_weight: bool = True):
+        super().__init__()
+        self.use_target_weight = use_target_weight
+
+    def per_joint(self, pred, target, target_weight):
+        """(B, K) mean squared error per joint (weights applied), times 0.5."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} "
+                             f"and {tuple(target.shape)}")
+        pred, target = pred.float(), target.float()
+        if self.use_target_weight:
+            w = target_weight.float()[..., None, None]
+            pred, target = pred * w, target * w
+        return 0.5 * (pred - target).pow(2).flatten(2).mean(-1)
+
+    def forward(self, pred, target, target_weight):
+        return self.per_joint(pred, target, target_weight).mean()
+
+
+class JointsOHKMMSELoss(JointsMSELoss):
+    """Online hard keypoint mining: per person, the mean of the ``topk`` largest joint losses."""
+
+    def __init__(self, use_target_weight: bool = True, topk: int = 8):
+        super().__init__(use_target_weight)
+        self.topk = topk
+
+    def forward(self, pred, target, target_weight):
+        per = self.per_joint(pred, target, target_weight)
+        k = min(self.topk, per.shape[1])
+        return per.topk(k, dim=1).values.mean()

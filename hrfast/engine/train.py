@@ -1,0 +1,346 @@
+"""The SimpleBaseline/HRNet training loop, with resumable atomic checkpoints and DDP.
+
+``train(cfg, out_dir)`` trains ``HRNet.from_config(cfg)`` on the COCO-format data named by
+``cfg.DATASET`` and evaluates with COCOeval every ``HRFAST.VAL_EVERY`` epochs (in float32: AMP is a training setting). Under
+``torchrun`` (WORLD_SIZE > 1) it wraps the model in DistributedDataParallel (NCCL on GPU, gloo
+on CPU) and shards the data with a DistributedSampler. Only rank 0 logs and writes.
+
+Files in ``out_dir``: ``checkpoint.pth`` (everything needed to resume, rewritten atomically at
+the end of each epoch), ``model_best.pth`` (a plain state_dict of the best-AP weights,
+loadable like an official checkpoint), ``final_state.pth``, ``metrics.jsonl`` (one line per
+epoch), ``config.yaml``, and the COCO results json of the last evaluation.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.coco import Augmentation, COCOKeypoints
+from ..models import HRNet
+from ..ops.targets import gaussian_targets
+from .evaluate import evaluate, format_stats
+from .loss import JointsMSELoss, JointsOHKMMSELoss
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# -- distributed --------------------------------------------------------------------------
+def init_distributed(device: Optional[str] = None):
+    """(rank, world_size, device) from the torchrun environment; initializes the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return rank, world, dev
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)      # torch.compile
+    return getattr(model, "module", model)          # DDP
+
+
+# -- data ----------------------------------------------------------------------------------
+def dataset_paths(cfg: Config, split: str):
+    """(ann_file, image_dir) of ``split`` ('train' or 'test'): explicit DATASET.*_ANN/*_IMAGES
+    or the official layout ROOT/annotations/person_keypoints_<SET>.json, ROOT/images/<SET>."""
+    d = cfg.DATASET
+    ann, images = (d.TRAIN_ANN, d.TRAIN_IMAGES) if split == "train" else (d.TEST_ANN, d.TEST_IMAGES)
+    name = d.TRAIN_SET if split == "train" else d.TEST_SET
+    root = Path(d.ROOT) if d.ROOT else None
+    if not ann:
+        if root is None:
+            raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_ANN must name the {split} data")
+        ann = root / "annotations" / f"person_keypoints_{name}.json"
+    if not images:
+        if root is None:
+            raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_IMAGES must name the {split} images")
+        images = root / "images" / name
+    return Path(ann), Path(images)
+
+
+def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> COCOKeypoints:
+    ann, images = dataset_paths(cfg, "train" if train else "test")
+    d = cfg.DATASET
+    det = None
+    if not train and not cfg.TEST.USE_GT_BBOX:
+        if not cfg.TEST.COCO_BBOX_FILE:
+            raise ValueError("config TEST.USE_GT_BBOX is false but TEST.COCO_BBOX_FILE is empty")
+        det = cfg.TEST.COCO_BBOX_FILE
+    aug = Augmentation(scale_factor=float(d.SCALE_FACTOR), rotation_factor=float(d.ROT_FACTOR),
+                       flip=bool(d.FLIP), prob_half_body=float(d.PROB_HALF_BODY),
+                       num_joints_half_body=int(d.NUM_JOINTS_HALF_BODY))
+    max_n = int(cfg.HRFAST.MAX_TRAIN_IMAGES) if train and cfg.HRFAST.MAX_TRAIN_IMAGES else None
+    return COCOKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
+                         det_file=det, image_thre=float(cfg.TEST.IMAGE_THRE), sigma=float(cfg.MODEL.SIGMA),
+                         encoding=cfg.HRFAST.TARGET_ENCODING, targets_on_device=targets_on_device,
+                         augmentation=aug, use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT),
+                         seed=int(cfg.HRFAST.SEED), max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS))
+
+
+def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,
+                seed: int, epoch: int = 0, pin_memory: bool = False):
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed)
+        sampler.set_epoch(epoch)
+    elif train:
+        # the shuffle order is a function of (seed, epoch): a resumed run sees the same order
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      drop_last=train, pin_memory=pin_memory, persistent_workers=False)
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
+    a run killed mid-write leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers (decay per step)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.is_floating_point():
+                e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(p)
+
+
+# -- the loop --------------------------------------------------------------------------------
+def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = None,
+          progress: bool = True, max_steps_per_epoch: Optional[int] = None) -> Dict:
+    """Train (and evaluate) per ``cfg``; returns a summary with the last and best stats."""
+    rank, world, dev = init_distributed(device)
+    main = rank == 0
+    out = Path(out_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    h = cfg.HRFAST
+    seed = int(h.SEED)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if h.DETERMINISTIC:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if dev.type == "cpu":
+        # Adam's second moments decay into float32 denormals, which x86 cores process ~100x
+        # slower; flushing them to zero changes nothing measurable and keeps the step rate flat
+        torch.set_flush_denormal(True)
+    if h.AMP not in AMP_DTYPES:
+        raise ValueError(f"config HRFAST.AMP must be one of {list(AMP_DTYPES)}, got {h.AMP!r}")
+    amp_dtype = AMP_DTYPES[h.AMP]
+
+    model = HRNet.from_config(cfg, backend=h.BACKEND).to(dev)
+    if h.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, float(h.EMA)) if h.EMA else None
+    if cfg.LOSS.USE_OHKM:
+        criterion = JointsOHKMMSELoss(cfg.LOSS.USE_TARGET_WEIGHT, int(cfg.LOSS.TOPK))
+    else:
+        criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT)
+    t = cfg.TRAIN
+    if t.OPTIMIZER == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=t.LR)
+    elif t.OPTIMIZER == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=t.LR, momentum=t.MOMENTUM,
+                                    weight_decay=t.WD, nesterov=t.NESTEROV)
+    else:
+        raise ValueError(f"config TRAIN.OPTIMIZER must be 'adam' or 'sgd', got {t.OPTIMIZER!r}")
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.LR_STEP), t.LR_FACTOR)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
+
+    start_epoch, best_ap, history = int(t.BEGIN_EPOCH), -1.0, []
+    ckpt_path = out / "checkpoint.pth"
+    if resume or cfg.AUTO_RESUME:
+        if ckpt_path.is_file():
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            if ema is not None and ck.get("ema") is not None:
+                ema.model.load_state_dict(ck["ema"])
+            start_epoch, best_ap, history = ck["epoch"], ck["best_ap"], ck.get("history", [])
+            _set_rng_state(ck["rng"])
+            if main:
+                print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+        elif resume:
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+
+    net = model
+    if world > 1:
+        if h.SYNC_BN:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if h.COMPILE:
+        net = torch.compile(net)
+
+    train_set = build_dataset(cfg, train=True, targets_on_device=bool(h.TARGETS_ON_DEVICE))
+    val_set = build_dataset(cfg, train=False)
+    ann_file = dataset_paths(cfg, "test")[0]
+    bs = int(t.BATCH_SIZE_PER_GPU)
+    if len(train_set) < bs * world:
+        raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch "
+                         f"({bs} x {world} processes): lower TRAIN.BATCH_SIZE_PER_GPU")
+    workers = int(cfg.WORKERS)
+    if workers > 0:
+        # OpenCV's own thread pool in every loader process would compete with the training
+        # threads. Set it here, before the workers fork: calling it inside a forked worker
+        # can deadlock on the parent's pool.
+        import cv2
+        cv2.setNumThreads(1)
+    pin = dev.type == "cuda" and bool(cfg.PIN_MEMORY)
+    val_loader = make_loader(val_set, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, workers, world, rank, seed)
+    writer = None
+    if main:
+        (out / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=1))
+        writer = _tensorboard(out)
+    end_epoch = int(t.END_EPOCH)
+    stats: Dict[str, float] = {}
+    for epoch in range(start_epoch, end_epoch):
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, bs, True, workers, world, rank, seed, epoch, pin)
+        net.train()
+        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        total = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
+        bar = tqdm(loader, total=total, desc=f"epoch {epoch + 1}/{end_epoch}", disable=not (main and progress),
+                   leave=False)
+        for i, batch in enumerate(bar):
+            if i >= total:
+                break
+            x = batch["image"].to(dev, non_blocking=True)
+            if h.CHANNELS_LAST:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if h.TARGETS_ON_DEVICE:
+                target, weight = gaussian_targets(batch["joints"].to(dev), batch["joints_vis"].to(dev),
+                                                  cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE,
+                                                  float(cfg.MODEL.SIGMA), h.TARGET_ENCODING,
+                                                  joint_weights=train_set.joint_weights)
+            else:
+                target, weight = batch["target"].to(dev), batch["target_weight"].to(dev)
+            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                pred = net(x)
+            loss = criterion(pred.float(), target, weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if h.GRAD_CLIP:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), float(h.GRAD_CLIP))
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model)
+            steps += 1
+            seen += x.shape[0] * world
+            loss_sum += loss.item()
+            if main and progress:
+                ips = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / steps:.3e}", lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+                                img_s=f"{ips:.1f}")
+        scheduler.step()
+        elapsed = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "loss": loss_sum / max(steps, 1), "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": seen / max(elapsed, 1e-9), "seconds": elapsed}
+        last = epoch + 1 == end_epoch
+        if (epoch + 1) % max(int(h.VAL_EVERY), 1) == 0 or last:
+            eval_model = ema.model if ema is not None else model
+            stats = evaluate(eval_model, val_loader, ann_file, dev, bool(cfg.TEST.FLIP_TEST), h.DECODE,
+                             results_file=out / "results_val.json" if main else None,
+                             oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
+                             channels_last=bool(h.CHANNELS_LAST), progress=progress and main)
+            row.update({k: v for k, v in stats.items()})
+            if main and stats["AP"] > best_ap:
+                best_ap = stats["AP"]
+                atomic_save(_unwrap(eval_model).state_dict(), out / "model_best.pth")
+        history.append(row)
+        if main:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k.replace(" ", "_"), v, epoch + 1)
+            msg = (f"epoch {epoch + 1}/{end_epoch}  loss {row['loss']:.3e}  "
+                   f"{row['images_per_s']:.1f} img/s")
+            if "AP" in row:
+                msg += f"  AP {row['AP']:.3f}"
+            if progress:
+                print(msg)
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "ema": ema.model.state_dict() if ema is not None else None,
+                         "epoch": epoch + 1, "best_ap": best_ap, "history": history,
+                         "rng": _rng_state(), "config": cfg.to_dict()}, ckpt_path)
+    if main:
+        atomic_save((ema.model if ema is not None else model).state_dict(), out / "final_state.pth")
+    if world > 1:
+        torch.distributed.barrier()
+    return {"stats": stats, "best_ap": best_ap, "history": history, "model": model,
+            "rank": rank, "world_size": world}
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:     # tensorboard not installed: the JSONL log is enough
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def describe(stats: Dict[str, float]) -> str:
+    return format_stats(stats) if stats else "(no evaluation)"

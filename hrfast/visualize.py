@@ -1,0 +1,69 @@
+"""Drawing keypoints: skeletons on images, and grids of them saved as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data.coco_meta import COCO_SKELETON
+
+# left limbs warm, right limbs cool, centre green (BGR-free: RGB tuples)
+_LEFT, _RIGHT, _MID = (255, 128, 0), (0, 160, 255), (60, 220, 60)
+
+
+def _limb_color(a: int, b: int):
+    if a % 2 == 1 and b % 2 == 1 and a > 0 and b > 0:   # both left joints (odd 0-based ids)
+        return _LEFT
+    if a % 2 == 0 and b % 2 == 0 and a > 0 and b > 0:
+        return _RIGHT
+    return _MID
+
+
+def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: int = 3,
+                  thickness: int = 2) -> np.ndarray:
+    """Draw people on a copy of ``image`` (H, W, 3) uint8 RGB.
+
+    keypoints: (N, K, 3) or (K, 3) x, y in image pixels and a score (or COCO visibility);
+    joints whose score is not above ``threshold`` are not drawn."""
+    import cv2
+    out = np.ascontiguousarray(image.copy())
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.ndim == 2:
+        kp = kp[None]
+    scale = max(1, round(max(out.shape[:2]) / 400))
+    for person in kp:
+        ok = person[:, 2] > threshold
+        for a1, b1 in COCO_SKELETON:
+            a, b = a1 - 1, b1 - 1
+            if a < len(person) and b < len(person) and ok[a] and ok[b]:
+                cv2.line(out, tuple(int(v) for v in person[a, :2]), tuple(int(v) for v in person[b, :2]),
+                         _limb_color(a, b), thickness * scale, cv2.LINE_AA)
+        for k, (x, y, _) in enumerate(person):
+            if ok[k]:
+                color = _LEFT if k % 2 == 1 else (_RIGHT if k > 0 else _MID)
+                cv2.circle(out, (int(x), int(y)), radius * scale, color, -1, cv2.LINE_AA)
+                cv2.circle(out, (int(x), int(y)), radius * scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def save_grid(images: Sequence[np.ndarray], path, columns: int = 4, cell: int = 256) -> Path:
+    """Tile RGB images (resized to ``cell`` px high) into one PNG at ``path``."""
+    import cv2
+    if not images:
+        raise ValueError("save_grid: no images to draw")
+    tiles = []
+    for im in images:
+        h, w = im.shape[:2]
+        tiles.append(cv2.resize(im, (max(1, round(w * cell / h)), cell), interpolation=cv2.INTER_AREA))
+    width = max(t.shape[1] for t in tiles)
+    rows = []
+    for r in range(0, len(tiles), columns):
+        row = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in tiles[r:r + columns]]
+        row += [np.zeros_like(row[0])] * (columns - len(row))
+        rows.append(np.concatenate(row, 1))
+    grid = np.concatenate(rows, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    return path

@@ -1,0 +1,163 @@
+"""Losses, evaluation (COCOeval AP on coco-mini), training, resume, DDP."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from hrfast.config import get_config, merge_config
+from hrfast.data.coco import COCOKeypoints
+from hrfast.data.synthetic import make_synthetic_coco
+from hrfast.engine.evaluate import coco_eval, coco_results, evaluate, flip_back, format_stats
+from hrfast.engine.loss import JointsMSELoss, JointsOHKMMSELoss
+from hrfast.engine.train import atomic_save, train
+from hrfast.ops.decode import final_preds
+from conftest import COCO_MINI
+
+ANN = COCO_MINI / "annotations" / "person_keypoints.json"
+IMAGES = COCO_MINI / "images"
+
+
+def test_joints_mse_matches_official_per_joint_loop():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 5, 8, 6, generator=g), torch.rand(3, 5, 8, 6, generator=g)
+    w = torch.rand(3, 5, generator=g)
+    # official: for each joint, 0.5 * MSE(pred_j * w_j, target_j * w_j) over (B, HW); mean over joints
+    ref = sum(0.5 * torch.nn.functional.mse_loss(pred[:, j].flatten(1) * w[:, j:j + 1],
+                                                 target[:, j].flatten(1) * w[:, j:j + 1]) for j in range(5)) / 5
+    torch.testing.assert_close(JointsMSELoss()(pred, target, w), ref)
+    # OHKM: per sample, the mean of the top-k joint losses; then the batch mean
+    per = 0.5 * ((pred * w[..., None, None] - target * w[..., None, None]) ** 2).flatten(2).mean(-1)
+    ref_ohkm = torch.stack([row.topk(2).values.mean() for row in per]).mean()
+    torch.testing.assert_close(JointsOHKMMSELoss(topk=2)(pred, target, w), ref_ohkm)
+    with pytest.raises(ValueError, match="same shape"):
+        JointsMSELoss()(pred, target[:, :4], w)
+
+
+def _gt_records():
+    doc = json.loads(ANN.read_text())
+    recs = []
+    for a in doc["annotations"]:
+        kp = np.array(a["keypoints"], np.float64).reshape(17, 3)
+        if kp[:, 2].max() == 0:
+            continue
+        kp[:, 2] = (kp[:, 2] > 0).astype(float)
+        x, y, w, h = a["bbox"]
+        recs.append({"image_id": a["image_id"], "keypoints": kp, "score": 1.0, "area": w * h * 1.25 ** 2})
+    return recs
+
+
+def test_ground_truth_as_predictions_scores_ap_1(tmp_path):
+    results = coco_results(_gt_records())          # rescoring + OKS NMS keep every person
+    stats = coco_eval(ANN, results, tmp_path / "res.json")
+    assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "res.json").read_text())[0]["category_id"] == 1
+    assert "AP .5" in format_stats(stats)
+
+
+def test_heatmap_round_trip_through_the_eval_path_scores_ap_1():
+    """Ground-truth joints -> crop -> UDP targets as 'heatmaps' -> final_preds (udp) -> the
+    official post-processing -> COCOeval: the inverse transform undoes the crop."""
+    ds = COCOKeypoints(ANN, IMAGES, (192, 256), (48, 64), encoding="udp")
+    recs = []
+    for i in range(len(ds)):
+        it = ds[i]
+        kp = final_preds(it["target"][None], it["center"][None], it["scale"][None], "udp")[0].double()
+        kp[:, 2] = it["target_weight"].double()    # joints outside the heatmap have no peak
+        s = it["scale"].double() * 200
+        recs.append({"image_id": int(it["image_id"]), "keypoints": kp.numpy(), "score": 1.0,
+                     "area": float(s[0] * s[1])})
+    stats = coco_eval(ANN, coco_results(recs))
+    assert stats["AP"] > 0.99
+
+
+def test_flip_back_is_an_involution():
+    hm = torch.rand(2, 17, 8, 6)
+    perm = list(range(17))
+    for a in range(1, 17, 2):
+        perm[a], perm[a + 1] = a + 1, a
+    assert torch.equal(flip_back(flip_back(hm, perm), perm), hm)
+    assert torch.equal(flip_back(hm, perm)[:, 1], hm[:, 2].flip(-1))
+
+
+def _tiny_cfg(tmp_path, epochs, **hrfast):
+    paths = make_synthetic_coco(tmp_path / "syn", num_train=12, num_val=4, image_size=(128, 128), progress=False)
+    return merge_config(get_config("w18_small_128x96"), {
+        "MODEL": {"IMAGE_SIZE": [64, 64], "HEATMAP_SIZE": [16, 16]},
+        "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
+                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
+        "TRAIN": {"END_EPOCH": epochs, "BATCH_SIZE_PER_GPU": 8, "LR_STEP": [2, 3], "LR": 3e-3},
+        "TEST": {"BATCH_SIZE_PER_GPU": 16}, "WORKERS": 0,
+        "HRFAST": dict({"VAL_EVERY": 100, "SEED": 7}, **hrfast)})
+
+
+def test_training_lowers_loss_and_writes_outputs(tmp_path):
+    cfg = _tiny_cfg(tmp_path, epochs=4)
+    r = train(cfg, tmp_path / "run", progress=False, max_steps_per_epoch=3)
+    losses = [h["loss"] for h in r["history"]]
+    assert losses[-1] < losses[0]
+    for name in ("checkpoint.pth", "model_best.pth", "final_state.pth", "metrics.jsonl", "results_val.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert 0.0 <= r["stats"]["AP"] <= 1.0
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    cfg = _tiny_cfg(tmp_path, epochs=3, EMA=0.9)
+    full = train(cfg, tmp_path / "full", progress=False, max_steps_per_epoch=2)
+    # "killed" after epoch 2: a run that ends there, then --resume to the end
+    train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 2}}), tmp_path / "cut", progress=False, max_steps_per_epoch=2)
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False, max_steps_per_epoch=2)
+    a, b = full["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ea = torch.load(tmp_path / "full" / "final_state.pth")
+    eb = torch.load(tmp_path / "cut" / "final_state.pth")
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)        # EMA weights too
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(_tiny_cfg(tmp_path, epochs=1), tmp_path / "none", resume=True, progress=False)
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "ck.pth"
+    atomic_save({"a": torch.ones(2)}, path)
+    with pytest.raises(Exception):
+        atomic_save({"bad": lambda: 0}, path)           # cannot be pickled: the write fails
+    assert torch.equal(torch.load(path)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pth"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg, out, result_dir):
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    r = train(cfg, out, device="cpu", progress=False, max_steps_per_epoch=2)
+    # parameters only: BN running stats are per rank between DDP's buffer broadcasts (as in the official code)
+    torch.save({k: v.detach().clone() for k, v in r["model"].named_parameters()}, f"{result_dir}/rank{rank}.pth")
+    if rank == 0:
+        torch.save(r["stats"], f"{result_dir}/stats.pth")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_gloo_two_processes_keep_identical_parameters(tmp_path):
+    import torch.multiprocessing as mp
+    cfg = _tiny_cfg(tmp_path, epochs=1)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path / "ddp"), str(tmp_path)), nprocs=2)
+    s0, s1 = torch.load(tmp_path / "rank0.pth"), torch.load(tmp_path / "rank1.pth")
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    init = train.__globals__["HRNet"].from_config(cfg).state_dict()
+    assert any(not torch.equal(init[k], s0[k]) for k in s0 if k.endswith("weight"))  # it did train
+    stats = torch.load(tmp_path / "stats.pth")
+    assert "AP" in stats                                    # gathered evaluation on rank 0

@@ -1,0 +1,99 @@
+"""PoseEstimator and the predict / eval / train commands on real and synthetic images."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hrfast import HRNet
+from hrfast.cli import main
+from hrfast.data.transforms import box_to_center_scale
+from hrfast.predictor import PoseEstimator, load_image
+from conftest import COCO_MINI
+
+IMAGES = sorted((COCO_MINI / "images").glob("*.jpg"))
+DETS = COCO_MINI / "annotations" / "person_detections.json"
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return HRNet.from_config("w18_small_128x96").eval()
+
+
+def test_pose_estimator_on_coco_mini_with_detector_boxes(small_model, tmp_path):
+    dets = json.loads(DETS.read_text())
+    # quarter decoding stays on the heatmap grid, so the bound below is exact; DARK's Newton step
+    # on random-weight maps is unbounded
+    est = PoseEstimator(small_model, flip_test=True, method="quarter")
+    for path in IMAGES:
+        iid = int(path.stem)
+        boxes = np.array([d["bbox"] for d in dets if d["image_id"] == iid and d["score"] > 0.5])
+        kp = est(path, boxes)
+        img = load_image(path)
+        assert kp.shape == (len(boxes), 17, 3) and kp.dtype == np.float32
+        # keypoints are in original-image pixels, inside the (aspect-padded, 1.25x) crop of their box
+        for b, p in zip(boxes, kp):
+            c, s = box_to_center_scale(b, 192 / 256)
+            half = s * 200 / 2 + 1e-3
+            assert (np.abs(p[:, :2] - c) <= half).all()
+        out = est.draw(path, kp, tmp_path / f"{path.stem}.png")
+        assert out.shape == img.shape and (tmp_path / f"{path.stem}.png").stat().st_size > 1000
+
+
+def test_pose_estimator_inputs(small_model):
+    img = load_image(IMAGES[0])
+    est = PoseEstimator(small_model, flip_test=False)
+    whole = est(img)                                        # no boxes: the whole image
+    assert whole.shape == (1, 17, 3)
+    t = torch.from_numpy(img).permute(2, 0, 1)
+    assert np.allclose(est(t), whole)                       # uint8 tensor, same result
+    assert est(img, np.zeros((0, 4))).shape == (0, 17, 3)
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\)"):
+        est(img, [1, 2, 3])
+    with pytest.raises(ValueError, match="positive width and height"):
+        est(img, [[0, 0, 0, 10]])
+    with pytest.raises(ValueError, match=r"image array must be \(H, W, 3\) uint8"):
+        est(np.zeros((10, 10), np.uint8))
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        est("/nope.jpg")
+
+
+def test_cli_predict_with_random_weights_on_coco_mini(tmp_path, capsys, small_model):
+    ck = tmp_path / "w.pth"
+    torch.save(small_model.state_dict(), ck)
+    args = ["predict", "--config", "w18_small_128x96", "--checkpoint", str(ck), "--boxes", str(DETS),
+            "--out", str(tmp_path / "pred"), *map(str, IMAGES)]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "pred" / "keypoints.json").read_text())
+    assert [r["file_name"] for r in rec] == [p.name for p in IMAGES]
+    assert all(np.array(r["keypoints"]).shape[1:] == (17, 3) for r in rec)
+    assert len(list((tmp_path / "pred").glob("*_pose.png"))) == len(IMAGES)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", "--config", "w18_small_128x96", "/nope/a.jpg"]) == 2
+    assert capsys.readouterr().err.strip() == "hrfast: error: image file not found: /nope/a.jpg"
+    assert main(["predict", "--config", "w18_small_128x96", "--checkpoint", str(tmp_path / "x.pth"),
+                 str(IMAGES[0])]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    assert main(["predict", "--config", "w18_small_128x96", "--checkpoint", str(bad), str(IMAGES[0])]) == 2
+    assert "does not fit the config" in capsys.readouterr().err
+    assert main(["train", "--config", "w18_small_128x96", "--data", str(tmp_path / "none")]) == 2
+    assert "--data folder not found" in capsys.readouterr().err
+    assert main(["train", "--config", "w18_small_128x96", "--set", "TRAIN.LRR=1"]) == 2
+    assert "unknown config key 'TRAIN.LRR'" in capsys.readouterr().err
+
+
+def test_cli_train_then_eval_on_synthetic(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--config", "w18_small_128x96", "--synthetic", "--out", str(out), "--workers", "0", "--quiet",
+              "--set", "MODEL.IMAGE_SIZE=[64,64]", "--set", "MODEL.HEATMAP_SIZE=[16,16]"]
+    assert main(["train", *common, "--epochs", "1", "--batch", "16",
+                 "--set", "HRFAST.MAX_TRAIN_IMAGES=32"]) == 0
+    assert "best AP" in capsys.readouterr().out
+    assert main(["eval", *common, "--checkpoint", str(out / "checkpoint.pth"), "--decode", "udp"]) == 0
+    assert "| AP |" in capsys.readouterr().out
+    assert (out / "results.json").is_file()
