@@ -50,3 +50,127 @@ def inference_throughput(model: nn.Module, batch: int, input_size, device="cpu",
 
     sec = measure(step, device, warmup, iters)
     return {"seconds_per_batch": sec, "images_per_s": batch / sec}
+
+
+def gemm_peak(device="cpu", dtype=torch.float32, n: int = 4096, iters: int = 3) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype``: the practical peak of the device."""
+    device = torch.device(device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sec = measure(lambda: a @ b, device, warmup=2, iters=iters)
+    return 2.0 * n ** 3 / sec
+
+
+def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
+    """FLOP/s of a large channels_last 3x3 convolution (8 x 256 x 64 x 64, 256 filters) in
+    ``dtype``. On CPUs oneDNN's direct convolution can beat ``torch.matmul``; the larger of the
+    two is the practical peak."""
+    device = torch.device(device)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device, dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 256, 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        sec = measure(lambda: conv(x), device, warmup=1, iters=iters)
+    return 2.0 * 8 * 64 * 64 * 256 * 256 * 9 / sec
+
+
+INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
+
+
+def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
+                      variants=INFERENCE_VARIANTS, iters: int = 5, progress: bool = True) -> list:
+    """Inference images/s of each variant of the same randomly initialized model, in one run.
+
+    eager fp32: the reference model; eager AMP: the same under bf16 autocast (fp16 on CUDA if
+    bf16 is unavailable); torch.compile: ``torch.compile`` of the reference; optimize fp32 /
+    optimize: :func:`hrfast.optimize` with dtype fp32 / its own dtype choice."""
+    from .models import HRNet
+    from .optimize import optimize
+    from .profile import count_macs
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = HRNet.from_config(config).to(device).eval()
+    w, h = model.input_size
+    x = torch.randn(batch, 3, h, w, device=device)
+    flops = count_macs(model, model.input_size)["flops"] * batch
+    rows = []
+    for name in variants:
+        if progress:
+            print(f"  {name} ...", flush=True)
+        dtype = torch.bfloat16 if name == "eager AMP" else torch.float32
+        if name == "eager fp32":
+            fn = model
+        elif name == "eager AMP":
+            def fn(t, _m=model):
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    return _m(t)
+        elif name == "torch.compile":
+            fn = torch.compile(model)
+        elif name == "optimize fp32":
+            fn = optimize(model, dtype="fp32", device=device)
+        elif name == "optimize":
+            fn = optimize(model, device=device)
+            dtype = fn.dtype
+        else:
+            raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS}")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            fn(x)                                  # compile / first call, not timed
+            setup = time.perf_counter() - t0
+            sec = measure(lambda: fn(x), device, warmup=1, iters=iters)
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
+        rows.append({"variant": name, "dtype": dtype, "images_per_s": batch / sec, "ms_per_batch": sec * 1e3,
+                     "gflops_per_s": flops / sec / 1e9, "first_call_s": setup, "peak_mib": peak})
+        torch._dynamo.reset()
+    base = rows[0]["images_per_s"]
+    for r in rows:
+        r["ratio"] = r["images_per_s"] / base
+    return rows
+
+
+def training_throughput(config: str = "w32_256x192", batch: int = 8, device="cpu", optimized: bool = False,
+                        compile: bool = False, iters: int = 3) -> dict:
+    """Training-step images/s (forward, MSE loss, backward, Adam) of eager fp32 or
+    ``optimize(mode="training")``."""
+    from .models import HRNet
+    from .optimize import optimize
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = HRNet.from_config(config).to(device)
+    net = optimize(model, mode="training", compile=compile, device=device) if optimized else model.train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    w, h = model.input_size
+    x = torch.randn(batch, 3, h, w, device=device)
+    target = torch.rand(batch, model.num_joints, h // 4, w // 4, device=device) * 0.1
+
+    def step():
+        loss = ((net(x).float() - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    sec = measure(step, device, warmup=2, iters=iters)
+    return {"images_per_s": batch / sec, "ms_per_step": sec * 1e3}
+
+
+def bar_chart(rows: list, path, title: str) -> None:
+    """Ratios of ``rows`` (dicts with 'variant' and 'ratio') as a PNG bar chart."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    names = [r["variant"] for r in rows]
+    vals = [r["ratio"] for r in rows]
+    bars = ax.barh(names[::-1], vals[::-1], color="#3b7dd8")
+    for b, v in zip(bars, vals[::-1]):
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {v:.2f}x", va="center")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("throughput vs eager fp32 (same run)")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, max(vals) * 1.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -54,6 +54,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    if args.compare:
+        return _bench_compare(args)
+
     from .bench import inference_throughput
     from .models import HRNet
 
@@ -65,6 +68,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              warmup=args.warmup, iters=args.iters, channels_last=args.channels_last)
     print(f"{args.config} batch {args.batch} {args.dtype} on {args.device}: "
           f"{r['images_per_s']:.1f} images/s ({r['seconds_per_batch'] * 1e3:.1f} ms/batch)")
+    return 0
+
+
+def _bench_compare(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from .bench import bar_chart, compare_inference, conv_peak, gemm_peak, training_throughput
+    from .device import cpu_has_native_bf16
+
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
+        f"CPU {platform.machine()}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}"
+    print(f"{args.config}, batch {args.batch}, {name}, torch {torch.__version__}")
+    g32, g16 = gemm_peak(dev, torch.float32), gemm_peak(dev, torch.bfloat16)
+    c32, c16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
+    peak32, peak16 = max(g32, c32), max(g16, c16)
+    rows = compare_inference(args.config, args.batch, dev, iters=args.iters)
+    lines = [f"Inference, {args.config}, batch {args.batch}, {name}, torch {torch.__version__}. "
+             f"Peak in this run: 4096^3 GEMM {g32 / 1e9:.0f} GFLOP/s fp32 / {g16 / 1e9:.0f} bf16, large 3x3 conv "
+             f"{c32 / 1e9:.0f} fp32 / {c16 / 1e9:.0f} bf16; the larger is the peak below.", "",
+             "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | first call (s) | peak MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        peak = "n/a" if r["peak_mib"] != r["peak_mib"] else f"{r['peak_mib']:.0f}"   # NaN on CPU
+        lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
+                     f"{r['gflops_per_s'] * 1e9 / (peak32 if r['dtype'] == torch.float32 else peak16):.0%} "
+                     f"| {r['first_call_s']:.1f} | {peak} |")
+    if args.train:
+        e = training_throughput(args.config, args.batch, dev)
+        o = training_throughput(args.config, args.batch, dev, optimized=True)
+        lines += ["", f"Training step (forward, loss, backward, Adam), batch {args.batch}:", "",
+                  "| variant | images/s | vs eager fp32 |", "|---|---:|---:|",
+                  f"| eager fp32 | {e['images_per_s']:.2f} | 1.00x |",
+                  f"| optimize(mode='training') | {o['images_per_s']:.2f} | {o['images_per_s'] / e['images_per_s']:.2f}x |"]
+    text = "\n".join(lines)
+    print(text)
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(text + "\n")
+    if args.png:
+        bar_chart(rows, args.png, f"{args.config} inference, batch {args.batch}, {dev.type}")
+        print(f"chart written to {args.png}")
     return 0
 
 
@@ -237,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="channels_last inputs and weights")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations (default: 2)")
     p.add_argument("--iters", type=int, default=5, help="timed iterations, median reported (default: 5)")
+    p.add_argument("--compare", action="store_true",
+                   help="compare eager fp32, eager AMP, torch.compile and hrfast.optimize in one run (a table)")
+    p.add_argument("--train", action="store_true", help="with --compare: also the training step")
+    p.add_argument("--report", help="with --compare: write the Markdown table to this file")
+    p.add_argument("--png", help="with --compare: write a bar chart of the ratios to this PNG")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")

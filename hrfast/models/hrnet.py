@@ -70,12 +70,23 @@ def make_transition(prev_channels: Sequence[int], channels: Sequence[int]) -> nn
     return nn.ModuleList(layers)
 
 
-def _apply_transition(transition: nn.ModuleList, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+def _apply_transition(transition: nn.ModuleList, xs: List[torch.Tensor], step_fn=None) -> List[torch.Tensor]:
+    """Run a transition. ``step_fn(seq, x)`` replaces each (conv, BN, ReLU) step when a fused
+    backend is attached (same modules, so the same parameters and keys)."""
     out = []
     for i, layer in enumerate(transition):
         # New branches grow from the lowest-resolution existing branch.
         src = xs[min(i, len(xs) - 1)]
-        out.append(src if layer is None else layer(src))
+        if layer is None:
+            out.append(src)
+        elif step_fn is None:
+            out.append(layer(src))
+        elif isinstance(layer[0], nn.Conv2d):       # width change: one (conv, BN, ReLU)
+            out.append(step_fn(layer, src))
+        else:                                       # new branch: a chain of (conv, BN, ReLU)
+            for step in layer:
+                src = step_fn(step, src)
+            out.append(src)
     return out
 
 
@@ -176,10 +187,17 @@ class HRNet(nn.Module):
         from ..ops.exchange import attach_backend  # late import: ops import models' modules
         attach_backend(self, backend)
         self.backend = backend
+        self._transition_step = None
+        units = self.exchange_units()
+        if units and units[0]._fused is not None:
+            from ..ops.exchange import fused_transition_step
+            self._transition_step = fused_transition_step(units[0]._fused)
         return self
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():   # ONNX export traces with one checked example input
+            return
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"HRNet input x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
@@ -199,7 +217,10 @@ class HRNet(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
         for idx in range(2, self.num_stages + 1):
-            xs = _apply_transition(getattr(self, f"transition{idx - 1}"), xs)
+            step = self._transition_step
+            if step is not None and not step.applies(xs[-1]):
+                step = None
+            xs = _apply_transition(getattr(self, f"transition{idx - 1}"), xs, step)
             xs = getattr(self, f"stage{idx}")(xs)
         return xs[0]
 

@@ -1,21 +1,153 @@
-"""Backend choice for exchange units: the reference (eager) path or the fused Triton kernels."""
+"""Backend choice for exchange units: the reference (eager) path or the fused Triton path.
+
+The fused path (``FusedExchange``) computes every output branch ``i`` of a unit as one
+``fused_sum`` call::
+
+    y_i = ReLU( x_i + sum_{j>i} up(z_ij * s_ij + t_ij) + sum_{j<i} (d_ij * s_ij + t_ij) )
+
+``z_ij`` is the 1x1 conv of ``x_j`` run at ``x_j``'s low resolution. ``d_ij`` is the last
+strided 3x3 conv of the downsample chain (the earlier steps run as conv + a fused BN+ReLU
+epilogue). ``s, t`` is the BatchNorm affine of that conv. In eval mode it comes from the
+running statistics, which is the same as folding BN into the conv: no separate BN pass is
+made. In train mode it comes from the batch statistics, exactly as ``nn.BatchNorm2d``
+computes them (biased variance to normalize, unbiased for ``running_var``, ``momentum``,
+``num_batches_tracked``). Autograd differentiates through the statistics. Normalization,
+nearest upsampling, the sum, the identity term and the ReLU happen in the kernel, and the
+upsampled terms are never materialized. The convolutions themselves stay cuDNN/oneDNN
+convolutions (see README: the implicit-GEMM Triton conv is not implemented).
+"""
 from __future__ import annotations
 
+from typing import List, Sequence, Tuple
+
+import torch
 from torch import nn
 
 from ..models.exchange import ExchangeUnit
+from .fused_sum import HAS_TRITON, fused_sum, fused_sum_any, triton_runs_on
+
+BACKENDS = ("reference", "triton", "auto")
+
+
+def bn_affine(bn: nn.BatchNorm2d, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (C,), such that ``bn(z) == z * scale + shift`` per channel; updates the
+    running statistics in train mode exactly as ``nn.BatchNorm2d.forward`` does. A BN already
+    folded into its conv (``nn.Identity``, see ``hrfast.optimize``) gives (1, 0)."""
+    if isinstance(bn, nn.Identity):
+        dt = z.dtype if z.dtype == torch.float64 else torch.float32
+        ones = torch.ones(z.shape[1], dtype=dt, device=z.device)
+        return ones, torch.zeros_like(ones)
+    use_batch = bn.training or not bn.track_running_stats
+    if use_batch:
+        zf = z.float()
+        var, mean = torch.var_mean(zf, dim=(0, 2, 3), unbiased=False)
+        if bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                n = z.numel() / z.shape[1]
+                bn.running_mean.mul_(1 - m).add_(mean.detach().to(bn.running_mean.dtype), alpha=m)
+                unbiased = var.detach() * (n / max(n - 1, 1))
+                bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    inv = torch.rsqrt(var + bn.eps)
+    scale = bn.weight * inv if bn.affine else inv
+    shift = (bn.bias - mean * scale) if bn.affine else -mean * scale
+    return scale.float() if z.dtype != torch.float64 else scale, shift.float() if z.dtype != torch.float64 else shift
+
+
+def conv_bn_act(step: nn.Sequential, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    """A (conv, BN[, ReLU]) step as conv + fused BN(+ReLU) epilogue."""
+    conv, bn = step[0], step[1]
+    z = conv(x)
+    s, t = bn_affine(bn, z)
+    return fused_sum(None, [z], [s], [t], [1], relu)
+
+
+class FusedExchange:
+    """The fused forward of an :class:`ExchangeUnit` (installed as ``unit._fused``)."""
+
+    def applies(self, xs: Sequence[torch.Tensor]) -> bool:
+        return all(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs) and \
+            triton_runs_on(xs[0].device)
+
+    def __call__(self, unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        unit.check_inputs(xs)
+        xs = [x.contiguous() for x in xs]   # the kernels index NCHW; channels_last is converted
+        n = len(unit.channels)
+        out = []
+        for i in range(unit.num_outputs):
+            row = unit[i]
+            zs, ss, ts, fs = [], [], [], []
+            for j in range(n):
+                if j == i:
+                    continue
+                path = row[j]
+                if j > i:      # 1x1 conv at low resolution; BN, upsample and add in the kernel
+                    z = path[0](xs[j])
+                    s, t = bn_affine(path[1], z)
+                    f = 2 ** (j - i)
+                else:          # strided 3x3 chain; the last conv's BN and add in the kernel
+                    h = xs[j]
+                    for step in path[:-1]:
+                        h = conv_bn_act(step, h, relu=True)
+                    z = path[-1][0](h)
+                    s, t = bn_affine(path[-1][1], z)
+                    f = 1
+                zs.append(z)
+                ss.append(s)
+                ts.append(t)
+                fs.append(f)
+            out.append(fused_sum_any(xs[i], zs, ss, ts, fs, relu=True))
+        return out
+
+
+class fused_transition_step:
+    """Transition steps (conv, BN, ReLU) as conv + fused BN+ReLU epilogue, where ``fused``
+    (the units' FusedExchange) applies."""
+
+    def __init__(self, fused: "FusedExchange"):
+        self.fused = fused
+
+    def applies(self, x: torch.Tensor) -> bool:
+        return self.fused.applies([x])
+
+    def __call__(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        return conv_bn_act(seq, x.contiguous(), relu=True)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if (device.type == "cuda" and HAS_TRITON) else "reference"
+    if backend == "triton" and not HAS_TRITON:
+        raise RuntimeError("backend='triton' needs Triton: pip install triton")
+    return backend
 
 
 def attach_backend(model: nn.Module, backend: str) -> None:
-    """Point every :class:`ExchangeUnit` of ``model`` at the implementation named ``backend``.
+    """Point every :class:`ExchangeUnit` of ``model`` at ``backend``.
 
-    The fused Triton exchange units are not implemented yet: ``triton`` raises, ``auto`` resolves
-    to the reference path on every device.
+    ``triton``: the fused path wherever the kernels can run (CUDA; CPU under
+    ``TRITON_INTERPRET=1``), the reference elsewhere. ``auto``: fused on CUDA, reference on CPU
+    (decided per call from the input's device). ``reference``: eager PyTorch.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton" and not HAS_TRITON:
+        raise RuntimeError("backend='triton' needs Triton: pip install triton")
+    fused = None
     if backend == "triton":
-        raise NotImplementedError(
-            "backend='triton' (fused Triton exchange units) is not implemented yet; "
-            "use backend='reference' or 'auto'")
+        fused = FusedExchange()
+    elif backend == "auto" and HAS_TRITON:
+        fused = _CudaOnly()
     for unit in model.modules():
         if isinstance(unit, ExchangeUnit):
-            unit._fused = None
+            unit._fused = fused
+
+
+class _CudaOnly(FusedExchange):
+    def applies(self, xs):
+        return xs[0].device.type == "cuda" and super().applies(xs)

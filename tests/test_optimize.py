@@ -1,0 +1,113 @@
+"""hrfast.optimize (BN folding, dtype choice, compile) and ONNX export."""
+import importlib.util
+
+import pytest
+import torch
+
+from hrfast import HRNet
+from hrfast.ops.decode import decode_heatmaps
+from hrfast.optimize import fold_batchnorm, optimize
+
+
+@pytest.fixture(scope="module")
+def trained_like():
+    """The small net with non-trivial BN statistics and weights (as after training)."""
+    torch.manual_seed(0)
+    m = HRNet.from_config("w18_small_128x96")
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight)
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def test_folded_bn_equals_unfolded(trained_like):
+    import copy
+    x = torch.randn(2, 3, 128, 96)
+    folded = copy.deepcopy(trained_like)
+    n = fold_batchnorm(folded)
+    assert n == sum(isinstance(m, torch.nn.BatchNorm2d) for m in trained_like.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        ref, got = trained_like(x), folded(x)
+    # fp32: folding reassociates (w * g / s) x + b; relative error ~1e-6 of the activations
+    torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(HRNet.from_config("w18_small_128x96").train())
+
+
+def test_optimize_fp32_parity_and_report(trained_like, capsys):
+    x = torch.randn(2, 3, 128, 96)
+    opt = optimize(trained_like, dtype="fp32", compile=False, verbose=True)
+    out = capsys.readouterr().out
+    assert "folded" in out and "channels_last" in out and "dtype float32" in out
+    with torch.no_grad():
+        ref, got = trained_like(x), opt(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_like.modules())  # original untouched
+
+
+def test_optimize_bf16_keypoint_drift_is_bounded(trained_like):
+    x = torch.randn(4, 3, 128, 96)
+    opt = optimize(trained_like, dtype="bf16", compile=False)
+    with torch.no_grad():
+        ref, got = trained_like(x), opt(x)
+    # the output-scale relative error of bf16 (8-bit mantissa) through ~40 layers
+    rel = (got - ref).abs().max() / ref.abs().max()
+    assert rel < 0.1
+    c_ref, _ = decode_heatmaps(ref, "dark")
+    c_got, _ = decode_heatmaps(got, "dark")
+    # random-weight maps have flat peaks, so argmax ties can flip: bound the median drift
+    assert (c_got - c_ref).norm(dim=-1).median() < 1.0
+
+
+def test_optimize_compiled_matches(trained_like):
+    x = torch.randn(1, 3, 128, 96)
+    opt = optimize(trained_like, dtype="fp32", compile=True)
+    with torch.no_grad():
+        ref, got = trained_like(x), opt(x)
+    torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-3)
+
+
+def test_optimize_training_still_trains():
+    torch.manual_seed(0)
+    m = HRNet.from_config("w18_small_128x96")
+    opt_m = optimize(m, mode="training", dtype="bf16", compile=False)
+    optim = torch.optim.Adam(m.parameters(), 1e-3)
+    x, target = torch.randn(4, 3, 128, 96), torch.rand(4, 17, 32, 24) * 0.1
+    losses = []
+    for _ in range(5):
+        loss = ((opt_m(x) - target) ** 2).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert m.conv1.weight.grad is not None            # the original parameters are trained
+
+
+def test_optimize_bad_arguments(trained_like):
+    with pytest.raises(ValueError, match="mode must be"):
+        optimize(trained_like, mode="fast")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        optimize(trained_like, dtype="int8")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed (CI installs it)")
+def test_onnx_round_trip(trained_like, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from hrfast.export import onnx
+    path = onnx(trained_like, tmp_path / "m.onnx", check=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 128, 96)                   # another batch size: the batch axis is dynamic
+    got = sess.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        ref = trained_like(x).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max(), rtol=1e-3)
