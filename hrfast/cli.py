@@ -171,7 +171,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate, format_stats
     from .engine.train import build_dataset, dataset_paths, make_loader
     from .models import HRNet
-    from .predictor import PoseEstimator  # noqa: F401  (same checkpoint rules)
 
     cfg = _training_config(args)
     if args.detections:
@@ -190,22 +189,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _load_weights(model, checkpoint) -> None:
-    import torch
-    if checkpoint is None:
-        return
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and "model" in state and "optimizer" in state:
-        state = state["model"]
-    elif isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"checkpoint {path} does not fit the config: {first}") from None
+    if checkpoint is not None:
+        from .predictor import load_weights
+        load_weights(model, checkpoint)
 
 
 def _boxes_for(images, boxes_file, min_score: float = 0.0):

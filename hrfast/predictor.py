@@ -37,6 +37,25 @@ def load_image(image: ImageLike) -> np.ndarray:
     raise TypeError(f"image must be a path, numpy array or tensor, got {type(image).__name__}")
 
 
+def load_weights(model: torch.nn.Module, checkpoint) -> None:
+    """Load a state_dict file into ``model`` with ``strict=True``. Accepts an official
+    pose_hrnet file, an hrfast ``model_best.pth`` / ``final_state.pth``, an hrfast training
+    ``checkpoint.pth`` (its ``model``), or a ``{"state_dict": ...}`` file. Errors name the file."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]
+    elif isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"checkpoint {path} does not fit the config: {first}") from None
+
+
 class PoseEstimator:
     """Keypoints of the people in an image, in original-image pixels.
 
@@ -58,15 +77,7 @@ class PoseEstimator:
         if model is None:
             model = HRNet.from_config(config)
             if checkpoint is not None:
-                path = Path(checkpoint)
-                if not path.is_file():
-                    raise FileNotFoundError(f"checkpoint not found: {path}")
-                state = torch.load(path, map_location="cpu", weights_only=False)
-                if isinstance(state, dict) and "model" in state and "optimizer" in state:
-                    state = state["model"]          # an hrfast training checkpoint
-                elif isinstance(state, dict) and "state_dict" in state:
-                    state = state["state_dict"]
-                model.load_state_dict(state, strict=True)
+                load_weights(model, checkpoint)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.input_size = tuple(input_size or getattr(model, "input_size", (192, 256)))

@@ -184,3 +184,20 @@ def test_fused_sum_traces_under_compile():
     fn = torch.compile(lambda b, z, s, t: fused_sum(b, [z], [s], [t], [2], True), backend="aot_eager",
                        fullgraph=True)
     torch.testing.assert_close(fn(b, zs[0], ss[0], ts[0]), fused_sum_ref(b, zs, ss, ts, [2], True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="real W32 shapes need a CUDA GPU (too slow in the interpreter)")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("train", [True, False])
+def test_w32_stage4_unit_on_cuda(dtype, tol, train):
+    """W32 256x192 stage-4 exchange unit at batch 32 (64x48 ... 8x6), fused vs reference."""
+    from hrfast.models.exchange import ExchangeUnit
+    from hrfast.ops.exchange import FusedExchange
+    torch.manual_seed(0)
+    ch = [32, 64, 128, 256]
+    ref = ExchangeUnit(ch, 4).cuda().to(dtype).train(train)
+    fused = copy.deepcopy(ref)
+    fused._fused = FusedExchange()
+    xs = [torch.randn(32, c, 64 >> j, 48 >> j, device="cuda", dtype=dtype) for j, c in enumerate(ch)]
+    for a, r in zip(fused(xs), ref(xs)):
+        torch.testing.assert_close(a.float(), r.float(), atol=tol * r.float().abs().max().item(), rtol=tol)
