@@ -161,3 +161,22 @@ def test_ddp_gloo_two_processes_keep_identical_parameters(tmp_path):
     assert any(not torch.equal(init[k], s0[k]) for k in s0 if k.endswith("weight"))  # it did train
     stats = torch.load(tmp_path / "stats.pth")
     assert "AP" in stats                                    # gathered evaluation on rank 0
+
+
+def test_targets_on_device_equal_worker_targets(tmp_path):
+    """Targets made batched in the training step give the same run as targets made per sample
+    in the loader (same op, same joints)."""
+    a = train(_tiny_cfg(tmp_path, epochs=1), tmp_path / "a", progress=False, max_steps_per_epoch=2)
+    b = train(_tiny_cfg(tmp_path, epochs=1, TARGETS_ON_DEVICE=True, GRAD_CLIP=1e9), tmp_path / "b",
+              progress=False, max_steps_per_epoch=2)
+    assert a["history"][0]["loss"] == b["history"][0]["loss"]
+
+
+def test_ohkm_and_bad_config_values(tmp_path):
+    cfg = merge_config(_tiny_cfg(tmp_path, epochs=1), {"LOSS": {"USE_OHKM": True, "TOPK": 4}})
+    r = train(cfg, tmp_path / "ohkm", progress=False, max_steps_per_epoch=1)
+    assert r["history"][0]["loss"] > 0
+    with pytest.raises(ValueError, match="HRFAST.AMP must be one of"):
+        train(merge_config(cfg, {"HRFAST": {"AMP": "fp8"}}), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="TRAIN.OPTIMIZER must be 'adam' or 'sgd'"):
+        train(merge_config(cfg, {"TRAIN": {"OPTIMIZER": "lamb"}}), tmp_path / "y", progress=False)
