@@ -14,11 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COCO_MINI = REPO_ROOT / "data" / "coco-mini"
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192") -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
+                    backend_default: Optional[str] = "reference") -> None:
     p.add_argument("--config", default=default,
                    help=f"built-in config name (see `hrfast info`) or a YAML file (default: {default})")
-    p.add_argument("--backend", default="reference", choices=["reference", "triton", "auto"],
-                   help="exchange-unit implementation (default: reference)")
+    p.add_argument("--backend", default=backend_default, choices=["reference", "triton", "auto"],
+                   help="exchange-unit implementation: triton = fused kernels (CUDA) (default: "
+                        + (backend_default or "the config's HRFAST.BACKEND, auto") + ")")
 
 
 def resolve_config(name_or_path: str):
@@ -149,6 +151,8 @@ def _training_config(args: argparse.Namespace):
         over.setdefault("TEST", {})["BATCH_SIZE_PER_GPU"] = args.batch
     if getattr(args, "workers", None) is not None:
         over["WORKERS"] = args.workers
+    if getattr(args, "backend", None):
+        over["HRFAST"] = {"BACKEND": args.backend}
     cfg = merge_config(cfg, over)
     return merge_dotted(cfg, args.set)
 
@@ -175,7 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _training_config(args)
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
-    model = HRNet.from_config(cfg)
+    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
     _load_weights(model, args.checkpoint)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
@@ -234,7 +238,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for im in args.images:
         if not Path(im).is_file():
             raise FileNotFoundError(f"image file not found: {im}")
-    model = HRNet.from_config(resolve_config(args.config))
+    model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
     est = PoseEstimator(model, device=args.device, flip_test=not args.no_flip, method=args.decode)
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
@@ -296,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     def data_args(p, out_default):
-        _add_model_args(p)
+        _add_model_args(p, backend_default=None)
         p.add_argument("--data", help="COCO root (annotations/person_keypoints_<SET>.json, images/<SET>/)")
         p.add_argument("--synthetic", action="store_true", help="use (generate) the synthetic dataset in OUT/data")
         p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")

@@ -180,3 +180,21 @@ def test_ohkm_and_bad_config_values(tmp_path):
         train(merge_config(cfg, {"HRFAST": {"AMP": "fp8"}}), tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="TRAIN.OPTIMIZER must be 'adam' or 'sgd'"):
         train(merge_config(cfg, {"TRAIN": {"OPTIMIZER": "lamb"}}), tmp_path / "y", progress=False)
+
+
+def test_torchrun_cli_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m hrfast train ...` (gloo on CPU): rank 0 writes the outputs."""
+    import subprocess
+    import sys
+    cfg_out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "hrfast", "train", "--config", "w18_small_128x96", "--synthetic",
+           "--out", str(cfg_out), "--epochs", "1", "--batch", "4", "--workers", "0", "--quiet", "--device", "cpu",
+           "--set", "MODEL.IMAGE_SIZE=[64,64]", "--set", "MODEL.HEATMAP_SIZE=[16,16]",
+           "--set", "HRFAST.MAX_TRAIN_IMAGES=16"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best AP") == 1                      # printed by rank 0 only
+    assert (cfg_out / "checkpoint.pth").is_file() and (cfg_out / "model_best.pth").is_file()
+    assert len((cfg_out / "metrics.jsonl").read_text().splitlines()) == 1

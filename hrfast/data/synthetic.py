@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -178,6 +179,14 @@ def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: in
     return img, anns
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    # Several processes (torchrun ranks) may generate the same deterministic dataset at once:
+    # each file appears whole, by rename, so no reader sees a partly written file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_size=(256, 256),
                         seed: int = 0, progress: bool = True) -> Dict[str, Path]:
     """Write (or reuse, when the same parameters were written before) the dataset under ``root``.
@@ -210,7 +219,10 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
             img, people = render_image(rng, image_size)
             image_id = offset + i + 1
             name = f"{image_id:012d}.jpg"
-            cv2.imwrite(str(out / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode synthetic image {name}")
+            _write_atomic(out / name, buf.tobytes())
             images.append({"id": image_id, "file_name": name, "width": image_size[0], "height": image_size[1]})
             for p in people:
                 anns.append({"id": len(anns) + 1 + offset, "image_id": image_id, **p})
@@ -225,8 +237,8 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
                                       float(rng.uniform(0, image_size[1] - bh)), float(bw), float(bh)]})
         doc = {"info": {"description": "hrfast synthetic figures", "version": GENERATOR_VERSION},
                "licenses": [], "images": images, "annotations": anns, "categories": categories}
-        paths[f"{split}_ann"].write_text(json.dumps(doc))
+        _write_atomic(paths[f"{split}_ann"], json.dumps(doc).encode())
         if split == "val":
-            paths["val_dets"].write_text(json.dumps(dets))
-    stamp.write_text(json.dumps(meta))
+            _write_atomic(paths["val_dets"], json.dumps(dets).encode())
+    _write_atomic(stamp, json.dumps(meta).encode())
     return paths
