@@ -198,3 +198,14 @@ def test_torchrun_cli_two_processes(tmp_path):
     assert r.stdout.count("best AP") == 1                      # printed by rank 0 only
     assert (cfg_out / "checkpoint.pth").is_file() and (cfg_out / "model_best.pth").is_file()
     assert len((cfg_out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    run = tmp_path / "bad"
+    run.mkdir()
+    (run / "checkpoint.pth").write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(ValueError, match="is not a readable hrfast checkpoint"):
+        train(_tiny_cfg(tmp_path, epochs=1), run, resume=True, progress=False)
+    torch.save({"conv1.weight": torch.zeros(1)}, run / "checkpoint.pth")
+    with pytest.raises(ValueError, match="not an hrfast training checkpoint"):
+        train(_tiny_cfg(tmp_path, epochs=1), run, resume=True, progress=False)

@@ -206,7 +206,13 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     ckpt_path = out / "checkpoint.pth"
     if resume or cfg.AUTO_RESUME:
         if ckpt_path.is_file():
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            try:
+                ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+                missing = {"model", "optimizer", "scheduler", "scaler", "epoch", "best_ap", "rng"} - set(ck)
+            except Exception as exc:   # truncated or foreign file
+                raise ValueError(f"cannot resume: {ckpt_path} is not a readable hrfast checkpoint ({exc})") from None
+            if missing:
+                raise ValueError(f"cannot resume: {ckpt_path} lacks {sorted(missing)} (not an hrfast training checkpoint)")
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
