@@ -174,3 +174,38 @@ def bar_chart(rows: list, path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def predict_throughput(config: str = "w32_256x192", device="cpu", optimized: bool = False,
+                       method: str = "dark", iters: int = 3) -> dict:
+    """End to end on the four real coco-mini images with their detector boxes (score > 0.5):
+    decoded image -> crops -> network with flip test -> decoding -> image keypoints.
+    Returns people/s and images/s (random weights: the work does not depend on them)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from .models import HRNet
+    from .optimize import optimize
+    from .predictor import PoseEstimator, load_image
+
+    root = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
+    dets = json.loads((root / "annotations" / "person_detections.json").read_text())
+    data = []
+    for p in sorted((root / "images").glob("*.jpg")):
+        boxes = np.array([d["bbox"] for d in dets if d["image_id"] == int(p.stem) and d["score"] > 0.5])
+        data.append((load_image(p), boxes))
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = HRNet.from_config(config).to(device).eval()
+    net = optimize(model, device=device) if optimized else model
+    est = PoseEstimator(net, device=device, method=method, input_size=model.input_size)
+
+    def run():
+        for img, boxes in data:
+            est(img, boxes)
+
+    sec = measure(run, device, warmup=1, iters=iters)
+    people = sum(len(b) for _, b in data)
+    return {"people_per_s": people / sec, "images_per_s": len(data) / sec, "people": people}

@@ -78,7 +78,8 @@ def _bench_compare(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import bar_chart, compare_inference, conv_peak, gemm_peak, training_throughput
+    from .bench import (bar_chart, compare_inference, conv_peak, gemm_peak, predict_throughput,
+                        training_throughput)
     from .device import cpu_has_native_bf16
 
     dev = torch.device(args.device)
@@ -106,6 +107,14 @@ def _bench_compare(args: argparse.Namespace) -> int:
                   "| variant | images/s | vs eager fp32 |", "|---|---:|---:|",
                   f"| eager fp32 | {e['images_per_s']:.2f} | 1.00x |",
                   f"| optimize(mode='training') | {o['images_per_s']:.2f} | {o['images_per_s'] / e['images_per_s']:.2f}x |"]
+    pe = predict_throughput(args.config, dev)
+    po = predict_throughput(args.config, dev, optimized=True)
+    lines += ["", f"End-to-end predict (coco-mini: 4 real images, {pe['people']} detector boxes, flip test, "
+                  "DARK decoding, from decoded image to image keypoints):", "",
+              "| variant | people/s | images/s | vs eager |", "|---|---:|---:|---:|",
+              f"| eager fp32 | {pe['people_per_s']:.1f} | {pe['images_per_s']:.2f} | 1.00x |",
+              f"| optimize | {po['people_per_s']:.1f} | {po['images_per_s']:.2f} | "
+              f"{po['people_per_s'] / pe['people_per_s']:.2f}x |"]
     text = "\n".join(lines)
     print(text)
     if args.report:

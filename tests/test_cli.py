@@ -35,3 +35,14 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "hrfast", "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "28,536,113" in r.stdout
+
+
+def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
+    report, png = tmp_path / "r.md", tmp_path / "r.png"
+    assert main(["bench", "--compare", "--config", "w18_small_128x96", "--batch", "2", "--iters", "1",
+                 "--report", str(report), "--png", str(png)]) == 0
+    text = report.read_text()
+    for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize fp32 |", "| optimize |",
+                "End-to-end predict"):
+        assert row in text
+    assert png.stat().st_size > 1000
