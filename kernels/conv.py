@@ -129,7 +129,7 @@ def conv3x3_wgrad_kernel(gy_ptr, x_ptr, gw_ptr, B, Cin, H, W, Cout, Ho, Wo,
              mask=(offs_co[:, None] < Cout) & (offs_kk[None, :] < KK))
 
 
-# Tile shapes. On the GPU the forward is autotuned over these (keyed on the GEMM sizes); the
+# Tile shapes. On the GPU all three kernels are autotuned over these (keyed on the GEMM sizes); the
 # candidates cover the W32/W48 chains (Cin 32..384, Cout 64..384, outputs 8x6..32x24 at batch
 # 32-64) in fp32/bf16/fp16. The CPU interpreter uses the first one.
 CONV_CONFIGS = [

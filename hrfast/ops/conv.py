@@ -25,6 +25,8 @@ if HAS_TRITON:
     from hrfast.kernels.conv import (CONV_CONFIGS, autotuned, conv3x3_dgrad_kernel, conv3x3_fwd_kernel,
                                      conv3x3_wgrad_kernel)
     _fwd_autotuned = autotuned(conv3x3_fwd_kernel)
+    _dgrad_autotuned = autotuned(conv3x3_dgrad_kernel)
+    _wgrad_autotuned = autotuned(conv3x3_wgrad_kernel)
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -107,12 +109,20 @@ def _backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, st
     acc_t = torch.float64 if x.dtype == torch.float64 else torch.float32
     gx = torch.empty((B, Cin, H, W), dtype=acc_t, device=x.device)
     gw = torch.empty((Cout, Cin * 9), dtype=acc_t, device=x.device)
-    cfg = CONV_CONFIGS[0]
     acc = _acc_dtype(x.dtype)
-    wrap_triton(conv3x3_dgrad_kernel)[(triton.cdiv(B * H * W, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]))](
-        grad, weight, gx, B, Cin, H, W, Cout, Ho, Wo, STRIDE=stride, ACC=acc, **cfg)
-    wrap_triton(conv3x3_wgrad_kernel)[(triton.cdiv(Cout, cfg["BLOCK_M"]), triton.cdiv(Cin * 9, cfg["BLOCK_N"]))](
-        grad, x, gw, B, Cin, H, W, Cout, Ho, Wo, STRIDE=stride, ACC=acc, **cfg)
+    dargs = (grad, weight, gx, B, Cin, H, W, Cout, Ho, Wo)
+    wargs = (grad, x, gw, B, Cin, H, W, Cout, Ho, Wo)
+    cfg = _launch_cfg(x.device)
+    if cfg is None:   # GPU: autotuned tiles
+        wrap_triton(_dgrad_autotuned)[lambda m: (triton.cdiv(B * H * W, m["BLOCK_M"]), triton.cdiv(Cin, m["BLOCK_N"]))](
+            *dargs, STRIDE=stride, ACC=acc)
+        wrap_triton(_wgrad_autotuned)[lambda m: (triton.cdiv(Cout, m["BLOCK_M"]), triton.cdiv(Cin * 9, m["BLOCK_N"]))](
+            *wargs, STRIDE=stride, ACC=acc)
+    else:
+        wrap_triton(conv3x3_dgrad_kernel)[(triton.cdiv(B * H * W, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]))](
+            *dargs, STRIDE=stride, ACC=acc, **cfg)
+        wrap_triton(conv3x3_wgrad_kernel)[(triton.cdiv(Cout, cfg["BLOCK_M"]), triton.cdiv(Cin * 9, cfg["BLOCK_N"]))](
+            *wargs, STRIDE=stride, ACC=acc, **cfg)
     return [gx, gw.view(Cout, Cin, 3, 3)]
 
 
