@@ -187,7 +187,9 @@ def test_fused_sum_traces_under_compile():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="real W32 shapes need a CUDA GPU (too slow in the interpreter)")
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+# fp32 2e-3: tl.dot runs fp32 convs in TF32 on the GPU, as cuDNN does by default
+# (torch.backends.cudnn.allow_tf32); bf16 5e-2: a few bf16 ulps of the output scale
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("train", [True, False])
 def test_w32_stage4_unit_on_cuda(dtype, tol, train):
     """W32 256x192 stage-4 exchange unit at batch 32 (64x48 ... 8x6), fused vs reference."""
