@@ -153,36 +153,11 @@ std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cpu(const at::Tensor& heatmap
       }
       const int64_t px = idx % W, py = idx / W;
       if (method == Decode::QUARTER) {
-        if (1 < px && px < W - 1 && 1 < py && py < H - 1) {
-          const float ddx = map[py * W + px + 1] - map[py * W + px - 1];
-          const float ddy = map[(py + 1) * W + px] - map[(py - 1) * W + px];
-          x += ddx > 0 ? 0.25 : (ddx < 0 ? -0.25 : 0.0);
-          y += ddy > 0 ? 0.25 : (ddy < 0 ? -0.25 : 0.0);
-        }
+        quarter_offset(map, px, py, W, H, &x, &y);
       } else if (refine_applies(method, px, py, W, H)) {
         const bool udp = method == Decode::UDP;
         LogBlurMap L{map, H, W, w, k, 1.0, udp ? 1e-3 : 1e-10, udp ? 50.0 : INFINITY, udp};
-        // The rescale to the original maximum adds log(scale) to every value, which cancels in
-        // the differences, unless a read value is clamped. Blurring never exceeds a positive
-        // maximum, so scale >= 1: when every value the step reads is above the lower clamp and
-        // (udp) the peak times the largest possible scale stays below the upper clamp, the
-        // whole-map blur is not needed.
-        double lo_read = INFINITY, hi_read = -INFINITY;
-        for (int dy = -2; dy <= 2; ++dy)
-          for (int dx = -2; dx <= 2; ++dx) {
-            if (std::abs(dx) + std::abs(dy) > 2 && !(std::abs(dx) == 1 && std::abs(dy) == 1)) continue;
-            int64_t yy = py + dy, xx = px + dx;
-            if (udp) {
-              yy = std::min<int64_t>(std::max<int64_t>(yy, 0), H - 1);
-              xx = std::min<int64_t>(std::max<int64_t>(xx, 0), W - 1);
-            }
-            const double b = blur_at(map, H, W, yy, xx, w, k);
-            lo_read = std::min(lo_read, b);
-            hi_read = std::max(hi_read, b);
-          }
-        const double max_scale = hi_read > 0 ? static_cast<double>(val) / hi_read : INFINITY;
-        const bool exact_needed = !(lo_read >= L.lo) || (udp && !(hi_read * max_scale <= L.hi));
-        if (exact_needed) {
+        if (needs_full_blur(L, px, py, val)) {
           const double bm = blurred_max(map, H, W, w, k, tmp);
           L.scale = (bm > 0 && std::isfinite(bm)) ? static_cast<double>(val) / bm : 1.0;
         }

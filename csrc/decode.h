@@ -117,4 +117,39 @@ HRFAST_HD bool refine_applies(Decode m, int64_t px, int64_t py, int64_t W, int64
   return true;  // udp: edge padding makes every pixel refinable
 }
 
+// Official post-process: +-0.25 px toward the higher neighbour of the integer argmax, when it is
+// strictly inside (1 < x < W-1, 1 < y < H-1). A NaN difference does not move the point.
+HRFAST_HD void quarter_offset(const float* map, int64_t px, int64_t py, int64_t W, int64_t H,
+                              double* x, double* y) {
+  if (!(1 < px && px < W - 1 && 1 < py && py < H - 1)) return;
+  const float ddx = map[py * W + px + 1] - map[py * W + px - 1];
+  const float ddy = map[(py + 1) * W + px] - map[(py - 1) * W + px];
+  *x += ddx > 0 ? 0.25 : (ddx < 0 ? -0.25 : 0.0);
+  *y += ddy > 0 ? 0.25 : (ddy < 0 ? -0.25 : 0.0);
+}
+
+// Whether the refinement at (px, py) needs the blurred maximum of the whole map.
+// The rescale to the original maximum adds log(scale) to every value, which cancels in the
+// differences, unless a read value is clamped. Blurring never exceeds a positive maximum, so
+// scale >= 1: when every value the step reads (the 5x5 diamond, clamped to the map for udp) is
+// above the lower clamp and (udp) the peak times the largest possible scale stays below the
+// upper clamp, the whole-map blur is not needed. ``L.scale`` is not read.
+HRFAST_HD bool needs_full_blur(const LogBlurMap& L, int64_t px, int64_t py, float val) {
+  double lo_read = INFINITY, hi_read = -INFINITY;
+  for (int dy = -2; dy <= 2; ++dy)
+    for (int dx = -2; dx <= 2; ++dx) {
+      if ((dx < 0 ? -dx : dx) + (dy < 0 ? -dy : dy) > 2) continue;
+      int64_t yy = py + dy, xx = px + dx;
+      if (L.edge) {
+        yy = yy < 0 ? 0 : (yy >= L.H ? L.H - 1 : yy);
+        xx = xx < 0 ? 0 : (xx >= L.W ? L.W - 1 : xx);
+      }
+      const double b = blur_at(L.hm, L.H, L.W, yy, xx, L.w, L.k);
+      lo_read = b < lo_read ? b : lo_read;
+      hi_read = b > hi_read ? b : hi_read;
+    }
+  const double max_scale = hi_read > 0 ? static_cast<double>(val) / hi_read : INFINITY;
+  return !(lo_read >= L.lo) || (L.edge && !(hi_read * max_scale <= L.hi));
+}
+
 }  // namespace hrfast

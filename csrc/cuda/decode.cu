@@ -60,23 +60,7 @@ __global__ void decode_kernel(const float* __restrict__ heatmaps, float* __restr
 
   if (t == 0) {
     s_need_exact = 0;
-    if (refine) {
-      double lo_read = INFINITY, hi_read = -INFINITY;
-      for (int dy = -2; dy <= 2; ++dy)
-        for (int dx = -2; dx <= 2; ++dx) {
-          if (abs(dx) + abs(dy) > 2) continue;
-          int64_t yy = py + dy, xx = px + dx;
-          if (udp) {
-            yy = yy < 0 ? 0 : (yy >= H ? H - 1 : yy);
-            xx = xx < 0 ? 0 : (xx >= W ? W - 1 : xx);
-          }
-          const double b = blur_at(map, H, W, yy, xx, s_w, k);
-          lo_read = fmin(lo_read, b);
-          hi_read = fmax(hi_read, b);
-        }
-      const double max_scale = hi_read > 0 ? static_cast<double>(val) / hi_read : INFINITY;
-      s_need_exact = !(lo_read >= L.lo) || (udp && !(hi_read * max_scale <= L.hi));
-    }
+    if (refine) s_need_exact = needs_full_blur(L, px, py, val);
   }
   __syncthreads();
   if (s_need_exact) {
@@ -97,12 +81,7 @@ __global__ void decode_kernel(const float* __restrict__ heatmaps, float* __restr
   if (!confident) {
     x = y = 0.0;
   } else if (method == Decode::QUARTER) {
-    if (1 < px && px < W - 1 && 1 < py && py < H - 1) {
-      const float ddx = map[py * W + px + 1] - map[py * W + px - 1];
-      const float ddy = map[(py + 1) * W + px] - map[(py - 1) * W + px];
-      x += ddx > 0 ? 0.25 : (ddx < 0 ? -0.25 : 0.0);
-      y += ddy > 0 ? 0.25 : (ddy < 0 ? -0.25 : 0.0);
-    }
+    quarter_offset(map, px, py, W, H, &x, &y);
   } else if (refine) {
     double ox, oy;
     if (udp) udp_step(L, px, py, &ox, &oy); else dark_step(L, px, py, &ox, &oy);
