@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.optimize import optimize
+from hrfast.bench import inference_variant
 
 CONFIG = os.environ.get("HRFAST_BENCH_CONFIG", "w18_small_128x96")
 BATCH = int(os.environ.get("HRFAST_BENCH_BATCH", "8"))
@@ -27,27 +27,12 @@ def model():
     return HRNet.from_config(CONFIG).to(DEV).eval()
 
 
-def _variant(model, name):
-    if name == "eager fp32":
-        return model
-    if name == "eager AMP":
-        def amp(x):
-            with torch.autocast(DEV, dtype=torch.bfloat16):
-                return model(x)
-        return amp
-    if name == "torch.compile":
-        return torch.compile(model)
-    if name == "optimize":
-        return optimize(model, device=DEV, compile=True)
-    raise ValueError(name)
-
-
 @pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize"])
 def test_inference(benchmark, model, name):
     benchmark.group = f"inference {CONFIG} batch {BATCH} ({DEV})"
     w, h = model.input_size
     x = torch.randn(BATCH, 3, h, w, device=DEV)
-    fn = _variant(model, name)
+    fn = inference_variant(model, name, DEV)
     with torch.no_grad():
         fn(x)                                   # compile outside the timing
         benchmark.pedantic(lambda: fn(x), rounds=5, warmup_rounds=1)

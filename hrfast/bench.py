@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -76,15 +76,36 @@ def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
 
 
+def inference_variant(model: nn.Module, name: str, device) -> Callable:
+    """The callable that ``name`` (one of INFERENCE_VARIANTS) times for ``model`` on ``device``.
+
+    eager fp32: the reference model; eager AMP: the same under bf16 autocast; torch.compile:
+    ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
+    with dtype fp32 / its own dtype choice."""
+    from .optimize import optimize
+
+    device = torch.device(device)
+    if name == "eager fp32":
+        return model
+    if name == "eager AMP":
+        def amp(t):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return model(t)
+        return amp
+    if name == "torch.compile":
+        return torch.compile(model)
+    if name == "optimize fp32":
+        return optimize(model, dtype="fp32", device=device)
+    if name == "optimize":
+        return optimize(model, device=device)
+    raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS}")
+
+
 def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
                       variants=INFERENCE_VARIANTS, iters: int = 5, progress: bool = True) -> list:
-    """Inference images/s of each variant of the same randomly initialized model, in one run.
-
-    eager fp32: the reference model; eager AMP: the same under bf16 autocast (fp16 on CUDA if
-    bf16 is unavailable); torch.compile: ``torch.compile`` of the reference; optimize fp32 /
-    optimize: :func:`hrfast.optimize` with dtype fp32 / its own dtype choice."""
+    """Inference images/s of each variant (:func:`inference_variant`) of the same randomly
+    initialized model, in one run."""
     from .models import HRNet
-    from .optimize import optimize
     from .profile import count_macs
 
     device = torch.device(device)
@@ -97,22 +118,9 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
     for name in variants:
         if progress:
             print(f"  {name} ...", flush=True)
-        dtype = torch.bfloat16 if name == "eager AMP" else torch.float32
-        if name == "eager fp32":
-            fn = model
-        elif name == "eager AMP":
-            def fn(t, _m=model):
-                with torch.autocast(device.type, dtype=torch.bfloat16):
-                    return _m(t)
-        elif name == "torch.compile":
-            fn = torch.compile(model)
-        elif name == "optimize fp32":
-            fn = optimize(model, dtype="fp32", device=device)
-        elif name == "optimize":
-            fn = optimize(model, device=device)
-            dtype = fn.dtype
-        else:
-            raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS}")
+        fn = inference_variant(model, name, device)
+        # the dtype the convolutions run in, for the fraction of peak
+        dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.no_grad():

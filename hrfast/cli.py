@@ -213,16 +213,10 @@ def _boxes_for(images, boxes_file, min_score: float = 0.0):
     The file is either {file name: [[x, y, w, h], ...]} or a COCO detection-results list
     ({image_id, bbox, score}); for the list, image ids are the numeric stem of the file name
     (COCO naming, e.g. 000000000785.jpg -> 785)."""
-    import json
+    from .data.coco import read_json
     if boxes_file is None:
         return [None] * len(images)
-    path = Path(boxes_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"--boxes file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--boxes file {path} is not valid json: {exc}") from None
+    data = read_json(boxes_file, "--boxes file")
     out = []
     for im in images:
         name = Path(im).name

@@ -127,12 +127,7 @@ class COCOKeypoints(Dataset):
         return records
 
     def _detection_records(self, det_file: Path, image_thre: float) -> List[Dict]:
-        if not det_file.is_file():
-            raise FileNotFoundError(f"det_file not found: {det_file}")
-        try:
-            dets = json.loads(det_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"det_file {det_file} is not valid json: {exc}") from None
+        dets = read_json(det_file, "det_file")
         if not isinstance(dets, list):
             raise ValueError(f"det_file {det_file} must hold a list of detections")
         records, empty = [], 0
@@ -205,6 +200,17 @@ class COCOKeypoints(Dataset):
             center = center.copy()
             center[0] = width - center[0] - 1
         return image, joints, vis, center, scale, rot
+
+
+def read_json(path, what: str):
+    """Parse a json file; a missing file or bad json is an error naming ``what`` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid json: {exc}") from None
 
 
 def flip_joints(joints: np.ndarray, vis: np.ndarray, width: int, pairs=FLIP_PAIRS):

@@ -1,7 +1,6 @@
 """Heatmap losses of SimpleBaseline/HRNet."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 

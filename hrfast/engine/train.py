@@ -29,7 +29,7 @@ from ..config import Config
 from ..data.coco import Augmentation, COCOKeypoints
 from ..models import HRNet
 from ..ops.targets import gaussian_targets
-from .evaluate import evaluate, format_stats
+from .evaluate import evaluate
 from .loss import JointsMSELoss, JointsOHKMMSELoss
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,11 +51,6 @@ def init_distributed(device: Optional[str] = None):
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return rank, world, dev
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)      # torch.compile
-    return getattr(model, "module", model)          # DDP
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -312,7 +307,7 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
             row.update({k: v for k, v in stats.items()})
             if main and stats["AP"] > best_ap:
                 best_ap = stats["AP"]
-                atomic_save(_unwrap(eval_model).state_dict(), out / "model_best.pth")
+                atomic_save(eval_model.state_dict(), out / "model_best.pth")   # unwrapped: no DDP/compile prefixes
         history.append(row)
         if main:
             with open(out / "metrics.jsonl", "a") as f:
@@ -347,6 +342,3 @@ def _tensorboard(out: Path):
         return None
     return SummaryWriter(str(out / "tb"))
 
-
-def describe(stats: Dict[str, float]) -> str:
-    return format_stats(stats) if stats else "(no evaluation)"

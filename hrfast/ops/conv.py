@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .fused_sum import HAS_TRITON, _acc_dtype, triton_runs_on
+from .fused_sum import _FLOATS, HAS_TRITON, _acc_dtype, triton_runs_on
 
 if HAS_TRITON:
     import triton
@@ -27,8 +27,6 @@ if HAS_TRITON:
     _fwd_autotuned = autotuned(conv3x3_fwd_kernel)
     _dgrad_autotuned = autotuned(conv3x3_dgrad_kernel)
     _wgrad_autotuned = autotuned(conv3x3_wgrad_kernel)
-
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def out_size(n: int, stride: int) -> int:

@@ -24,17 +24,16 @@ import torch
 from torch import nn
 
 from ..models.exchange import ExchangeUnit
+from ..models.hrnet import BACKENDS
 from .fused_sum import HAS_TRITON, fused_sum, fused_sum_any, triton_runs_on
-
-BACKENDS = ("reference", "triton", "auto")
 
 
 def bn_affine(bn: nn.BatchNorm2d, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift), each (C,), such that ``bn(z) == z * scale + shift`` per channel; updates the
     running statistics in train mode exactly as ``nn.BatchNorm2d.forward`` does. A BN already
     folded into its conv (``nn.Identity``, see ``hrfast.optimize``) gives (1, 0)."""
+    dt = torch.float64 if z.dtype == torch.float64 else torch.float32   # the kernels' accumulation dtype
     if isinstance(bn, nn.Identity):
-        dt = z.dtype if z.dtype == torch.float64 else torch.float32
         ones = torch.ones(z.shape[1], dtype=dt, device=z.device)
         return ones, torch.zeros_like(ones)
     use_batch = bn.training or not bn.track_running_stats
@@ -54,7 +53,7 @@ def bn_affine(bn: nn.BatchNorm2d, z: torch.Tensor) -> Tuple[torch.Tensor, torch.
     inv = torch.rsqrt(var + bn.eps)
     scale = bn.weight * inv if bn.affine else inv
     shift = (bn.bias - mean * scale) if bn.affine else -mean * scale
-    return scale.float() if z.dtype != torch.float64 else scale, shift.float() if z.dtype != torch.float64 else shift
+    return scale.to(dt), shift.to(dt)
 
 
 def _is_triton_conv3x3(conv: nn.Conv2d) -> bool:
@@ -153,16 +152,6 @@ class fused_transition_step:
 
     def __call__(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         return conv_bn_act(seq, x.contiguous(), relu=True, triton_conv=self.fused.triton_conv)
-
-
-def resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if (device.type == "cuda" and HAS_TRITON) else "reference"
-    if backend == "triton" and not HAS_TRITON:
-        raise RuntimeError("backend='triton' needs Triton: pip install triton")
-    return backend
 
 
 def attach_backend(model: nn.Module, backend: str) -> None:
