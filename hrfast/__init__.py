@@ -2,10 +2,11 @@
 from ._extension import HAS_EXTENSION
 from .config import Config, ConfigError, available_configs, get_config, load_config
 from .models import HRNet
-from . import ops
+from . import export, ops
+from .optimize import optimize  # the function; its module stays importable as hrfast.optimize
 from .predictor import PoseEstimator
 
 __version__ = "0.1.0"
 
-__all__ = ["HRNet", "PoseEstimator", "Config", "ConfigError", "available_configs", "get_config", "load_config",
+__all__ = ["HRNet", "PoseEstimator", "optimize", "export", "Config", "ConfigError", "available_configs", "get_config", "load_config",
            "HAS_EXTENSION", "__version__"]

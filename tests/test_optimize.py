@@ -111,3 +111,11 @@ def test_onnx_round_trip(trained_like, tmp_path):
     with torch.no_grad():
         ref = trained_like(x).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4 * np.abs(ref).max(), rtol=1e-3)
+
+
+def test_readme_entry_points():
+    """The README calls these as hrfast.optimize(...) and hrfast.export.onnx(...) after `import hrfast`."""
+    import hrfast
+    assert hrfast.optimize is optimize
+    from hrfast.export import onnx
+    assert hrfast.export.onnx is onnx
