@@ -1,7 +1,10 @@
 """Throughput measurement shared by the CLI (``hrfast bench``) and ``benchmarks/``."""
 from __future__ import annotations
 
+import copy
+import ctypes
 import time
+from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
@@ -29,6 +32,26 @@ def measure(fn, device: torch.device, warmup: int = 2, iters: int = 5,
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+def measure_interleaved(fns, device: torch.device, iters: int = 5, progress: bool = False) -> list:
+    """Median seconds per call of each of ``fns``, timed in ``iters`` interleaved rounds (one
+    call of each per round; warm them up first). A machine that speeds up or slows down during
+    the run then moves every callable alike, so their ratios stay put: on a shared 2-core
+    machine, timing variants one after another let the baseline alone drift by 20% between
+    runs."""
+    times = [[] for _ in fns]
+    rounds = range(iters)
+    if progress:
+        from tqdm import tqdm
+        rounds = tqdm(rounds, desc="  timed rounds", leave=False)
+    for _ in rounds:
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            t.append(time.perf_counter() - t0)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def inference_throughput(model: nn.Module, batch: int, input_size, device="cpu",
@@ -101,10 +124,49 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
     raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS}")
 
 
+def _proc_status_mib(key: str) -> float:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB."""
+    text = Path("/proc/self/status").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith(key + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_memory_mib(fn, device) -> float:
+    """Peak memory (MiB) one call of ``fn()`` adds above what is in use before it: the
+    activations and workspaces, not the weights or the input.
+
+    CUDA: the caching allocator's peak minus what was allocated before. CPU (Linux): glibc's
+    free lists are handed back (``malloc_trim``) so that freed blocks of earlier work cannot
+    hide the call's own allocations, the kernel's high-water mark VmHWM is reset through
+    ``/proc/self/clear_refs`` and read after the call, minus the resident set before it.
+    NaN where neither is available (the resident set counts pages touched, so it is exact
+    up to a page per allocation)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")     # 5: reset VmHWM to the current RSS
+    except OSError:
+        return float("nan")
+    base = _proc_status_mib("VmRSS")
+    fn()
+    return _proc_status_mib("VmHWM") - base
+
+
 def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
                       variants=INFERENCE_VARIANTS, iters: int = 5, progress: bool = True) -> list:
     """Inference images/s of each variant (:func:`inference_variant`) of the same randomly
-    initialized model, in one run."""
+    initialized model, in one run.
+
+    Every variant is built and called once first (compile time, reported as ``first_call_s``),
+    then timed in ``iters`` interleaved rounds (:func:`measure_interleaved`); ``peak_mib`` is
+    :func:`peak_memory_mib` of one call."""
     from .models import HRNet
     from .profile import count_macs
 
@@ -114,54 +176,73 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
     w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=device)
     flops = count_macs(model, model.input_size)["flops"] * batch
-    rows = []
-    for name in variants:
-        if progress:
-            print(f"  {name} ...", flush=True)
-        fn = inference_variant(model, name, device)
-        # the dtype the convolutions run in, for the fraction of peak
-        dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        with torch.no_grad():
+    rows, fns = [], []
+    with torch.no_grad():
+        for name in variants:
+            if progress:
+                print(f"  {name}: build and first call ...", flush=True)
+            fn = inference_variant(model, name, device)
             t0 = time.perf_counter()
-            fn(x)                                  # compile / first call, not timed
+            fn(x)                                   # compile / first call, not timed
+            _sync(device)
             setup = time.perf_counter() - t0
-            sec = measure(lambda: fn(x), device, warmup=1, iters=iters)
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
-        rows.append({"variant": name, "dtype": dtype, "images_per_s": batch / sec, "ms_per_batch": sec * 1e3,
-                     "gflops_per_s": flops / sec / 1e9, "first_call_s": setup, "peak_mib": peak})
-        torch._dynamo.reset()
+            fn(x)                                   # warm-up
+            # the dtype the convolutions run in, for the fraction of peak
+            dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
+            rows.append({"variant": name, "dtype": dtype, "first_call_s": setup,
+                         "peak_mib": peak_memory_mib(lambda: fn(x), device)})
+            fns.append(fn)
+        secs = measure_interleaved([lambda fn=fn: fn(x) for fn in fns], device, iters, progress)
+    for r, sec in zip(rows, secs):
+        r.update(images_per_s=batch / sec, ms_per_batch=sec * 1e3, gflops_per_s=flops / sec / 1e9)
     base = rows[0]["images_per_s"]
     for r in rows:
         r["ratio"] = r["images_per_s"] / base
     return rows
 
 
-def training_throughput(config: str = "w32_256x192", batch: int = 8, device="cpu", optimized: bool = False,
-                        compile: bool = False, iters: int = 3) -> dict:
-    """Training-step images/s (forward, MSE loss, backward, Adam) of eager fp32 or
-    ``optimize(mode="training")``."""
+TRAINING_VARIANTS = ("eager fp32", "optimize(mode='training')")
+
+
+def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,
+                     compile: bool = False, progress: bool = True) -> list:
+    """Training-step images/s (forward, MSE loss, backward, Adam) of the eager fp32 reference
+    and ``optimize(mode="training", compile=compile)``, each on its own copy of the same
+    initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step adds
+    (activations kept for backward, gradients, Adam state once created)."""
     from .models import HRNet
     from .optimize import optimize
 
     device = torch.device(device)
     torch.manual_seed(0)
-    model = HRNet.from_config(config).to(device)
-    net = optimize(model, mode="training", compile=compile, device=device) if optimized else model.train()
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    w, h = model.input_size
+    base_model = HRNet.from_config(config).to(device)
+    w, h = base_model.input_size
     x = torch.randn(batch, 3, h, w, device=device)
-    target = torch.rand(batch, model.num_joints, h // 4, w // 4, device=device) * 0.1
+    target = torch.rand(batch, base_model.num_joints, h // 4, w // 4, device=device) * 0.1
+    rows, steps = [], []
+    for name in TRAINING_VARIANTS:
+        model = copy.deepcopy(base_model)
+        net = optimize(model, mode="training", compile=compile, device=device) if name != "eager fp32" \
+            else model.train()
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
 
-    def step():
-        loss = ((net(x).float() - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        def step(net=net, opt=opt):
+            loss = ((net(x).float() - target) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    sec = measure(step, device, warmup=2, iters=iters)
-    return {"images_per_s": batch / sec, "ms_per_step": sec * 1e3}
+        if progress:
+            print(f"  training {name}: first steps ...", flush=True)
+        step()
+        step()                                    # Adam state exists from here on
+        rows.append({"variant": name, "peak_mib": peak_memory_mib(step, device)})
+        steps.append(step)
+    for r, sec in zip(rows, measure_interleaved(steps, device, iters, progress)):
+        r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3)
+    for r in rows:
+        r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
 def bar_chart(rows: list, path, title: str) -> None:
@@ -184,13 +265,12 @@ def bar_chart(rows: list, path, title: str) -> None:
     plt.close(fig)
 
 
-def predict_throughput(config: str = "w32_256x192", device="cpu", optimized: bool = False,
-                       method: str = "dark", iters: int = 3) -> dict:
+def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "dark", iters: int = 3) -> list:
     """End to end on the four real coco-mini images with their detector boxes (score > 0.5):
-    decoded image -> crops -> network with flip test -> decoding -> image keypoints.
-    Returns people/s and images/s (random weights: the work does not depend on them)."""
+    decoded image -> crops -> network with flip test -> decoding -> image keypoints, for the
+    eager model and ``optimize``, timed in interleaved rounds. Rows give people/s and images/s
+    (random weights: the work does not depend on them)."""
     import json
-    from pathlib import Path
 
     import numpy as np
 
@@ -207,13 +287,18 @@ def predict_throughput(config: str = "w32_256x192", device="cpu", optimized: boo
     device = torch.device(device)
     torch.manual_seed(0)
     model = HRNet.from_config(config).to(device).eval()
-    net = optimize(model, device=device) if optimized else model
-    est = PoseEstimator(net, device=device, method=method, input_size=model.input_size)
+    runs = []
+    for net in (model, optimize(model, device=device)):
+        est = PoseEstimator(net, device=device, method=method, input_size=model.input_size)
 
-    def run():
-        for img, boxes in data:
-            est(img, boxes)
-
-    sec = measure(run, device, warmup=1, iters=iters)
+        def run(est=est):
+            for img, boxes in data:
+                est(img, boxes)
+        run()                     # compiles once per number of people in an image
+        runs.append(run)
     people = sum(len(b) for _, b in data)
-    return {"people_per_s": people / sec, "images_per_s": len(data) / sec, "people": people}
+    rows = [{"variant": name, "people": people, "people_per_s": people / sec, "images_per_s": len(data) / sec}
+            for name, sec in zip(("eager fp32", "optimize"), measure_interleaved(runs, device, iters))]
+    for r in rows:
+        r["ratio"] = r["people_per_s"] / rows[0]["people_per_s"]
+    return rows

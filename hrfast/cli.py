@@ -73,13 +73,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mib(v: float) -> str:
+    return "n/a" if v != v else f"{v:.0f}"          # NaN: not measurable here
+
+
 def _bench_compare(args: argparse.Namespace) -> int:
     import platform
 
     import torch
 
-    from .bench import (bar_chart, compare_inference, conv_peak, gemm_peak, predict_throughput,
-                        training_throughput)
+    from .bench import bar_chart, compare_inference, compare_predict, compare_training, conv_peak, gemm_peak
     from .device import cpu_has_native_bf16
 
     dev = torch.device(args.device)
@@ -96,25 +99,22 @@ def _bench_compare(args: argparse.Namespace) -> int:
              "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | first call (s) | peak MiB |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        peak = "n/a" if r["peak_mib"] != r["peak_mib"] else f"{r['peak_mib']:.0f}"   # NaN on CPU
         lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
                      f"{r['gflops_per_s'] * 1e9 / (peak32 if r['dtype'] == torch.float32 else peak16):.0%} "
-                     f"| {r['first_call_s']:.1f} | {peak} |")
+                     f"| {r['first_call_s']:.1f} | {_mib(r['peak_mib'])} |")
+    lines += ["", "Peak MiB: memory one call adds above the weights and the input (activations and "
+                  "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
     if args.train:
-        e = training_throughput(args.config, args.batch, dev)
-        o = training_throughput(args.config, args.batch, dev, optimized=True)
         lines += ["", f"Training step (forward, loss, backward, Adam), batch {args.batch}:", "",
-                  "| variant | images/s | vs eager fp32 |", "|---|---:|---:|",
-                  f"| eager fp32 | {e['images_per_s']:.2f} | 1.00x |",
-                  f"| optimize(mode='training') | {o['images_per_s']:.2f} | {o['images_per_s'] / e['images_per_s']:.2f}x |"]
-    pe = predict_throughput(args.config, dev)
-    po = predict_throughput(args.config, dev, optimized=True)
-    lines += ["", f"End-to-end predict (coco-mini: 4 real images, {pe['people']} detector boxes, flip test, "
+                  "| variant | images/s | vs eager fp32 | peak MiB |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {_mib(r['peak_mib'])} |"
+                  for r in compare_training(args.config, args.batch, dev, iters=args.iters)]
+    pred = compare_predict(args.config, dev, iters=max(2, args.iters // 2))
+    lines += ["", f"End-to-end predict (coco-mini: 4 real images, {pred[0]['people']} detector boxes, flip test, "
                   "DARK decoding, from decoded image to image keypoints):", "",
-              "| variant | people/s | images/s | vs eager |", "|---|---:|---:|---:|",
-              f"| eager fp32 | {pe['people_per_s']:.1f} | {pe['images_per_s']:.2f} | 1.00x |",
-              f"| optimize | {po['people_per_s']:.1f} | {po['images_per_s']:.2f} | "
-              f"{po['people_per_s'] / pe['people_per_s']:.2f}x |"]
+              "| variant | people/s | images/s | vs eager |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['variant']} | {r['people_per_s']:.1f} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x |"
+              for r in pred]
     text = "\n".join(lines)
     print(text)
     if args.report:

@@ -1,0 +1,39 @@
+"""The measuring tools behind ``hrfast bench`` and ``benchmarks/``: they must report what they
+claim (which callable took how long, how much memory a call added). No speed is asserted."""
+import sys
+import time
+
+import pytest
+import torch
+
+from hrfast.bench import measure_interleaved, peak_memory_mib
+
+
+def test_measure_interleaved_keeps_each_callable_its_own_time():
+    # sleeps stand in for work of known length; 10x apart so scheduler noise cannot swap them
+    fast, slow = (lambda: time.sleep(0.002)), (lambda: time.sleep(0.02))
+    a, b, c = measure_interleaved([fast, slow, fast], torch.device("cpu"), iters=3)
+    assert a >= 0.002 and c >= 0.002 and b >= 0.02
+    assert b > 4 * a and b > 4 * c
+
+
+def test_measure_interleaved_interleaves_rounds():
+    calls = []
+    measure_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], torch.device("cpu"), iters=3)
+    assert calls == ["a", "b"] * 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="CPU peak memory reads /proc/self (Linux)")
+def test_cpu_peak_memory_sees_a_temporary_allocation():
+    def allocate(mib):
+        def fn():
+            t = torch.ones(mib * 2 ** 20 // 4)    # ones: every page is touched, so resident
+            del t
+        return fn
+    # the allocation is freed before fn returns: only the high-water mark can see it.
+    # Tolerance: a few MiB of interpreter and allocator noise around the 64 MiB
+    assert 60 < peak_memory_mib(allocate(64), "cpu") < 72
+    assert peak_memory_mib(allocate(0), "cpu") < 4
+    # earlier freed memory must not hide the next call's allocation (glibc keeps free lists)
+    assert 120 < peak_memory_mib(allocate(128), "cpu") < 136
+    assert 60 < peak_memory_mib(allocate(64), "cpu") < 72
