@@ -1,8 +1,12 @@
 """pytest-benchmark: whole-model inference variants and the end-to-end predict path.
 
-CPU-sized by default (the small config). Set HRFAST_BENCH_CONFIG=w32_256x192 (and run on a GPU)
-for the issue's shapes; ``hrfast bench --compare`` prints the same comparison as a table.
-Groups hold the variants of one workload, so pytest-benchmark shows them side by side.
+CPU-sized by default (the small config). Set HRFAST_BENCH_CONFIG=w32_256x192 or w48_384x288
+(and run on a GPU) for the issue's shapes, HRFAST_BENCH_BATCH to a comma-separated list of
+inference batch sizes (default 1,32) and HRFAST_BENCH_TRAIN_BATCH for the training step
+(default 8). ``hrfast bench --compare`` prints the same comparison as a table, with the
+variants timed in interleaved rounds. Groups hold the variants of one workload, so
+pytest-benchmark shows them side by side; ``extra_info["peak_mib"]`` is the memory one call
+adds (``hrfast.bench.peak_memory_mib``).
 """
 import json
 import os
@@ -13,10 +17,11 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.bench import inference_variant
+from hrfast.bench import TRAINING_VARIANTS, inference_variant, peak_memory_mib, training_variant
 
 CONFIG = os.environ.get("HRFAST_BENCH_CONFIG", "w18_small_128x96")
-BATCH = int(os.environ.get("HRFAST_BENCH_BATCH", "8"))
+BATCHES = [int(b) for b in os.environ.get("HRFAST_BENCH_BATCH", "1,32").split(",")]
+TRAIN_BATCH = int(os.environ.get("HRFAST_BENCH_TRAIN_BATCH", "8"))
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 COCO_MINI = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
 
@@ -27,15 +32,29 @@ def model():
     return HRNet.from_config(CONFIG).to(DEV).eval()
 
 
-@pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize"])
-def test_inference(benchmark, model, name):
-    benchmark.group = f"inference {CONFIG} batch {BATCH} ({DEV})"
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize"])
+def test_inference(benchmark, model, name, batch):
+    benchmark.group = f"inference {CONFIG} batch {batch} ({DEV})"
     w, h = model.input_size
-    x = torch.randn(BATCH, 3, h, w, device=DEV)
+    x = torch.randn(batch, 3, h, w, device=DEV)
     fn = inference_variant(model, name, DEV)
     with torch.no_grad():
         fn(x)                                   # compile outside the timing
+        benchmark.extra_info["peak_mib"] = peak_memory_mib(lambda: fn(x), DEV)
         benchmark.pedantic(lambda: fn(x), rounds=5, warmup_rounds=1)
+    benchmark.extra_info["images"] = batch
+
+
+@pytest.mark.parametrize("name", TRAINING_VARIANTS)
+def test_training_step(benchmark, model, name):
+    """Forward, MSE loss, backward, Adam on random targets."""
+    benchmark.group = f"training step {CONFIG} batch {TRAIN_BATCH} ({DEV})"
+    step = training_variant(model, name, TRAIN_BATCH, DEV)
+    step()                                      # Adam state and autocast caches exist from here on
+    benchmark.extra_info["peak_mib"] = peak_memory_mib(step, DEV)
+    benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+    benchmark.extra_info["images"] = TRAIN_BATCH
 
 
 def test_predict_end_to_end(benchmark, model):

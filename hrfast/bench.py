@@ -204,41 +204,50 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
 TRAINING_VARIANTS = ("eager fp32", "optimize(mode='training')")
 
 
-def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,
-                     compile: bool = False, progress: bool = True) -> list:
-    """Training-step images/s (forward, MSE loss, backward, Adam) of the eager fp32 reference
-    and ``optimize(mode="training", compile=compile)``, each on its own copy of the same
-    initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step adds
-    (activations kept for backward, gradients, Adam state once created)."""
-    from .models import HRNet
+def training_variant(model: nn.Module, name: str, batch: int, device, compile: bool = False) -> Callable:
+    """One training step (forward, MSE loss against random targets, backward, Adam at 1e-3) of
+    ``name`` (one of TRAINING_VARIANTS) on a batch of random (batch, 3, H, W) inputs, as a
+    callable. It trains a copy of ``model``, so variants built from one model start from the
+    same weights and do not disturb each other."""
     from .optimize import optimize
 
+    if name not in TRAINING_VARIANTS:
+        raise ValueError(f"unknown training variant {name!r}; choose from {TRAINING_VARIANTS}")
     device = torch.device(device)
-    torch.manual_seed(0)
-    base_model = HRNet.from_config(config).to(device)
-    w, h = base_model.input_size
+    model = copy.deepcopy(model).to(device)
+    net = model.train() if name == "eager fp32" else optimize(model, mode="training", compile=compile, device=device)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=device)
-    target = torch.rand(batch, base_model.num_joints, h // 4, w // 4, device=device) * 0.1
+    target = torch.rand(batch, model.num_joints, h // 4, w // 4, device=device) * 0.1
+
+    def step():
+        loss = ((net(x).float() - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,
+                     compile: bool = False, progress: bool = True) -> list:
+    """Training-step images/s of each of TRAINING_VARIANTS (:func:`training_variant`) of the
+    same initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step
+    adds (activations kept for backward, gradients; Adam state exists by then)."""
+    from .models import HRNet
+
+    torch.manual_seed(0)
+    model = HRNet.from_config(config)
     rows, steps = [], []
     for name in TRAINING_VARIANTS:
-        model = copy.deepcopy(base_model)
-        net = optimize(model, mode="training", compile=compile, device=device) if name != "eager fp32" \
-            else model.train()
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-
-        def step(net=net, opt=opt):
-            loss = ((net(x).float() - target) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        step = training_variant(model, name, batch, device, compile=compile)
         if progress:
             print(f"  training {name}: first steps ...", flush=True)
         step()
         step()                                    # Adam state exists from here on
         rows.append({"variant": name, "peak_mib": peak_memory_mib(step, device)})
         steps.append(step)
-    for r, sec in zip(rows, measure_interleaved(steps, device, iters, progress)):
+    for r, sec in zip(rows, measure_interleaved(steps, torch.device(device), iters, progress)):
         r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3)
     for r in rows:
         r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]

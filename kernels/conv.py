@@ -19,6 +19,30 @@ import triton.language as tl
 
 
 @triton.jit
+def _split_pixel(offs, H, W):
+    """Flat pixel index b*H*W + h*W + w -> (b, h, w)."""
+    b = offs // (H * W)
+    p = offs % (H * W)
+    return b, p // W, p % W
+
+
+@triton.jit
+def _split_tap(offs):
+    """Flat reduction index c*9 + kh*3 + kw (a weight column of the GEMM) -> (c, kh, kw)."""
+    return offs // 9, (offs % 9) // 3, offs % 3
+
+
+@triton.jit
+def _gather_im2col(x_ptr, b, ho, wo, pix_ok, ci, kh, kw, tap_ok, Cin, H, W, STRIDE: tl.constexpr):
+    """The im2col tile [pixels, taps] of x (B, Cin, H, W): rows are output pixels (b, ho, wo),
+    columns taps (ci, kh, kw); zero where the tap falls in the padding or a mask is off."""
+    hi = ho[:, None] * STRIDE - 1 + kh[None, :]
+    wi = wo[:, None] * STRIDE - 1 + kw[None, :]
+    mask = pix_ok[:, None] & tap_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+    return tl.load(x_ptr + ((b[:, None] * Cin + ci[None, :]) * H + hi) * W + wi, mask=mask, other=0.0)
+
+
+@triton.jit
 def conv3x3_fwd_kernel(x_ptr, w_ptr, y_ptr, scale_ptr, shift_ptr, add_ptr,
                        B, Cin, H, W, Cout, Ho, Wo,
                        STRIDE: tl.constexpr, HAS_AFFINE: tl.constexpr, HAS_ADD: tl.constexpr,
@@ -30,20 +54,12 @@ def conv3x3_fwd_kernel(x_ptr, w_ptr, y_ptr, scale_ptr, shift_ptr, add_ptr,
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     M = B * Ho * Wo
     K = Cin * 9
-    b = offs_m // (Ho * Wo)
-    p = offs_m % (Ho * Wo)
-    ho = p // Wo
-    wo = p % Wo
+    b, ho, wo = _split_pixel(offs_m, Ho, Wo)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        ci = offs_k // 9
-        kh = (offs_k % 9) // 3
-        kw = offs_k % 3
-        hi = ho[:, None] * STRIDE - 1 + kh[None, :]
-        wi = wo[:, None] * STRIDE - 1 + kw[None, :]
-        a_mask = (offs_m[:, None] < M) & (offs_k[None, :] < K) & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        a = tl.load(x_ptr + ((b[:, None] * Cin + ci[None, :]) * H + hi) * W + wi, mask=a_mask, other=0.0)
+        ci, kh, kw = _split_tap(offs_k)
+        a = _gather_im2col(x_ptr, b, ho, wo, offs_m < M, ci, kh, kw, offs_k < K, Cin, H, W, STRIDE)
         w_mask = (offs_n[None, :] < Cout) & (offs_k[:, None] < K)
         wt = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=w_mask, other=0.0)
         acc += tl.dot(a.to(ACC), wt.to(ACC), out_dtype=ACC)
@@ -70,16 +86,11 @@ def conv3x3_dgrad_kernel(gy_ptr, w_ptr, gx_ptr, B, Cin, H, W, Cout, Ho, Wo,
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)                     # input channels
     M = B * H * W
     K = Cout * 9
-    b = offs_m // (H * W)
-    p = offs_m % (H * W)
-    h = p // W
-    w = p % W
+    b, h, w = _split_pixel(offs_m, H, W)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        co = offs_k // 9
-        kh = (offs_k % 9) // 3
-        kw = offs_k % 3
+        co, kh, kw = _split_tap(offs_k)
         th = h[:, None] + 1 - kh[None, :]          # = ho * STRIDE
         tw = w[:, None] + 1 - kw[None, :]
         ho = th // STRIDE
@@ -107,23 +118,15 @@ def conv3x3_wgrad_kernel(gy_ptr, x_ptr, gw_ptr, B, Cin, H, W, Cout, Ho, Wo,
     offs_kk = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     KK = Cin * 9
     M = B * Ho * Wo
-    ci = offs_kk // 9
-    kh = (offs_kk % 9) // 3
-    kw = offs_kk % 3
+    ci, kh, kw = _split_tap(offs_kk)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
     for m0 in range(0, M, BLOCK_K):
         offs_p = (m0 + tl.arange(0, BLOCK_K)).to(tl.int64)
-        b = offs_p // (Ho * Wo)
-        q = offs_p % (Ho * Wo)
-        ho = q // Wo
-        wo = q % Wo
+        b, ho, wo = _split_pixel(offs_p, Ho, Wo)
         g_mask = (offs_co[:, None] < Cout) & (offs_p[None, :] < M)
         g = tl.load(gy_ptr + ((b[None, :] * Cout + offs_co[:, None]) * Ho + ho[None, :]) * Wo + wo[None, :],
                     mask=g_mask, other=0.0)
-        hi = ho[:, None] * STRIDE - 1 + kh[None, :]
-        wi = wo[:, None] * STRIDE - 1 + kw[None, :]
-        a_mask = (offs_p[:, None] < M) & (offs_kk[None, :] < KK) & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        a = tl.load(x_ptr + ((b[:, None] * Cin + ci[None, :]) * H + hi) * W + wi, mask=a_mask, other=0.0)
+        a = _gather_im2col(x_ptr, b, ho, wo, offs_p < M, ci, kh, kw, offs_kk < KK, Cin, H, W, STRIDE)
         acc += tl.dot(g.to(ACC), a.to(ACC), out_dtype=ACC)
     tl.store(gw_ptr + offs_co[:, None] * KK + offs_kk[None, :], acc.to(gw_ptr.dtype.element_ty),
              mask=(offs_co[:, None] < Cout) & (offs_kk[None, :] < KK))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import Config, model_spec, get_config
-from .blocks import BLOCKS, Bottleneck, batch_norm, conv3x3, make_blocks
+from .blocks import BLOCKS, batch_norm, conv3x3, make_blocks
 from .exchange import ExchangeUnit
 
 BACKENDS = ("reference", "triton", "auto")
