@@ -30,9 +30,12 @@ def test_cpu_peak_memory_sees_a_temporary_allocation():
             t = torch.ones(mib * 2 ** 20 // 4)    # ones: every page is touched, so resident
             del t
         return fn
+    first = peak_memory_mib(allocate(64), "cpu")
+    if first != first:
+        pytest.skip("/proc/self/clear_refs is not writable in this sandbox: the CPU peak reads n/a here")
     # the allocation is freed before fn returns: only the high-water mark can see it.
     # Tolerance: a few MiB of interpreter and allocator noise around the 64 MiB
-    assert 60 < peak_memory_mib(allocate(64), "cpu") < 72
+    assert 60 < first < 72
     assert peak_memory_mib(allocate(0), "cpu") < 4
     # earlier freed memory must not hide the next call's allocation (glibc keeps free lists)
     assert 120 < peak_memory_mib(allocate(128), "cpu") < 136

@@ -1,7 +1,9 @@
 """The command line: help, info, one-line errors."""
+import math
 import subprocess
 import sys
 
+from hrfast.bench import peak_memory_mib
 from hrfast.cli import main
 
 
@@ -45,7 +47,8 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize fp32 |", "| optimize |",
                 "| optimize(mode='training') |", "End-to-end predict"):
         assert row in text
-    # the peak-memory column holds numbers on Linux CPUs (a MiB figure, not n/a)
+    # the peak-memory column holds a MiB figure where the probe works, else n/a (not a crash)
     eager = next(ln for ln in text.splitlines() if ln.startswith("| eager fp32 |"))
-    assert sys.platform != "linux" or eager.rstrip(" |").split("|")[-1].strip().isdigit()
+    cell = eager.rstrip(" |").split("|")[-1].strip()
+    assert cell.isdigit() or (cell == "n/a" and math.isnan(peak_memory_mib(lambda: None, "cpu")))
     assert png.stat().st_size > 1000
