@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.bench import TRAINING_VARIANTS, inference_variant, peak_memory_mib, training_variant
+from hrfast.bench import TRAINING_VARIANTS, available_inference_variants, inference_variant, peak_memory_mib, training_variant
 
 CONFIG = os.environ.get("HRFAST_BENCH_CONFIG", "w18_small_128x96")
 BATCHES = [int(b) for b in os.environ.get("HRFAST_BENCH_BATCH", "1,32").split(",")]
@@ -33,8 +33,11 @@ def model():
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize"])
+@pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize",
+                                  "onnxruntime fp32"])
 def test_inference(benchmark, model, name, batch):
+    if name not in available_inference_variants(DEV):
+        pytest.skip(f"{name} needs onnxruntime and a CPU run")
     benchmark.group = f"inference {CONFIG} batch {batch} ({DEV})"
     w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=DEV)

@@ -99,12 +99,45 @@ def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
 
 
+def available_inference_variants(device) -> tuple:
+    """INFERENCE_VARIANTS, plus "onnxruntime fp32" on the CPU when onnxruntime is installed:
+    the deployment alternative to ``optimize`` (an ONNX export of the same weights, run by
+    onnxruntime with all its graph optimizations)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return INFERENCE_VARIANTS
+    return INFERENCE_VARIANTS + (("onnxruntime fp32",) if torch.device(device).type == "cpu" else ())
+
+
+def _onnxruntime_runner(model: nn.Module) -> Callable:
+    """``model`` exported to ONNX (hrfast.export.onnx) and run by onnxruntime on the CPU with
+    as many intra-op threads as torch uses, so the two compete on equal terms."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from .export import onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory() as tmp:     # the session holds the graph once built
+        path = onnx(copy.deepcopy(model).cpu(), Path(tmp) / "hrnet.onnx", check=False)
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run(None, {"image": x.detach().cpu().float().numpy()})[0])
+    return run
+
+
 def inference_variant(model: nn.Module, name: str, device) -> Callable:
     """The callable that ``name`` (one of INFERENCE_VARIANTS) times for ``model`` on ``device``.
 
     eager fp32: the reference model; eager AMP: the same under bf16 autocast; torch.compile:
     ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
-    with dtype fp32 / its own dtype choice."""
+    with dtype fp32 / its own dtype choice; onnxruntime fp32: the ONNX export run by
+    onnxruntime (CPU only, see :func:`available_inference_variants`)."""
     from .optimize import optimize
 
     device = torch.device(device)
@@ -121,7 +154,11 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         return optimize(model, dtype="fp32", device=device)
     if name == "optimize":
         return optimize(model, device=device)
-    raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS}")
+    if name == "onnxruntime fp32":
+        if device.type != "cpu":
+            raise ValueError("the onnxruntime fp32 variant runs on the CPU only")
+        return _onnxruntime_runner(model)
+    raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + ('onnxruntime fp32',)}")
 
 
 def _proc_status_mib(key: str) -> float:
@@ -160,9 +197,9 @@ def peak_memory_mib(fn, device) -> float:
 
 
 def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
-                      variants=INFERENCE_VARIANTS, iters: int = 5, progress: bool = True) -> list:
-    """Inference images/s of each variant (:func:`inference_variant`) of the same randomly
-    initialized model, in one run.
+                      variants=None, iters: int = 5, progress: bool = True) -> list:
+    """Inference images/s of each variant (:func:`inference_variant`; default
+    :func:`available_inference_variants`) of the same randomly initialized model, in one run.
 
     Every variant is built and called once first (compile time, reported as ``first_call_s``),
     then timed in ``iters`` interleaved rounds (:func:`measure_interleaved`); ``peak_mib`` is
@@ -171,6 +208,7 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
     from .profile import count_macs
 
     device = torch.device(device)
+    variants = variants or available_inference_variants(device)
     torch.manual_seed(0)
     model = HRNet.from_config(config).to(device).eval()
     w, h = model.input_size

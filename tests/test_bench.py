@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from hrfast.bench import measure_interleaved, peak_memory_mib
+from hrfast.bench import inference_variant, measure_interleaved, peak_memory_mib
 
 
 def test_measure_interleaved_keeps_each_callable_its_own_time():
@@ -40,3 +40,8 @@ def test_cpu_peak_memory_sees_a_temporary_allocation():
     # earlier freed memory must not hide the next call's allocation (glibc keeps free lists)
     assert 120 < peak_memory_mib(allocate(128), "cpu") < 136
     assert 60 < peak_memory_mib(allocate(64), "cpu") < 72
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="unknown variant 'eager fp64'"):
+        inference_variant(torch.nn.Identity(), "eager fp64", "cpu")

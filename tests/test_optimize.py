@@ -119,3 +119,16 @@ def test_readme_entry_points():
     assert hrfast.optimize is optimize
     from hrfast.export import onnx
     assert hrfast.export.onnx is onnx
+
+
+def test_onnxruntime_bench_variant_gives_the_reference_heatmaps(trained_like):
+    """The "onnxruntime fp32" row of ``hrfast bench --compare`` computes the same function."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (CI installs it)")
+    from hrfast.bench import inference_variant
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        ref = trained_like(x)
+    got = inference_variant(trained_like, "onnxruntime fp32", "cpu")(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    # fp32; onnxruntime folds BN and fuses conv+ReLU, so only rounding differs
+    torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
