@@ -20,6 +20,8 @@ $(VENV)/.deps: $(PY)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q $(DEPS)
 	$(PY) -m pip install -q triton || echo "triton could not be installed: fused kernels disabled"
+	# int8 CPU inference (optimize(dtype="int8")); no deps: it must not pull another torch
+	$(PY) -m pip install -q --no-deps torchao==0.18.0 || echo "torchao could not be installed: int8 disabled"
 	touch $@
 
 $(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)

@@ -100,14 +100,16 @@ INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32
 
 
 def available_inference_variants(device) -> tuple:
-    """INFERENCE_VARIANTS, plus "onnxruntime fp32" on the CPU when onnxruntime is installed:
-    the deployment alternative to ``optimize`` (an ONNX export of the same weights, run by
-    onnxruntime with all its graph optimizations)."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    """INFERENCE_VARIANTS, plus on the CPU: "optimize int8" when torchao is installed, and
+    "onnxruntime fp32" when onnxruntime is (the deployment alternative to ``optimize``: an
+    ONNX export of the same weights, run by onnxruntime with all its graph optimizations)."""
+    import importlib.util
+
+    if torch.device(device).type != "cpu":
         return INFERENCE_VARIANTS
-    return INFERENCE_VARIANTS + (("onnxruntime fp32",) if torch.device(device).type == "cpu" else ())
+    extra = [name for name, module in (("optimize int8", "torchao"), ("onnxruntime fp32", "onnxruntime"))
+             if importlib.util.find_spec(module) is not None]
+    return INFERENCE_VARIANTS + tuple(extra)
 
 
 def _onnxruntime_runner(model: nn.Module) -> Callable:
@@ -136,7 +138,8 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
 
     eager fp32: the reference model; eager AMP: the same under bf16 autocast; torch.compile:
     ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
-    with dtype fp32 / its own dtype choice; onnxruntime fp32: the ONNX export run by
+    with dtype fp32 / its own dtype choice; optimize int8: ``optimize(dtype="int8")``
+    calibrated on random crops (CPU only); onnxruntime fp32: the ONNX export run by
     onnxruntime (CPU only, see :func:`available_inference_variants`)."""
     from .optimize import optimize
 
@@ -154,11 +157,19 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         return optimize(model, dtype="fp32", device=device)
     if name == "optimize":
         return optimize(model, device=device)
+    if name == "optimize int8":
+        # calibrated on random crops: the speed does not depend on the observed ranges (for
+        # accuracy, calibrate on real crops, as RESULTS.md does)
+        w, h = getattr(model, "input_size", (192, 256))
+        gen = torch.Generator().manual_seed(0)
+        calibration = [torch.randn(4, 3, h, w, generator=gen) for _ in range(2)]
+        return optimize(model, dtype="int8", device=device, calibration=calibration)
     if name == "onnxruntime fp32":
         if device.type != "cpu":
             raise ValueError("the onnxruntime fp32 variant runs on the CPU only")
         return _onnxruntime_runner(model)
-    raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + ('onnxruntime fp32',)}")
+    raise ValueError(f"unknown variant {name!r}; choose from "
+                     f"{INFERENCE_VARIANTS + ('optimize int8', 'onnxruntime fp32')}")
 
 
 def _proc_status_mib(key: str) -> float:

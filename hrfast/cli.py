@@ -77,6 +77,15 @@ def _mib(v: float) -> str:
     return "n/a" if v != v else f"{v:.0f}"          # NaN: not measurable here
 
 
+def _of_peak(row: dict, peak32: float, peak16: float) -> str:
+    """The row's GFLOP/s as a fraction of the peak measured in its dtype (int8 has no probe)."""
+    import torch
+    peaks = {torch.float32: peak32, torch.bfloat16: peak16, torch.float16: peak16}
+    if row["dtype"] not in peaks:
+        return "n/a"
+    return f"{row['gflops_per_s'] * 1e9 / peaks[row['dtype']]:.0%}"
+
+
 def _bench_compare(args: argparse.Namespace) -> int:
     import platform
 
@@ -100,7 +109,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-                     f"{r['gflops_per_s'] * 1e9 / (peak32 if r['dtype'] == torch.float32 else peak16):.0%} "
+                     f"{_of_peak(r, peak32, peak16)} "
                      f"| {r['first_call_s']:.1f} | {_mib(r['peak_mib'])} |")
     lines += ["", "Peak MiB: memory one call adds above the weights and the input (activations and "
                   "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
