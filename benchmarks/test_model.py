@@ -34,10 +34,10 @@ def model():
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize",
-                                  "onnxruntime fp32"])
+                                  "optimize int8", "onnxruntime fp32"])
 def test_inference(benchmark, model, name, batch):
     if name not in available_inference_variants(DEV):
-        pytest.skip(f"{name} needs onnxruntime and a CPU run")
+        pytest.skip(f"{name} runs on the CPU only, with torchao (int8) or onnxruntime installed")
     benchmark.group = f"inference {CONFIG} batch {batch} ({DEV})"
     w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=DEV)

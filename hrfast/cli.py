@@ -91,17 +91,27 @@ def _bench_compare(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import bar_chart, compare_inference, compare_predict, compare_training, conv_peak, gemm_peak
+    from .bench import (available_inference_variants, bar_chart, compare_inference, compare_predict,
+                        compare_training, conv_peak, gemm_peak)
     from .device import cpu_has_native_bf16
 
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
         f"CPU {platform.machine()}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}"
     print(f"{args.config}, batch {args.batch}, {name}, torch {torch.__version__}")
+    variants = None
+    if args.variants:
+        variants = tuple(v.strip() for v in args.variants.split(","))
+        known = available_inference_variants(dev)
+        unknown = [v for v in variants if v not in known]
+        if unknown or variants[0] != "eager fp32":
+            print(f"error: --variants must start with 'eager fp32' (the baseline) and name only {', '.join(known)}; "
+                  f"got {args.variants!r}", file=sys.stderr)
+            return 2
     g32, g16 = gemm_peak(dev, torch.float32), gemm_peak(dev, torch.bfloat16)
     c32, c16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
     peak32, peak16 = max(g32, c32), max(g16, c16)
-    rows = compare_inference(args.config, args.batch, dev, iters=args.iters)
+    rows = compare_inference(args.config, args.batch, dev, variants=variants, iters=args.iters)
     lines = [f"Inference, {args.config}, batch {args.batch}, {name}, torch {torch.__version__}. "
              f"Peak in this run: 4096^3 GEMM {g32 / 1e9:.0f} GFLOP/s fp32 / {g16 / 1e9:.0f} bf16, large 3x3 conv "
              f"{c32 / 1e9:.0f} fp32 / {c16 / 1e9:.0f} bf16; the larger is the peak below.", "",
@@ -291,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="with --compare: also the training step")
     p.add_argument("--report", help="with --compare: write the Markdown table to this file")
     p.add_argument("--png", help="with --compare: write a bar chart of the ratios to this PNG")
+    p.add_argument("--variants", help="with --compare: comma-separated inference variants, eager fp32 first "
+                                      "(default: all available here)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")

@@ -52,3 +52,10 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     cell = eager.rstrip(" |").split("|")[-1].strip()
     assert cell.isdigit() or (cell == "n/a" and math.isnan(peak_memory_mib(lambda: None, "cpu")))
     assert png.stat().st_size > 1000
+
+
+def test_bench_compare_variants_are_checked(capsys):
+    assert main(["bench", "--compare", "--config", "w18_small_128x96", "--variants", "optimize,eager fp32"]) == 2
+    assert "must start with 'eager fp32'" in capsys.readouterr().err
+    assert main(["bench", "--compare", "--config", "w18_small_128x96", "--variants", "eager fp32,fast"]) == 2
+    assert "got 'eager fp32,fast'" in capsys.readouterr().err
