@@ -139,6 +139,8 @@ def quantize_int8(net: nn.Module, calibration, keep_float=("conv1", "final_layer
     heatmap error (0.094 -> 0.045 of the output scale) and lowers the mean DARK keypoint
     drift from 0.034 to 0.027 heatmap px."""
     import logging
+
+    batches = _calibration_batches(calibration)    # bad input fails before any work
     log = logging.getLogger("torchao")
     level = log.level
     log.setLevel(logging.ERROR)      # its CUDA-only kernel libraries fail to load on CPU builds
@@ -150,12 +152,14 @@ def quantize_int8(net: nn.Module, calibration, keep_float=("conv1", "final_layer
         raise ImportError("dtype='int8' needs torchao (pip install --no-deps torchao)") from e
     finally:
         log.setLevel(level)
-    batches = _calibration_batches(calibration)
     net = copy.deepcopy(net).cpu().float()
     _functional_relus(net)
-    batch = torch.export.Dim.AUTO
+    # export traces with a batch of 2: a batch of 1 would be specialized (0/1 sizes are static
+    # to torch.export) and the graph would refuse other batch sizes later
+    example = torch.cat([b[:2] for b in batches])[:2]
+    example = example.repeat(2, 1, 1, 1)[:2]
     with torch.no_grad():
-        exported = torch.export.export(net, (batches[0],), dynamic_shapes=({0: batch},)).module()
+        exported = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
         quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
         for name in keep_float:
             quantizer.set_module_name_qconfig(name, None)

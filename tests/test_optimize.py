@@ -174,3 +174,12 @@ def test_optimize_int8_keypoint_drift_is_bounded(trained_like, capsys):
     # random-weight maps have flat peaks, so argmax ties can flip: bound the median drift
     assert (c_got - c_ref).norm(dim=-1).median() < 1.0
     opt(torch.randn(1, 3, 128, 96))                  # another batch size recompiles and runs
+
+
+def test_optimize_int8_from_single_crop_calibration_takes_any_batch():
+    # a calibration batch of 1 must not pin the exported graph to batch 1
+    pytest.importorskip("torchao", reason="torchao not installed (make install adds it)")
+    torch.manual_seed(0)
+    m = HRNet.from_config("w18_small_128x96").eval()
+    opt = optimize(m, dtype="int8", calibration=[torch.randn(1, 3, 128, 96)])
+    assert opt(torch.randn(3, 3, 128, 96)).shape == (3, 17, 32, 24)
