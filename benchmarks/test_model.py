@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.bench import TRAINING_VARIANTS, available_inference_variants, inference_variant, peak_memory_mib, training_variant
+from hrfast.bench import (CPU_VARIANTS, INFERENCE_VARIANTS, TRAINING_VARIANTS, available_inference_variants,
+                          inference_variant, peak_memory_mib, training_variant)
 
 CONFIG = os.environ.get("HRFAST_BENCH_CONFIG", "w18_small_128x96")
 BATCHES = [int(b) for b in os.environ.get("HRFAST_BENCH_BATCH", "1,32").split(",")]
@@ -33,8 +34,7 @@ def model():
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("name", ["eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize",
-                                  "optimize int8", "onnxruntime fp32"])
+@pytest.mark.parametrize("name", INFERENCE_VARIANTS + tuple(CPU_VARIANTS))
 def test_inference(benchmark, model, name, batch):
     if name not in available_inference_variants(DEV):
         pytest.skip(f"{name} runs on the CPU only, with torchao (int8) or onnxruntime installed")

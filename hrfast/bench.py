@@ -34,6 +34,13 @@ def measure(fn, device: torch.device, warmup: int = 2, iters: int = 5,
     return times[len(times) // 2]
 
 
+def _with_ratios(rows: list, key: str) -> list:
+    """``rows`` with ``ratio``: each row's ``key`` over the first row's (the baseline)."""
+    for r in rows:
+        r["ratio"] = r[key] / rows[0][key]
+    return rows
+
+
 def measure_interleaved(fns, device: torch.device, iters: int = 5, progress: bool = False) -> list:
     """Median seconds per call of each of ``fns``, timed in ``iters`` interleaved rounds (one
     call of each per round; warm them up first). A machine that speeds up or slows down during
@@ -97,6 +104,8 @@ def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
 
 
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
+# CPU-only variants and the package each needs
+CPU_VARIANTS = {"optimize int8": "torchao", "onnxruntime fp32": "onnxruntime"}
 
 
 def available_inference_variants(device) -> tuple:
@@ -107,8 +116,7 @@ def available_inference_variants(device) -> tuple:
 
     if torch.device(device).type != "cpu":
         return INFERENCE_VARIANTS
-    extra = [name for name, module in (("optimize int8", "torchao"), ("onnxruntime fp32", "onnxruntime"))
-             if importlib.util.find_spec(module) is not None]
+    extra = [name for name, module in CPU_VARIANTS.items() if importlib.util.find_spec(module) is not None]
     return INFERENCE_VARIANTS + tuple(extra)
 
 
@@ -168,8 +176,7 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         if device.type != "cpu":
             raise ValueError("the onnxruntime fp32 variant runs on the CPU only")
         return _onnxruntime_runner(model)
-    raise ValueError(f"unknown variant {name!r}; choose from "
-                     f"{INFERENCE_VARIANTS + ('optimize int8', 'onnxruntime fp32')}")
+    raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + tuple(CPU_VARIANTS)}")
 
 
 def _proc_status_mib(key: str) -> float:
@@ -191,11 +198,11 @@ def peak_memory_mib(fn, device) -> float:
     up to a page per allocation)."""
     device = torch.device(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        torch.cuda.synchronize(device)
+        _sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -244,10 +251,7 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
         secs = measure_interleaved([lambda fn=fn: fn(x) for fn in fns], device, iters, progress)
     for r, sec in zip(rows, secs):
         r.update(images_per_s=batch / sec, ms_per_batch=sec * 1e3, gflops_per_s=flops / sec / 1e9)
-    base = rows[0]["images_per_s"]
-    for r in rows:
-        r["ratio"] = r["images_per_s"] / base
-    return rows
+    return _with_ratios(rows, "images_per_s")
 
 
 TRAINING_VARIANTS = ("eager fp32", "optimize(mode='training')")
@@ -298,9 +302,7 @@ def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", 
         steps.append(step)
     for r, sec in zip(rows, measure_interleaved(steps, torch.device(device), iters, progress)):
         r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3)
-    for r in rows:
-        r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]
-    return rows
+    return _with_ratios(rows, "images_per_s")
 
 
 def bar_chart(rows: list, path, title: str) -> None:
@@ -357,6 +359,4 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     people = sum(len(b) for _, b in data)
     rows = [{"variant": name, "people": people, "people_per_s": people / sec, "images_per_s": len(data) / sec}
             for name, sec in zip(("eager fp32", "optimize"), measure_interleaved(runs, device, iters))]
-    for r in rows:
-        r["ratio"] = r["people_per_s"] / rows[0]["people_per_s"]
-    return rows
+    return _with_ratios(rows, "people_per_s")
