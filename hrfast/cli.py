@@ -124,7 +124,8 @@ def _bench_compare(args: argparse.Namespace) -> int:
     lines += ["", "Peak MiB: memory one call adds above the weights and the input (activations and "
                   "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
     if args.train:
-        lines += ["", f"Training step (forward, loss, backward, Adam), batch {args.batch}:", "",
+        lines += ["", f"Training step (forward, loss, backward, Adam: torch's default step for eager fp32, "
+                  f"the training engine's fused step for the others), batch {args.batch}:", "",
                   "| variant | images/s | vs eager fp32 | peak MiB |", "|---|---:|---:|---:|"]
         lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {_mib(r['peak_mib'])} |"
                   for r in compare_training(args.config, args.batch, dev, iters=args.iters)]

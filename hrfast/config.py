@@ -80,7 +80,8 @@ _DEFAULTS: Dict[str, Any] = {
     "HRFAST": {"BACKEND": "auto", "AMP": "none", "CHANNELS_LAST": False, "COMPILE": False,
                "GRAD_CLIP": 0.0, "EMA": 0.0, "SEED": 0, "TARGETS_ON_DEVICE": False,
                "TARGET_ENCODING": "msra", "DECODE": "quarter", "SYNC_BN": False,
-               "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1},
+               "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1,
+               "FUSED_OPTIMIZER": True},
 }
 
 

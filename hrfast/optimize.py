@@ -228,6 +228,8 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
         autocast = dt != torch.float32
         if autocast:
             choices.append((f"autocast {str(dt).replace('torch.', '')}", "fp32 master weights, low-precision math"))
+        choices.append(("the optimizer is the caller's", "hrfast.engine.optim.build_optimizer gives torch's fused "
+                        "Adam/SGD step, as `hrfast train` uses (about 5x faster than the default Adam on the CPU)"))
     channels_last = dt != torch.int8
     if channels_last:
         net = net.to(device=device, memory_format=torch.channels_last)

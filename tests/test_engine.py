@@ -178,7 +178,7 @@ def test_ohkm_and_bad_config_values(tmp_path):
     assert r["history"][0]["loss"] > 0
     with pytest.raises(ValueError, match="HRFAST.AMP must be one of"):
         train(merge_config(cfg, {"HRFAST": {"AMP": "fp8"}}), tmp_path / "x", progress=False)
-    with pytest.raises(ValueError, match="TRAIN.OPTIMIZER must be 'adam' or 'sgd'"):
+    with pytest.raises(ValueError, match=r"TRAIN.OPTIMIZER must be one of \['adam', 'adamw', 'sgd'\]"):
         train(merge_config(cfg, {"TRAIN": {"OPTIMIZER": "lamb"}}), tmp_path / "y", progress=False)
 
 

@@ -31,6 +31,7 @@ from ..models import HRNet
 from ..ops.targets import gaussian_targets
 from .evaluate import evaluate
 from .loss import JointsMSELoss, JointsOHKMMSELoss
+from .optim import OPTIMIZERS, build_optimizer, load_optimizer_state
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -187,13 +188,14 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     else:
         criterion = JointsMSELoss(cfg.LOSS.USE_TARGET_WEIGHT)
     t = cfg.TRAIN
-    if t.OPTIMIZER == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=t.LR)
-    elif t.OPTIMIZER == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=t.LR, momentum=t.MOMENTUM,
-                                    weight_decay=t.WD, nesterov=t.NESTEROV)
-    else:
-        raise ValueError(f"config TRAIN.OPTIMIZER must be 'adam' or 'sgd', got {t.OPTIMIZER!r}")
+    if t.OPTIMIZER not in OPTIMIZERS:
+        raise ValueError(f"config TRAIN.OPTIMIZER must be one of {list(OPTIMIZERS)}, got {t.OPTIMIZER!r}")
+    # the official recipe: Adam without weight decay; WD/MOMENTUM/NESTEROV are SGD's (AdamW takes WD)
+    optimizer = build_optimizer(model.parameters(), t.OPTIMIZER, float(t.LR),
+                                momentum=float(t.MOMENTUM) if t.OPTIMIZER == "sgd" else 0.0,
+                                weight_decay=float(t.WD) if t.OPTIMIZER != "adam" else 0.0,
+                                nesterov=bool(t.NESTEROV) if t.OPTIMIZER == "sgd" else False,
+                                fused=None if h.FUSED_OPTIMIZER else False)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.LR_STEP), t.LR_FACTOR)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda")
 
@@ -209,7 +211,7 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
             if missing:
                 raise ValueError(f"cannot resume: {ckpt_path} lacks {sorted(missing)} (not an hrfast training checkpoint)")
             model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
+            load_optimizer_state(optimizer, ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
             scaler.load_state_dict(ck["scaler"])
             if ema is not None and ck.get("ema") is not None:
