@@ -172,6 +172,20 @@ def test_targets_on_device_equal_worker_targets(tmp_path):
     assert a["history"][0]["loss"] == b["history"][0]["loss"]
 
 
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_other_optimizers_train_on_the_fused_step(tmp_path, name):
+    """TRAIN.OPTIMIZER adamw/sgd reach build_optimizer with the official keys (WD, MOMENTUM,
+    NESTEROV) and step on the fused kernel (resume keeping it: tests/test_optim.py)."""
+    cfg = merge_config(_tiny_cfg(tmp_path, epochs=1), {"TRAIN": {"OPTIMIZER": name, "NESTEROV": True}})
+    r = train(cfg, tmp_path / name, progress=False, max_steps_per_epoch=1)
+    assert np.isfinite(r["history"][0]["loss"])
+    ck = torch.load(tmp_path / name / "checkpoint.pth", map_location="cpu", weights_only=False)
+    group = ck["optimizer"]["param_groups"][0]
+    assert group["fused"] is True and group["weight_decay"] == cfg.TRAIN.WD
+    if name == "sgd":
+        assert group["momentum"] == cfg.TRAIN.MOMENTUM and group["nesterov"] is True
+
+
 def test_ohkm_and_bad_config_values(tmp_path):
     cfg = merge_config(_tiny_cfg(tmp_path, epochs=1), {"LOSS": {"USE_OHKM": True, "TOPK": 4}})
     r = train(cfg, tmp_path / "ohkm", progress=False, max_steps_per_epoch=1)
