@@ -14,10 +14,7 @@ import argparse
 
 import torch
 
-from hrfast.bench import TRAINING_VARIANTS, measure_interleaved, peak_memory_mib, training_variant
-from hrfast.models import HRNet
-
-COMPILED = "optimize(mode='training'), compiled"
+from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak
 
 
 def main() -> None:
@@ -29,24 +26,17 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    torch.manual_seed(0)
-    model = HRNet.from_config(args.config)
-    names = list(TRAINING_VARIANTS) + ([] if args.no_compile else [COMPILED])
-    steps, peaks = [], []
-    for name in names:
-        print(f"building {name} ...", flush=True)
-        step = training_variant(model, TRAINING_VARIANTS[-1] if name == COMPILED else name, args.batch, dev,
-                                compile=name == COMPILED)
-        step()
-        step()                                    # compiled, and Adam state exists
-        peaks.append(peak_memory_mib(step, dev))
-        steps.append(step)
-    secs = measure_interleaved(steps, dev, args.iters, progress=True)
+    variants = TRAINING_VARIANTS + (() if args.no_compile else (COMPILED_TRAINING,))
+    rows = compare_training(args.config, args.batch, dev, args.iters, variants=variants)
+    peaks = {torch.float32: conv_peak(dev, torch.float32), torch.bfloat16: conv_peak(dev, torch.bfloat16)}
     print(f"\n{args.config}, batch {args.batch}, training step, {dev}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.iters} interleaved rounds\n")
-    print("| variant | images/s | vs eager fp32 | peak MiB |\n|---|---:|---:|---:|")
-    for name, sec, mib in zip(names, secs, peaks):
-        print(f"| {name} | {args.batch / sec:.2f} | {secs[0] / sec:.2f}x | {mib:.0f} |")
+          f"{torch.get_num_threads()} threads, median of {args.iters} interleaved rounds. GFLOP/s count "
+          f"a step as 3x the forward's conv FLOPs; the peak is a large 3x3 conv in the row's dtype, "
+          f"measured after the rounds.\n")
+    print("| variant | images/s | vs eager fp32 | GFLOP/s | of the conv peak | peak MiB |\n|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
+              f"{r['gflops_per_s'] * 1e9 / peaks[r['dtype']]:.0%} | {r['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -255,24 +255,30 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
 
 
 # the middle row isolates the optimizer: torch's default Adam loops over the 878 parameter
-# tensors of W32 one by one on the CPU; hrfast's engine steps with the fused kernel
+# tensors of W32 one by one on the CPU; hrfast's engine steps with the fused kernel.
+# "optimize(mode='training')" runs uncompiled (compiling the step takes minutes on a small
+# CPU and gained 0-3% there); COMPILED_TRAINING is optimize's default, timed on request.
 TRAINING_VARIANTS = ("eager fp32", "eager fp32, fused Adam", "optimize(mode='training')")
+COMPILED_TRAINING = "optimize(mode='training'), compiled"
 
 
-def training_variant(model: nn.Module, name: str, batch: int, device, compile: bool = False) -> Callable:
+def training_variant(model: nn.Module, name: str, batch: int, device) -> Callable:
     """One training step (forward, MSE loss against random targets, backward, Adam at 1e-3) of
-    ``name`` (one of TRAINING_VARIANTS) on a batch of random (batch, 3, H, W) inputs, as a
-    callable. "eager fp32" steps with torch's default Adam; the others with the optimizer of
-    hrfast's training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of ``model``, so variants built from one model start from the
-    same weights and do not disturb each other."""
+    ``name`` (one of TRAINING_VARIANTS or COMPILED_TRAINING) on a batch of random (batch, 3, H,
+    W) inputs, as a callable with attributes ``dtype`` (the convolutions') and ``optimizer``.
+    "eager fp32" steps with torch's default Adam; the others with the optimizer of hrfast's
+    training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of ``model``, so
+    variants built from one model start from the same weights and do not disturb each other."""
     from .engine.optim import build_optimizer
     from .optimize import optimize
 
-    if name not in TRAINING_VARIANTS:
-        raise ValueError(f"unknown training variant {name!r}; choose from {TRAINING_VARIANTS}")
+    known = TRAINING_VARIANTS + (COMPILED_TRAINING,)
+    if name not in known:
+        raise ValueError(f"unknown training variant {name!r}; choose from {known}")
     device = torch.device(device)
     model = copy.deepcopy(model).to(device)
-    net = model.train() if name.startswith("eager") else optimize(model, mode="training", compile=compile, device=device)
+    net = model.train() if name.startswith("eager") else \
+        optimize(model, mode="training", compile=name == COMPILED_TRAINING, device=device)
     opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "eager fp32"
            else build_optimizer(model.parameters(), "adam", 1e-3))
     w, h = model.input_size
@@ -284,29 +290,35 @@ def training_variant(model: nn.Module, name: str, batch: int, device, compile: b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    step.dtype = getattr(net, "dtype", torch.float32)   # the convolutions' dtype, for the fraction of peak
+    step.optimizer = opt
     return step
 
 
 def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,
-                     compile: bool = False, progress: bool = True) -> list:
-    """Training-step images/s of each of TRAINING_VARIANTS (:func:`training_variant`) of the
-    same initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step
-    adds (activations kept for backward, gradients; Adam state exists by then)."""
+                     variants=TRAINING_VARIANTS, progress: bool = True) -> list:
+    """Training-step images/s of each of ``variants`` (:func:`training_variant`; the first is
+    the baseline of the ratios) of the same initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step
+    adds (activations kept for backward, gradients; Adam state exists by then).
+    ``gflops_per_s`` counts a step as 3x the forward's conv FLOPs (forward, input gradient,
+    weight gradient; the stem's input gradient, 0.3% of W32's, is not computed)."""
     from .models import HRNet
+    from .profile import count_macs
 
     torch.manual_seed(0)
     model = HRNet.from_config(config)
+    flops = 3 * count_macs(model, model.input_size)["flops"] * batch
     rows, steps = [], []
-    for name in TRAINING_VARIANTS:
-        step = training_variant(model, name, batch, device, compile=compile)
+    for name in variants:
+        step = training_variant(model, name, batch, device)
         if progress:
             print(f"  training {name}: first steps ...", flush=True)
         step()
         step()                                    # Adam state exists from here on
-        rows.append({"variant": name, "peak_mib": peak_memory_mib(step, device)})
+        rows.append({"variant": name, "dtype": step.dtype, "peak_mib": peak_memory_mib(step, device)})
         steps.append(step)
     for r, sec in zip(rows, measure_interleaved(steps, torch.device(device), iters, progress)):
-        r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3)
+        r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3, gflops_per_s=flops / sec / 1e9)
     return _with_ratios(rows, "images_per_s")
 
 

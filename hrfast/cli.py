@@ -126,9 +126,13 @@ def _bench_compare(args: argparse.Namespace) -> int:
     if args.train:
         lines += ["", f"Training step (forward, loss, backward, Adam: torch's default step for eager fp32, "
                   f"the training engine's fused step for the others), batch {args.batch}:", "",
-                  "| variant | images/s | vs eager fp32 | peak MiB |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {_mib(r['peak_mib'])} |"
+                  "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | peak MiB |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
+                  f"{_of_peak(r, peak32, peak16)} | {_mib(r['peak_mib'])} |"
                   for r in compare_training(args.config, args.batch, dev, iters=args.iters)]
+        lines += ["", "Training GFLOP/s count a step as 3x the forward's conv FLOPs (forward, input and "
+                      "weight gradients)."]
     pred = compare_predict(args.config, dev, iters=max(2, args.iters // 2))
     lines += ["", f"End-to-end predict (coco-mini: 4 real images, {pred[0]['people']} detector boxes, flip test, "
                   "DARK decoding, from decoded image to image keypoints):", "",

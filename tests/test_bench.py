@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from hrfast.bench import inference_variant, measure_interleaved, peak_memory_mib
+from hrfast.bench import TRAINING_VARIANTS, inference_variant, measure_interleaved, peak_memory_mib, training_variant
+from hrfast.device import cpu_has_native_bf16
 
 
 def test_measure_interleaved_keeps_each_callable_its_own_time():
@@ -45,3 +46,23 @@ def test_cpu_peak_memory_sees_a_temporary_allocation():
 def test_unknown_variant_is_named():
     with pytest.raises(ValueError, match="unknown variant 'eager fp64'"):
         inference_variant(torch.nn.Identity(), "eager fp64", "cpu")
+    with pytest.raises(ValueError, match="unknown training variant 'eager fp64'.*compiled"):
+        training_variant(torch.nn.Identity(), "eager fp64", 2, "cpu")
+
+
+def test_training_variants_start_equal_and_use_their_optimizer():
+    """The baseline steps with torch's default Adam, the others with the engine's fused one; all
+    train copies of the same weights (so the ratios compare like with like) and leave the
+    caller's model alone."""
+    from hrfast.models import HRNet
+    torch.manual_seed(0)
+    model = HRNet.from_config("w18_small_128x96")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = {n: training_variant(model, n, 1, "cpu") for n in TRAINING_VARIANTS}
+    assert steps["eager fp32"].dtype == torch.float32
+    assert steps["optimize(mode='training')"].dtype == torch.bfloat16 or not cpu_has_native_bf16()
+    for step in steps.values():
+        step()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    fused = {n: bool(step.optimizer.param_groups[0]["fused"]) for n, step in steps.items()}
+    assert fused == {"eager fp32": False, "eager fp32, fused Adam": True, "optimize(mode='training')": True}

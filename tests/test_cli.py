@@ -51,6 +51,10 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     eager = next(ln for ln in text.splitlines() if ln.startswith("| eager fp32 |"))
     cell = eager.rstrip(" |").split("|")[-1].strip()
     assert cell.isdigit() or (cell == "n/a" and math.isnan(peak_memory_mib(lambda: None, "cpu")))
+    # the training rows give GFLOP/s as a fraction of the peak in their dtype (bf16 under autocast)
+    train_row = next(ln for ln in text.splitlines() if ln.startswith("| optimize(mode='training') |"))
+    cells = [c.strip() for c in train_row.strip(" |").split("|")]
+    assert len(cells) == 6 and float(cells[3]) > 0 and cells[4].endswith("%")
     assert png.stat().st_size > 1000
 
 
