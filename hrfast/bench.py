@@ -267,8 +267,9 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     ``name`` (one of TRAINING_VARIANTS or COMPILED_TRAINING) on a batch of random (batch, 3, H,
     W) inputs, as a callable with attributes ``dtype`` (the convolutions') and ``optimizer``.
     "eager fp32" steps with torch's default Adam; the others with the optimizer of hrfast's
-    training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of ``model``, so
-    variants built from one model start from the same weights and do not disturb each other."""
+    training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of
+    ``model``, so variants built from one model start from the same weights and do not disturb
+    each other."""
     from .engine.optim import build_optimizer
     from .optimize import optimize
 
