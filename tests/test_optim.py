@@ -80,3 +80,21 @@ def test_fused_supported_and_bad_arguments():
     groups = [{"params": list(net[0].parameters())}, {"params": list(net[3].parameters()), "lr": 1e-4}]
     opt = build_optimizer(groups, "adam", 1e-3)
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-4] and opt.param_groups[1]["fused"]
+
+
+def test_a_torch_without_the_fused_kernel_gets_the_default_step(monkeypatch):
+    """Older torch (CPU fused kernels came in 2.4-2.5) refuses fused=True at construction:
+    the automatic choice then falls back, and an explicit fused=True still raises."""
+    real = torch.optim.Adam
+
+    class OldAdam(real):
+        def __init__(self, params, *args, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                                   "of supported devices")
+            super().__init__(params, *args, **kw)
+    monkeypatch.setattr(torch.optim, "Adam", OldAdam)
+    opt = build_optimizer(_net().parameters(), "adam", 1e-3)
+    assert isinstance(opt, OldAdam) and not opt.param_groups[0]["fused"]
+    with pytest.raises(RuntimeError, match="fused=True"):
+        build_optimizer(_net().parameters(), "adam", 1e-3, fused=True)

@@ -12,7 +12,8 @@ from typing import Iterable, Optional
 import torch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-# devices with a fused Adam/AdamW/SGD kernel in every torch this package supports (>= 2.4)
+# devices with fused Adam/AdamW/SGD kernels (CUDA since torch 2.0-2.1; the CPU's came in
+# 2.4-2.5, so an older torch that refuses is answered with the default step: build_optimizer)
 _FUSED_DEVICES = ("cpu", "cuda")
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -42,17 +43,24 @@ def build_optimizer(params, name: str = "adam", lr: float = 1e-3, *, momentum: f
     if not params:
         raise ValueError("params is empty: the optimizer has nothing to update")
     tensors = [t for g in params for t in (g["params"] if isinstance(g, dict) else [g])]
-    if fused is None:
+    auto = fused is None
+    if auto:
         fused = fused_supported(tensors)
     elif fused and not fused_supported(tensors):
         raise ValueError("fused=True needs floating-point dense parameters on the CPU or CUDA")
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                               nesterov=nesterov, fused=fused or None)
-    if momentum or nesterov:
+        cls, kw = torch.optim.SGD, dict(momentum=momentum, nesterov=nesterov)
+    elif momentum or nesterov:
         raise ValueError(f"momentum/nesterov are SGD arguments; {name!r} takes betas (torch defaults)")
-    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    else:
+        cls, kw = (torch.optim.AdamW if name == "adamw" else torch.optim.Adam), {}
+    try:
+        return cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None, **kw)
+    except RuntimeError:
+        if not (fused and auto):
+            raise
+        # a torch without this fused kernel for the device: the default step, same update rule
+        return cls(params, lr=lr, weight_decay=weight_decay, **kw)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
