@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# What a session with a lent GPU (H100/H200, the device tool) runs, in few long calls.
+#
+# The GPU image has its own Python 3.12, torch and triton, reaches no package index, and lacks
+# pycocotools. So, first, on the development machine:
+#     bash benchmarks/gpu_session.sh wheels      # .whl/: pycocotools for cp312, git-ignored
+# then one device call per stage, each with carry [".whl"] (at most 10 minutes a call):
+#     bash benchmarks/gpu_session.sh tests       # build, then the whole test suite on CUDA
+#     bash benchmarks/gpu_session.sh model       # hrfast bench --compare (W32, W48; batch 1, 32)
+#         (max-autotune compiles every variant: if one call nears 10 minutes, split it, e.g.
+#         CONFIGS=w32_256x192 ... model, then CONFIGS=w48_384x288 ... model)
+#     bash benchmarks/gpu_session.sh suites [pytest args, e.g. -k "exchange or ops"]
+# Reports and logs go to $OUT (the device tool brings back at most 8 files a call: "model"
+# writes 7 with the default knobs); copy the
+# figures, the device and the versions into benchmarks/RESULTS.md ("GPU").
+# Knobs for a dry run elsewhere: DEVICE (cuda), CONFIGS ("w32_256x192 w48_384x288"),
+# BATCHES ("1 32"), ITERS (20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:?usage: gpu_session.sh wheels|tests|model|suites [pytest args]}
+shift || true
+OUT=${OUT:-outputs/gpu}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+
+setup() {
+    if ! $PY -c "import pycocotools" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+        # --target: the image's site-packages stay untouched; nothing is fetched
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    # Hopper only: one arch keeps the CUDA build short; --no-deps: the image's packages are used
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} $PY -m pip install -q --no-build-isolation --no-deps -e . \
+        > /tmp/hrfast_build.log 2>&1 || { tail -30 /tmp/hrfast_build.log; exit 1; }
+    $PY - <<'EOF' | tee "$OUT/versions.txt"
+import platform, torch
+import hrfast
+try:
+    import triton
+    tv = triton.__version__
+except ImportError:
+    tv = "not installed"
+dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+      f"triton {tv}, hrfast {hrfast.__version__}, _C built: {hrfast.HAS_EXTENSION}, device: {dev}")
+EOF
+}
+
+case "$stage" in
+wheels)
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl pycocotools
+    ls .whl
+    ;;
+tests)
+    setup
+    # the Triton tests pick CUDA when it is there (no TRITON_INTERPRET); the GPU-only tests run too
+    PYTHONUNBUFFERED=1 $PY -m pytest -q tests -p no:cacheprovider -rs "$@" 2>&1 | tee "$OUT/tests.log" | tail -40
+    ;;
+model)
+    setup
+    first=1
+    for cfg in ${CONFIGS:-w32_256x192 w48_384x288}; do
+        for b in ${BATCHES:-1 32}; do
+            extra=()
+            [ "$b" != 1 ] && extra+=(--train)         # training at the larger batch only
+            [ $first = 1 ] && extra+=(--png "$OUT/model_${DEVICE:-cuda}.png") && first=0
+            PYTHONUNBUFFERED=1 $PY -m hrfast bench --compare --device "${DEVICE:-cuda}" --config "$cfg" \
+                --batch "$b" --iters "${ITERS:-20}" --report "$OUT/model_${DEVICE:-cuda}_${cfg}_b$b.md" \
+                "${extra[@]}" >> "$OUT/model.log" 2>&1 || { tail -30 "$OUT/model.log"; exit 1; }
+        done
+    done
+    cat "$OUT"/model_*.md
+    ;;
+suites)
+    setup
+    PYTHONUNBUFFERED=1 $PY -m pytest -q benchmarks -p no:cacheprovider --benchmark-columns=median,ops \
+        --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
+    ;;
+*)
+    echo "unknown stage '$stage': wheels, tests, model or suites" >&2
+    exit 2
+    ;;
+esac
