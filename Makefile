@@ -8,7 +8,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 DEPS       := numpy pycocotools pyyaml tqdm pillow packaging opencv-python-headless ninja \
-              setuptools wheel pytest pytest-benchmark matplotlib onnx onnxruntime
+              setuptools wheel pytest pytest-benchmark matplotlib onnx onnxruntime openvino
 
 .PHONY: install demo test bench clean
 

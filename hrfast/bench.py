@@ -105,18 +105,23 @@ def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
 
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
 # CPU-only variants and the package each needs
-CPU_VARIANTS = {"optimize int8": "torchao", "onnxruntime fp32": "onnxruntime"}
+CPU_VARIANTS = {"optimize int8": "torchao", "onnxruntime fp32": "onnxruntime",
+                "openvino fp32": "openvino", "openvino bf16": "openvino"}
 
 
 def available_inference_variants(device) -> tuple:
-    """INFERENCE_VARIANTS, plus on the CPU: "optimize int8" when torchao is installed, and
-    "onnxruntime fp32" when onnxruntime is (the deployment alternative to ``optimize``: an
-    ONNX export of the same weights, run by onnxruntime with all its graph optimizations)."""
+    """INFERENCE_VARIANTS, plus on the CPU: "optimize int8" when torchao is installed,
+    "onnxruntime fp32" when onnxruntime is, and "openvino fp32" / "openvino bf16" (bf16 on CPUs
+    with native bf16) when openvino is. The last three are the deployment alternatives to
+    ``optimize``: the ONNX export of the same weights, run by another CPU runtime."""
     import importlib.util
 
     if torch.device(device).type != "cpu":
         return INFERENCE_VARIANTS
-    extra = [name for name, module in CPU_VARIANTS.items() if importlib.util.find_spec(module) is not None]
+    from .device import cpu_has_native_bf16
+
+    extra = [name for name, module in CPU_VARIANTS.items() if importlib.util.find_spec(module) is not None
+             and (name != "openvino bf16" or cpu_has_native_bf16())]   # else the plugin runs f32
     return INFERENCE_VARIANTS + tuple(extra)
 
 
@@ -148,7 +153,9 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
     ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
     with dtype fp32 / its own dtype choice; optimize int8: ``optimize(dtype="int8")``
     calibrated on random crops (CPU only); onnxruntime fp32: the ONNX export run by
-    onnxruntime (CPU only, see :func:`available_inference_variants`)."""
+    onnxruntime; openvino fp32 / bf16: the same graph compiled by OpenVINO's CPU plugin at that
+    inference precision (:func:`hrfast.export.openvino_runner`); the last three CPU only, see
+    :func:`available_inference_variants`."""
     from .optimize import optimize
 
     device = torch.device(device)
@@ -172,10 +179,13 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         gen = torch.Generator().manual_seed(0)
         calibration = [torch.randn(4, 3, h, w, generator=gen) for _ in range(2)]
         return optimize(model, dtype="int8", device=device, calibration=calibration)
+    if name in CPU_VARIANTS and device.type != "cpu":
+        raise ValueError(f"the {name} variant runs on the CPU only")
     if name == "onnxruntime fp32":
-        if device.type != "cpu":
-            raise ValueError("the onnxruntime fp32 variant runs on the CPU only")
         return _onnxruntime_runner(model)
+    if name in ("openvino fp32", "openvino bf16"):
+        from .export import openvino_runner
+        return openvino_runner(copy.deepcopy(model).cpu(), "f32" if name.endswith("fp32") else "bf16")
     raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + tuple(CPU_VARIANTS)}")
 
 

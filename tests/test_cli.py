@@ -45,7 +45,7 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
                  "--report", str(report), "--png", str(png)]) == 0
     text = report.read_text()
     for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize fp32 |", "| optimize |",
-                "| optimize(mode='training') |", "| eager fp32, fused Adam |", "| onnxruntime fp32 |", "| optimize int8 |", "End-to-end predict"):
+                "| optimize(mode='training') |", "| eager fp32, fused Adam |", "| onnxruntime fp32 |", "| openvino fp32 |", "| optimize int8 |", "End-to-end predict"):
         assert row in text
     # the peak-memory column holds a MiB figure where the probe works, else n/a (not a crash)
     eager = next(ln for ln in text.splitlines() if ln.startswith("| eager fp32 |"))

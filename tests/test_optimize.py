@@ -142,6 +142,45 @@ def test_onnxruntime_bench_variant_gives_the_reference_heatmaps(trained_like):
     torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
 
 
+def test_openvino_export_and_bench_variants(trained_like, tmp_path):
+    """OpenVINO IR export reloads with the same heatmaps, and the "openvino fp32/bf16" rows of
+    ``hrfast bench --compare`` compute the reference function."""
+    ov = pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
+    from hrfast.bench import inference_variant
+    from hrfast.device import cpu_has_native_bf16
+    from hrfast.export import openvino, openvino_runner
+    x = torch.randn(3, 3, 128, 96)                   # batch 3: the exported batch axis is dynamic
+    with torch.no_grad():
+        ref = trained_like(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            eager_bf16 = trained_like(x).float()
+    scale = ref.abs().max().item()
+
+    xml = openvino(trained_like, tmp_path / "m.xml")
+    assert xml.with_suffix(".bin").stat().st_size > 1e6          # the weights, in fp32
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = torch.from_numpy(compiled.create_infer_request().infer({0: x.numpy()})[0].copy())
+    # fp32: the plugin folds BN and fuses conv+ReLU, so only rounding differs
+    torch.testing.assert_close(got, ref, atol=1e-4 * scale, rtol=1e-4)
+
+    run = inference_variant(trained_like, "openvino fp32", "cpu")
+    got = run(x)
+    assert got.shape == ref.shape and got.dtype == torch.float32 and run.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-4 * scale, rtol=1e-4)
+    if cpu_has_native_bf16():
+        got16 = inference_variant(trained_like, "openvino bf16", "cpu")(x)
+        # bf16 judged against eager's own bf16 (autocast) error, both vs the fp32 reference;
+        # the floor covers the two differing in which ops they keep in fp32
+        err, err_eager = (got16 - ref).abs().max() / scale, (eager_bf16 - ref).abs().max() / scale
+        assert err <= 2 * err_eager + 1e-2, (err, err_eager)
+    with pytest.raises(ValueError, match="must end in .xml"):
+        openvino(trained_like, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="precision must be 'f32' or 'bf16'"):
+        openvino_runner(trained_like, "int8")
+    with pytest.raises(ValueError, match=r"x must be \(N, 3, H, W\)"):
+        run(torch.randn(3, 128, 96))
+
+
 def test_functional_relus_keep_the_function(trained_like):
     """The int8 path swaps the blocks' shared ReLU modules for F.relu: same outputs exactly
     (a ReLU dropped from a Sequential would change them)."""
