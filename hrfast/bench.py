@@ -153,8 +153,8 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
     ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
     with dtype fp32 / its own dtype choice; optimize int8: ``optimize(dtype="int8")``
     calibrated on random crops (CPU only); onnxruntime fp32: the ONNX export run by
-    onnxruntime; openvino fp32 / bf16: the same graph compiled by OpenVINO's CPU plugin at that
-    inference precision (:func:`hrfast.export.openvino_runner`); the last three CPU only, see
+    onnxruntime; openvino fp32 / bf16: ``optimize(dtype=..., runtime="openvino")``, the same
+    graph compiled by OpenVINO's CPU plugin at that precision; the last three CPU only, see
     :func:`available_inference_variants`."""
     from .optimize import optimize
 
@@ -184,8 +184,7 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
     if name == "onnxruntime fp32":
         return _onnxruntime_runner(model)
     if name in ("openvino fp32", "openvino bf16"):
-        from .export import openvino_runner
-        return openvino_runner(copy.deepcopy(model).cpu(), "f32" if name.endswith("fp32") else "bf16")
+        return optimize(model, dtype=name.split()[-1], device=device, runtime="openvino")
     raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + tuple(CPU_VARIANTS)}")
 
 

@@ -9,7 +9,7 @@ Every choice is recorded in ``OptimizedModel.choices`` and printed with ``verbos
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -59,13 +59,14 @@ class OptimizedModel(nn.Module):
     heatmaps (B, K, h, w) float32. ``choices`` lists (what, why) pairs."""
 
     def __init__(self, net: nn.Module, dtype: torch.dtype, channels_last: bool, autocast: bool,
-                 device_type: str, choices: List[Tuple[str, str]], original: nn.Module):
+                 device_type: str, choices: List[Tuple[str, str]], original: nn.Module,
+                 float_input: bool = False):
         super().__init__()
         self.net = net
         self.dtype, self.channels_last, self.autocast = dtype, channels_last, autocast
         # an int8 network quantizes its float input itself, and is compiled with the global
-        # freezing switch on (see optimize)
-        self.input_dtype = torch.float32 if dtype == torch.int8 else dtype
+        # freezing switch on (see optimize); another runtime takes float32 and casts itself
+        self.input_dtype = torch.float32 if dtype == torch.int8 or float_input else dtype
         self.freeze_globally = dtype == torch.int8
         self.device_type = device_type
         self.choices = choices
@@ -93,6 +94,21 @@ class OptimizedModel(nn.Module):
 
     def report(self) -> str:
         return "\n".join(f"- {what}: {why}" for what, why in self.choices)
+
+
+class RuntimeNet(nn.Module):
+    """A network compiled by another inference runtime (OpenVINO), as a module without
+    parameters: ``runner`` maps a (N, 3, H, W) float32 tensor to float32 heatmaps."""
+
+    def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor], name: str):
+        super().__init__()
+        self.runner, self.name = runner, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runner(x)
+
+    def extra_repr(self) -> str:
+        return self.name
 
 
 def _functional_relus(net: nn.Module) -> None:
@@ -172,7 +188,8 @@ def quantize_int8(net: nn.Module, calibration, keep_float=("conv1", "final_layer
 
 
 def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] = None,
-             compile: bool = True, device=None, verbose: bool = False, calibration=None) -> OptimizedModel:
+             compile: bool = True, device=None, verbose: bool = False, calibration=None,
+             runtime: str = "torch") -> OptimizedModel:
     """Return a fast version of ``model`` for ``mode`` = ``"inference"`` or ``"training"``.
 
     Args:
@@ -184,6 +201,9 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
         compile: ``torch.compile`` the network (inference: mode ``max-autotune-no-cudagraphs`` on
             CPU, ``max-autotune`` with CUDA graphs on GPU for fixed shapes).
         device: where it will run (default: the model's device).
+        runtime: ``"torch"``, or ``"openvino"`` for CPU inference in fp32 or bf16: the ONNX
+            export of the folded network compiled by OpenVINO's CPU plugin (needs the
+            openvino package; it compiles in about a second and takes any batch size).
     Inference folds BN and leaves ``model`` untouched (it works on a copy). Training keeps BN,
     shares ``model``'s parameters (so an optimizer over ``model.parameters()`` trains it), and
     runs forward under autocast.
@@ -208,6 +228,12 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     if dt == torch.int8 and not compile:
         raise ValueError("dtype='int8' needs compile=True: only Inductor lowers the quantized graph to int8 kernels")
     choices.append((f"dtype {str(dt).replace('torch.', '')}", why))
+    if runtime not in ("torch", "openvino"):
+        raise ValueError(f"runtime must be 'torch' or 'openvino', got {runtime!r}")
+    if runtime == "openvino":
+        if mode != "inference":
+            raise ValueError("runtime='openvino' is for inference; training runs on torch")
+        return _openvino(model, dt, device, choices, verbose)
 
     if mode == "inference":
         net = copy.deepcopy(model).eval()
@@ -269,4 +295,29 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     out = OptimizedModel(net, dt, channels_last, autocast, device.type, choices, model)
     if verbose:
         print(f"hrfast.optimize(mode={mode!r}) on {device}:\n{out.report()}")
+    return out
+
+
+def _openvino(model: nn.Module, dt: torch.dtype, device: torch.device, choices: List[Tuple[str, str]],
+              verbose: bool) -> OptimizedModel:
+    """optimize(runtime="openvino"): the folded network through ONNX into OpenVINO's CPU plugin."""
+    from .export import openvino_runner
+
+    if device.type != "cpu":
+        raise ValueError(f"runtime='openvino' runs on the CPU, got device {device}")
+    if dt not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"runtime='openvino' runs fp32 or bf16, got dtype {str(dt).replace('torch.', '')}")
+    net = copy.deepcopy(model).cpu().eval()
+    n = fold_batchnorm(net)      # the plugin would fold them too; folding here keeps one graph
+    precision = "bf16" if dt == torch.bfloat16 else "f32"
+    runner = openvino_runner(net, precision)
+    choices += [(f"folded {n} BatchNorm layers into their convolutions", "one kernel per conv, no BN pass"),
+                (f"OpenVINO CPU plugin, inference precision {precision}",
+                 "its graph compiler fuses conv+ReLU/add and prepacks weights; it measured 1.1-1.2x "
+                 "faster than the torch path on the development CPU and compiles in about a second"),
+                ("no torch.compile", "the runtime compiles the graph itself")]
+    out = OptimizedModel(RuntimeNet(runner, f"OpenVINO {precision}"), dt, False, False, "cpu", choices, model,
+                         float_input=True)
+    if verbose:
+        print(f"hrfast.optimize(mode='inference', runtime='openvino') on cpu:\n{out.report()}")
     return out

@@ -181,6 +181,33 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
         run(torch.randn(3, 128, 96))
 
 
+def test_optimize_on_openvino(trained_like, capsys, monkeypatch):
+    """optimize(runtime="openvino"): same call and outputs as the torch path, any batch size,
+    every choice reported; wrong uses are named."""
+    pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
+    fast = optimize(trained_like, dtype="fp32", runtime="openvino", verbose=True)
+    assert "OpenVINO CPU plugin, inference precision f32" in capsys.readouterr().out
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 128, 96)
+        with torch.no_grad():
+            ref = trained_like(x)
+        got = fast(x)
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        # fp32 with BN folded (here and in the plugin): reassociation only
+        torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
+    with pytest.raises(ValueError, match="runtime='openvino' is for inference"):
+        optimize(trained_like, mode="training", runtime="openvino")
+    with pytest.raises(ValueError, match="runtime='openvino' runs on the CPU, got device cuda"):
+        optimize(trained_like, runtime="openvino", device="cuda")
+    with pytest.raises(ValueError, match="runs fp32 or bf16, got dtype float16"):
+        optimize(trained_like, dtype="fp16", runtime="openvino")
+    with pytest.raises(ValueError, match="runtime must be 'torch' or 'openvino', got 'tensorrt'"):
+        optimize(trained_like, runtime="tensorrt")
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)   # as if not installed
+    with pytest.raises(ImportError, match="pip install openvino"):
+        optimize(trained_like, dtype="fp32", runtime="openvino")
+
+
 def test_functional_relus_keep_the_function(trained_like):
     """The int8 path swaps the blocks' shared ReLU modules for F.relu: same outputs exactly
     (a ReLU dropped from a Sequential would change them)."""
