@@ -355,7 +355,8 @@ def bar_chart(rows: list, path, title: str) -> None:
 def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "dark", iters: int = 3) -> list:
     """End to end on the four real coco-mini images with their detector boxes (score > 0.5):
     decoded image -> crops -> network with flip test -> decoding -> image keypoints, for the
-    eager model and ``optimize``, timed in interleaved rounds. Rows give people/s and images/s
+    eager model, ``optimize`` and, on the CPU with openvino installed,
+    ``optimize(runtime="openvino")``, timed in interleaved rounds. Rows give people/s and images/s
     (random weights: the work does not depend on them)."""
     import json
 
@@ -374,8 +375,11 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     device = torch.device(device)
     torch.manual_seed(0)
     model = HRNet.from_config(config).to(device).eval()
+    nets = {"eager fp32": model, "optimize": optimize(model, device=device)}
+    if "openvino fp32" in available_inference_variants(device):      # CPU with openvino installed
+        nets["optimize(runtime='openvino')"] = optimize(model, device=device, runtime="openvino")
     runs = []
-    for net in (model, optimize(model, device=device)):
+    for net in nets.values():
         est = PoseEstimator(net, device=device, method=method, input_size=model.input_size)
 
         def run(est=est):
@@ -385,5 +389,5 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
         runs.append(run)
     people = sum(len(b) for _, b in data)
     rows = [{"variant": name, "people": people, "people_per_s": people / sec, "images_per_s": len(data) / sec}
-            for name, sec in zip(("eager fp32", "optimize"), measure_interleaved(runs, device, iters))]
+            for name, sec in zip(nets, measure_interleaved(runs, device, iters))]
     return _with_ratios(rows, "people_per_s")

@@ -1,4 +1,5 @@
 """The command line: help, info, one-line errors."""
+import importlib.util
 import math
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     eager = next(ln for ln in text.splitlines() if ln.startswith("| eager fp32 |"))
     cell = eager.rstrip(" |").split("|")[-1].strip()
     assert cell.isdigit() or (cell == "n/a" and math.isnan(peak_memory_mib(lambda: None, "cpu")))
+    if importlib.util.find_spec("openvino") is not None:
+        assert "| optimize(runtime='openvino') |" in text.split("End-to-end predict")[1]
     # the training rows give GFLOP/s as a fraction of the peak in their dtype (bf16 under autocast)
     train_row = next(ln for ln in text.splitlines() if ln.startswith("| optimize(mode='training') |"))
     cells = [c.strip() for c in train_row.strip(" |").split("|")]
