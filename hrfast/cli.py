@@ -267,7 +267,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"image file not found: {im}")
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
-    est = PoseEstimator(model, device=args.device, flip_test=not args.no_flip, method=args.decode)
+    net = model
+    if args.optimize:
+        from .optimize import optimize
+        net = optimize(model.to(args.device), device=args.device, runtime=args.optimize, verbose=True)
+    est = PoseEstimator(net, device=args.device, flip_test=not args.no_flip, method=args.decode,
+                        input_size=model.input_size)
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -364,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--optimize", choices=["torch", "openvino"],
+                   help="run the network through hrfast.optimize on this runtime (default: eager; "
+                        "openvino: CPU only, needs the openvino package)")
     p.add_argument("--threshold", type=float, default=0.2, help="joint score needed to draw a joint (default: 0.2)")
     p.add_argument("--box-thre", type=float, default=0.5,
                    help="minimum detector score of COCO-detection boxes (default: 0.5)")
