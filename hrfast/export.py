@@ -102,14 +102,16 @@ def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[
     converted = _openvino_model(model, None, 1, True)
     import openvino as ov
 
+    w, h = getattr(model, "input_size", (192, 256))     # the export fixes H and W (batch is free)
+
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
     compiled = ov.Core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"x must be (N, 3, H, W), got {tuple(x.shape)}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, h, w):
+            raise ValueError(f"x must be (N, 3, {h}, {w}) (the exported input size), got {tuple(x.shape)}")
         out = request.infer({0: x.detach().cpu().float().contiguous().numpy()})
         return torch.from_numpy(out[0].copy())        # the request reuses its output buffer
     run.dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -177,8 +177,10 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
         openvino(trained_like, tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="precision must be 'f32' or 'bf16'"):
         openvino_runner(trained_like, "int8")
-    with pytest.raises(ValueError, match=r"x must be \(N, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"x must be \(N, 3, 128, 96\) \(the exported input size\)"):
         run(torch.randn(3, 128, 96))
+    with pytest.raises(ValueError, match=r"got \(1, 3, 256, 192\)"):
+        run(torch.randn(1, 3, 256, 192))
 
 
 def test_optimize_on_openvino(trained_like, capsys, monkeypatch):
