@@ -218,11 +218,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model.to(device)
     ds = build_dataset(cfg, train=False)
     loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), 1, 0, 0)
-    stats = evaluate(model, loader, dataset_paths(cfg, "test")[0], device, not args.no_flip, args.decode,
+    stats = evaluate(_maybe_optimized(model, args.optimize, device), loader, dataset_paths(cfg, "test")[0], device, not args.no_flip, args.decode,
                      results_file=Path(args.out) / "results.json", oks_thre=float(cfg.TEST.OKS_THRE),
                      in_vis_thre=float(cfg.TEST.IN_VIS_THRE), progress=not args.quiet)
     print(format_stats(stats))
     return 0
+
+
+def _maybe_optimized(model, runtime, device):
+    """``model``, or ``hrfast.optimize`` of it on ``runtime`` ("torch" / "openvino"), which
+    prints what it applied."""
+    if not runtime:
+        return model
+    from .optimize import optimize
+    return optimize(model.to(device), device=device, runtime=runtime, verbose=True)
+
+
+def _optimize_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimize", choices=["torch", "openvino"],
+                   help="run the network through hrfast.optimize on this runtime (default: eager; "
+                        "openvino: CPU only, needs the openvino package)")
 
 
 def _load_weights(model, checkpoint) -> None:
@@ -267,12 +282,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"image file not found: {im}")
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
-    net = model
-    if args.optimize:
-        from .optimize import optimize
-        net = optimize(model.to(args.device), device=args.device, runtime=args.optimize, verbose=True)
-    est = PoseEstimator(net, device=args.device, flip_test=not args.no_flip, method=args.decode,
-                        input_size=model.input_size)
+    est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
+                        flip_test=not args.no_flip, method=args.decode, input_size=model.input_size)
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -357,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
     p.add_argument("--decode", default="quarter", choices=["quarter", "dark", "udp"], help="decoding (default: quarter)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
+    _optimize_arg(p)
     p.set_defaults(func=cmd_eval, epochs=None)
 
     p = sub.add_parser("predict", help="keypoints of the people in images: a json and PNGs with skeletons")
@@ -369,9 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
-    p.add_argument("--optimize", choices=["torch", "openvino"],
-                   help="run the network through hrfast.optimize on this runtime (default: eager; "
-                        "openvino: CPU only, needs the openvino package)")
+    _optimize_arg(p)
     p.add_argument("--threshold", type=float, default=0.2, help="joint score needed to draw a joint (default: 0.2)")
     p.add_argument("--box-thre", type=float, default=0.5,
                    help="minimum detector score of COCO-detection boxes (default: 0.5)")

@@ -1,4 +1,5 @@
 """PoseEstimator and the predict / eval / train commands on real and synthetic images."""
+import importlib.util
 import json
 
 import numpy as np
@@ -116,5 +117,14 @@ def test_cli_train_then_eval_on_synthetic(tmp_path, capsys):
                  "--set", "HRFAST.MAX_TRAIN_IMAGES=32"]) == 0
     assert "best AP" in capsys.readouterr().out
     assert main(["eval", *common, "--checkpoint", str(out / "checkpoint.pth"), "--decode", "udp"]) == 0
-    assert "| AP |" in capsys.readouterr().out
+    eager = capsys.readouterr().out
+    assert "| AP |" in eager
     assert (out / "results.json").is_file()
+    # the optimized network scores what eager scores, up to bf16 drift (AP row, first cell)
+    ap = lambda text: float(text.split("| AP |")[1].splitlines()[2].split("|")[1])  # noqa: E731
+    runtimes = ["torch"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for runtime in runtimes:
+        assert main(["eval", *common, "--checkpoint", str(out / "checkpoint.pth"), "--decode", "udp",
+                     "--optimize", runtime]) == 0
+        fast = capsys.readouterr().out
+        assert "hrfast.optimize" in fast and abs(ap(fast) - ap(eager)) < 0.05, (runtime, ap(fast), ap(eager))
