@@ -41,8 +41,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .models import HRNet
     from .profile import count_macs, count_parameters
 
+    import importlib.metadata
+
+    from .device import cpu_has_native_bf16
+
     print(f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
-          f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}")
+          f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
+          f"CPU native bf16: {cpu_has_native_bf16()}")
+    # the optional packages behind optimize's paths and bench's rows
+    optional = {"triton": "fused exchange units (CUDA)", "torchao": "optimize(dtype='int8')",
+                "openvino": "optimize(runtime='openvino')", "onnxruntime": "ONNX check, bench row"}
+    found = []
+    for pkg, use in optional.items():
+        try:
+            found.append(f"{pkg} {importlib.metadata.version(pkg)} ({use})")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{pkg} not installed ({use})")
+    print("optional: " + "; ".join(found))
     print(f"{'config':<20} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
     for name in available_configs():
         m = HRNet.from_config(name)

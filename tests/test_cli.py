@@ -38,6 +38,11 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "hrfast", "info"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "28,536,113" in r.stdout
+    # each optional package is listed with its version or as missing, and what it enables
+    optional = next(line for line in r.stdout.splitlines() if line.startswith("optional: "))
+    for pkg in ("triton", "torchao", "openvino", "onnxruntime"):
+        assert pkg + " " in optional
+    assert ("openvino not installed" in optional) == (importlib.util.find_spec("openvino") is None)
 
 
 def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
