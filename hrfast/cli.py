@@ -241,8 +241,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _maybe_optimized(model, runtime, device):
-    """``model``, or ``hrfast.optimize`` of it on ``runtime`` ("torch" / "openvino"), which
-    prints what it applied."""
+    """``model``, or ``hrfast.optimize`` of it on ``runtime`` ("torch" / "openvino" / "auto"),
+    which prints what it applied."""
     if not runtime:
         return model
     from .optimize import optimize
@@ -250,9 +250,10 @@ def _maybe_optimized(model, runtime, device):
 
 
 def _optimize_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--optimize", choices=["torch", "openvino"],
+    p.add_argument("--optimize", choices=["torch", "openvino", "auto"],
                    help="run the network through hrfast.optimize on this runtime (default: eager; "
-                        "openvino: CPU only, needs the openvino package)")
+                        "openvino: CPU only, needs the openvino package; auto: openvino where it "
+                        "applies and is installed, else torch)")
 
 
 def _load_weights(model, checkpoint) -> None:

@@ -203,7 +203,8 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
         device: where it will run (default: the model's device).
         runtime: ``"torch"``, or ``"openvino"`` for CPU inference in fp32 or bf16: the ONNX
             export of the folded network compiled by OpenVINO's CPU plugin (needs the
-            openvino package; it compiles in about a second and takes any batch size).
+            openvino package; it compiles in about a second and takes any batch size); or
+            ``"auto"``: openvino where it applies and is installed, else torch.
     Inference folds BN and leaves ``model`` untouched (it works on a copy). Training keeps BN,
     shares ``model``'s parameters (so an optimizer over ``model.parameters()`` trains it), and
     runs forward under autocast.
@@ -228,13 +229,20 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     if dt == torch.int8 and not compile:
         raise ValueError("dtype='int8' needs compile=True: only Inductor lowers the quantized graph to int8 kernels")
     choices.append((f"dtype {str(dt).replace('torch.', '')}", why))
-    if runtime not in ("torch", "openvino"):
-        raise ValueError(f"runtime must be 'torch' or 'openvino', got {runtime!r}")
+    if runtime not in ("torch", "openvino", "auto"):
+        raise ValueError(f"runtime must be 'torch', 'openvino' or 'auto', got {runtime!r}")
+    if runtime == "auto":
+        import importlib.util
+        ov_fits = mode == "inference" and device.type == "cpu" and dt in (torch.float32, torch.bfloat16)
+        runtime = "openvino" if ov_fits and importlib.util.find_spec("openvino") is not None else "torch"
+        choices.append((f"runtime {runtime} (auto)", "OpenVINO for CPU inference in fp32/bf16 when installed "
+                        "(it measured faster there), else torch"))
     if runtime == "openvino":
         if mode != "inference":
             raise ValueError("runtime='openvino' is for inference; training runs on torch")
         return _openvino(model, dt, device, choices, verbose)
-    if mode == "inference" and device.type == "cpu" and dt != torch.int8:
+    if mode == "inference" and device.type == "cpu" and dt != torch.int8 and runtime == "torch" \
+            and not any(what.endswith("(auto)") for what, _ in choices):
         choices.append(("runtime torch", "runtime='openvino' (opt-in, needs the openvino package) measured "
                         "1.0-1.2x faster on the development CPU in fp32 and bf16"))
 

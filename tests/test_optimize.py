@@ -1,4 +1,5 @@
 """hrfast.optimize (BN folding, dtype choice, compile) and ONNX export."""
+import copy
 import importlib.util
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from hrfast import HRNet
 from hrfast.ops.decode import decode_heatmaps
-from hrfast.optimize import _functional_relus, fold_batchnorm, optimize
+from hrfast.optimize import RuntimeNet, _functional_relus, fold_batchnorm, optimize
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +204,14 @@ def test_optimize_on_openvino(trained_like, capsys, monkeypatch):
         optimize(trained_like, runtime="openvino", device="cuda")
     with pytest.raises(ValueError, match="runs fp32 or bf16, got dtype float16"):
         optimize(trained_like, dtype="fp16", runtime="openvino")
-    with pytest.raises(ValueError, match="runtime must be 'torch' or 'openvino', got 'tensorrt'"):
+    with pytest.raises(ValueError, match="runtime must be 'torch', 'openvino' or 'auto', got 'tensorrt'"):
         optimize(trained_like, runtime="tensorrt")
+    # auto: OpenVINO where it applies, torch for training (and for int8, CUDA, fp16)
+    auto = optimize(trained_like, dtype="fp32", runtime="auto")
+    assert isinstance(auto.net, RuntimeNet) and ("runtime openvino (auto)", ) == auto.choices[1][:1]
+    # training shares (and switches to train mode) the model it gets: a copy keeps the fixture
+    train_auto = optimize(copy.deepcopy(trained_like), mode="training", dtype="fp32", compile=False, runtime="auto")
+    assert not isinstance(train_auto.net, RuntimeNet) and train_auto.choices[1][0] == "runtime torch (auto)"
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)   # as if not installed
     with pytest.raises(ImportError, match="pip install openvino"):
         optimize(trained_like, dtype="fp32", runtime="openvino")
