@@ -231,20 +231,19 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     choices.append((f"dtype {str(dt).replace('torch.', '')}", why))
     if runtime not in ("torch", "openvino", "auto"):
         raise ValueError(f"runtime must be 'torch', 'openvino' or 'auto', got {runtime!r}")
+    ov_fits = mode == "inference" and device.type == "cpu" and dt in (torch.float32, torch.bfloat16)
     if runtime == "auto":
         import importlib.util
-        ov_fits = mode == "inference" and device.type == "cpu" and dt in (torch.float32, torch.bfloat16)
         runtime = "openvino" if ov_fits and importlib.util.find_spec("openvino") is not None else "torch"
         choices.append((f"runtime {runtime} (auto)", "OpenVINO for CPU inference in fp32/bf16 when installed "
                         "(it measured faster there), else torch"))
+    elif runtime == "torch" and ov_fits:
+        choices.append(("runtime torch", "runtime='openvino' (opt-in, needs the openvino package) measured "
+                        "1.0-1.8x faster on the development CPU in fp32 and bf16"))
     if runtime == "openvino":
         if mode != "inference":
             raise ValueError("runtime='openvino' is for inference; training runs on torch")
         return _openvino(model, dt, device, choices, verbose)
-    if mode == "inference" and device.type == "cpu" and dt != torch.int8 and runtime == "torch" \
-            and not any(what.endswith("(auto)") for what, _ in choices):
-        choices.append(("runtime torch", "runtime='openvino' (opt-in, needs the openvino package) measured "
-                        "1.0-1.2x faster on the development CPU in fp32 and bf16"))
 
     if mode == "inference":
         net = copy.deepcopy(model).eval()
@@ -324,7 +323,7 @@ def _openvino(model: nn.Module, dt: torch.dtype, device: torch.device, choices: 
     runner = openvino_runner(net, precision)
     choices += [(f"folded {n} BatchNorm layers into their convolutions", "one kernel per conv, no BN pass"),
                 (f"OpenVINO CPU plugin, inference precision {precision}",
-                 "its graph compiler fuses conv+ReLU/add and prepacks weights; it measured 1.1-1.2x "
+                 "its graph compiler fuses conv+ReLU/add and prepacks weights; it measured 1.0-1.8x "
                  "faster than the torch path on the development CPU and compiles in about a second"),
                 ("no torch.compile", "the runtime compiles the graph itself")]
     out = OptimizedModel(RuntimeNet(runner, f"OpenVINO {precision}"), dt, False, False, "cpu", choices, model,
