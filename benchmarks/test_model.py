@@ -37,7 +37,8 @@ def model():
 @pytest.mark.parametrize("name", INFERENCE_VARIANTS + tuple(CPU_VARIANTS))
 def test_inference(benchmark, model, name, batch):
     if name not in available_inference_variants(DEV):
-        pytest.skip(f"{name} runs on the CPU only, with torchao (int8) or onnxruntime installed")
+        pytest.skip(f"{name} runs on the CPU only, with {CPU_VARIANTS[name]} installed"
+                    + (" and native bf16" if name.endswith("bf16") else ""))
     benchmark.group = f"inference {CONFIG} batch {batch} ({DEV})"
     w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=DEV)
