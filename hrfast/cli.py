@@ -298,8 +298,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"image file not found: {im}")
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
-    est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
-                        flip_test=not args.no_flip, method=args.decode, input_size=model.input_size)
+    if args.optimize:
+        print(f"hrfast.optimize(runtime={args.optimize!r}) for the network")
+    est = PoseEstimator(model, device=args.device, flip_test=not args.no_flip, method=args.decode,
+                        optimize=args.optimize)
+    if args.optimize:
+        print(est.model.report())
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,21 +66,27 @@ class PoseEstimator:
         flip_test: average with the horizontally flipped crop (official flip test).
         method: decoding, ``quarter`` | ``dark`` | ``udp``.
         batch_size: crops per forward pass.
+        optimize: None (run ``model`` as it is), or the ``runtime`` of :func:`hrfast.optimize`
+            to run it through: ``"torch"``, ``"openvino"`` (CPU) or ``"auto"``.
     Call ``estimator(image, boxes)`` with boxes (N, 4) ``[x, y, w, h]`` in image pixels (None: the
     whole image is one box). It returns (N, K, 3) float32: x, y and the joint score.
     """
 
     def __init__(self, model=None, config: str = "w32_256x192", checkpoint=None, device="cpu",
                  input_size: Optional[Sequence[int]] = None, flip_test: bool = True,
-                 method: str = "quarter", batch_size: int = 32):
+                 method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None):
         from .models import HRNet
         if model is None:
             model = HRNet.from_config(config)
             if checkpoint is not None:
                 load_weights(model, checkpoint)
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
         self.input_size = tuple(input_size or getattr(model, "input_size", (192, 256)))
+        model = model.to(self.device).eval()
+        if optimize is not None:
+            from .optimize import optimize as _optimize
+            model = _optimize(model, device=self.device, runtime=optimize)
+        self.model = model
         self.flip_test, self.method, self.batch_size = flip_test, method, int(batch_size)
 
     @torch.no_grad()

@@ -93,6 +93,16 @@ def test_cli_predict_optimized_gives_the_eager_keypoints(tmp_path, capsys, small
     assert np.median(np.linalg.norm(a[..., :2] - b[..., :2], axis=-1)) < 2.0
 
 
+def test_pose_estimator_optimize_argument(small_model):
+    from hrfast.optimize import OptimizedModel
+    est = PoseEstimator(small_model, method="quarter", optimize="torch")
+    assert isinstance(est.model, OptimizedModel) and est.input_size == small_model.input_size
+    img = load_image(IMAGES[0])
+    assert est(img, [[10, 10, 100, 200]]).shape == (1, 17, 3)
+    with pytest.raises(ValueError, match="runtime must be 'torch', 'openvino' or 'auto'"):
+        PoseEstimator(small_model, optimize="fast")
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predict", "--config", "w18_small_128x96", "/nope/a.jpg"]) == 2
     assert capsys.readouterr().err.strip() == "hrfast: error: image file not found: /nope/a.jpg"
