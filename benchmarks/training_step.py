@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak
+from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, of_peak
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     dev = torch.device(args.device)
     variants = TRAINING_VARIANTS + (() if args.no_compile else (COMPILED_TRAINING,))
     rows = compare_training(args.config, args.batch, dev, args.iters, variants=variants)
-    peaks = {torch.float32: conv_peak(dev, torch.float32), torch.bfloat16: conv_peak(dev, torch.bfloat16)}
+    peak32, peak16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
     print(f"\n{args.config}, batch {args.batch}, training step, {dev}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, median of {args.iters} interleaved rounds. GFLOP/s count "
           f"a step as 3x the forward's conv FLOPs; the peak is a large 3x3 conv in the row's dtype, "
@@ -36,7 +36,7 @@ def main() -> None:
     print("| variant | images/s | vs eager fp32 | GFLOP/s | of the conv peak | peak MiB |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-              f"{r['gflops_per_s'] * 1e9 / peaks[r['dtype']]:.0%} | {r['peak_mib']:.0f} |")
+              f"{of_peak(r, peak32, peak16)} | {r['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -308,8 +308,9 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
 def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,
                      variants=TRAINING_VARIANTS, progress: bool = True) -> list:
     """Training-step images/s of each of ``variants`` (:func:`training_variant`; the first is
-    the baseline of the ratios) of the same initial weights, timed in interleaved rounds; ``peak_mib`` is the memory one step
-    adds (activations kept for backward, gradients; Adam state exists by then).
+    the baseline of the ratios) of the same initial weights, timed in interleaved rounds;
+    ``peak_mib`` is the memory one step adds (activations kept for backward, gradients; Adam
+    state exists by then).
     ``gflops_per_s`` counts a step as 3x the forward's conv FLOPs (forward, input gradient,
     weight gradient; the stem's input gradient, 0.3% of W32's, is not computed)."""
     from .models import HRNet
@@ -330,6 +331,15 @@ def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", 
     for r, sec in zip(rows, measure_interleaved(steps, torch.device(device), iters, progress)):
         r.update(images_per_s=batch / sec, ms_per_step=sec * 1e3, gflops_per_s=flops / sec / 1e9)
     return _with_ratios(rows, "images_per_s")
+
+
+def of_peak(row: dict, peak32: float, peak16: float) -> str:
+    """A row's GFLOP/s as a percentage of the peak (FLOP/s) measured in its dtype: ``peak16``
+    for bf16/fp16; "n/a" where no probe measures the dtype (int8)."""
+    peaks = {torch.float32: peak32, torch.bfloat16: peak16, torch.float16: peak16}
+    if row["dtype"] not in peaks:
+        return "n/a"
+    return f"{row['gflops_per_s'] * 1e9 / peaks[row['dtype']]:.0%}"
 
 
 def bar_chart(rows: list, path, title: str) -> None:

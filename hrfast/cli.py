@@ -34,16 +34,15 @@ def resolve_config(name_or_path: str):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
     import torch
 
     from . import HAS_EXTENSION, __version__, available_configs
     from ._extension import has_cuda_ops
+    from .device import cpu_has_native_bf16
     from .models import HRNet
     from .profile import count_macs, count_parameters
-
-    import importlib.metadata
-
-    from .device import cpu_has_native_bf16
 
     print(f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
           f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
@@ -92,22 +91,13 @@ def _mib(v: float) -> str:
     return "n/a" if v != v else f"{v:.0f}"          # NaN: not measurable here
 
 
-def _of_peak(row: dict, peak32: float, peak16: float) -> str:
-    """The row's GFLOP/s as a fraction of the peak measured in its dtype (int8 has no probe)."""
-    import torch
-    peaks = {torch.float32: peak32, torch.bfloat16: peak16, torch.float16: peak16}
-    if row["dtype"] not in peaks:
-        return "n/a"
-    return f"{row['gflops_per_s'] * 1e9 / peaks[row['dtype']]:.0%}"
-
-
 def _bench_compare(args: argparse.Namespace) -> int:
     import platform
 
     import torch
 
     from .bench import (available_inference_variants, bar_chart, compare_inference, compare_predict,
-                        compare_training, conv_peak, gemm_peak)
+                        compare_training, conv_peak, gemm_peak, of_peak)
     from .device import cpu_has_native_bf16
 
     dev = torch.device(args.device)
@@ -134,7 +124,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-                     f"{_of_peak(r, peak32, peak16)} "
+                     f"{of_peak(r, peak32, peak16)} "
                      f"| {r['first_call_s']:.1f} | {_mib(r['peak_mib'])} |")
     lines += ["", "Peak MiB: memory one call adds above the weights and the input (activations and "
                   "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
@@ -144,7 +134,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
                   "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | peak MiB |",
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-                  f"{_of_peak(r, peak32, peak16)} | {_mib(r['peak_mib'])} |"
+                  f"{of_peak(r, peak32, peak16)} | {_mib(r['peak_mib'])} |"
                   for r in compare_training(args.config, args.batch, dev, iters=args.iters)]
         lines += ["", "Training GFLOP/s count a step as 3x the forward's conv FLOPs (forward, input and "
                       "weight gradients)."]
@@ -233,8 +223,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model.to(device)
     ds = build_dataset(cfg, train=False)
     loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), 1, 0, 0)
-    stats = evaluate(_maybe_optimized(model, args.optimize, device), loader, dataset_paths(cfg, "test")[0], device, not args.no_flip, args.decode,
-                     results_file=Path(args.out) / "results.json", oks_thre=float(cfg.TEST.OKS_THRE),
+    stats = evaluate(_maybe_optimized(model, args.optimize, device), loader, dataset_paths(cfg, "test")[0],
+                     device, not args.no_flip, args.decode, results_file=Path(args.out) / "results.json", oks_thre=float(cfg.TEST.OKS_THRE),
                      in_vis_thre=float(cfg.TEST.IN_VIS_THRE), progress=not args.quiet)
     print(format_stats(stats))
     return 0
@@ -298,12 +288,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"image file not found: {im}")
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
-    if args.optimize:
-        print(f"hrfast.optimize(runtime={args.optimize!r}) for the network")
-    est = PoseEstimator(model, device=args.device, flip_test=not args.no_flip, method=args.decode,
-                        optimize=args.optimize)
-    if args.optimize:
-        print(est.model.report())
+    est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
+                        flip_test=not args.no_flip, method=args.decode)
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

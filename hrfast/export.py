@@ -59,14 +59,19 @@ def onnx(model: nn.Module, path, input_size: Optional[Sequence[int]] = None, bat
     return path
 
 
+def _openvino_package():
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("OpenVINO export needs the openvino package: pip install openvino") from None
+    return openvino
+
+
 def _openvino_model(model: nn.Module, input_size, batch: int, dynamic_batch: bool):
     """``model`` through :func:`onnx` into an ``openvino.Model`` (graph and weights in memory)."""
     import tempfile
 
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ImportError("OpenVINO export needs the openvino package: pip install openvino") from None
+    ov = _openvino_package()
     with tempfile.TemporaryDirectory() as tmp:
         path = onnx(model, Path(tmp) / "hrnet.onnx", input_size, batch, dynamic_batch=dynamic_batch, check=False)
         return ov.convert_model(str(path))     # reads the file completely; the folder can go
@@ -80,11 +85,9 @@ def openvino(model: nn.Module, path, input_size: Optional[Sequence[int]] = None,
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"path must end in .xml (OpenVINO IR), got {str(path)!r}")
-    converted = _openvino_model(model, input_size, batch, dynamic_batch)   # names a missing package
-    import openvino as ov
-
+    converted = _openvino_model(model, input_size, batch, dynamic_batch)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(converted, str(path), compress_to_fp16=False)
+    _openvino_package().save_model(converted, str(path), compress_to_fp16=False)
     return path
 
 
@@ -100,13 +103,10 @@ def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[
     if precision not in ("f32", "bf16"):
         raise ValueError(f"precision must be 'f32' or 'bf16', got {precision!r}")
     converted = _openvino_model(model, None, 1, True)
-    import openvino as ov
-
     w, h = getattr(model, "input_size", (192, 256))     # the export fixes H and W (batch is free)
-
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    compiled = ov.Core().compile_model(converted, "CPU", config)
+    compiled = _openvino_package().Core().compile_model(converted, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:

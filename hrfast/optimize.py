@@ -59,14 +59,13 @@ class OptimizedModel(nn.Module):
     heatmaps (B, K, h, w) float32. ``choices`` lists (what, why) pairs."""
 
     def __init__(self, net: nn.Module, dtype: torch.dtype, channels_last: bool, autocast: bool,
-                 device_type: str, choices: List[Tuple[str, str]], original: nn.Module,
-                 float_input: bool = False):
+                 device_type: str, choices: List[Tuple[str, str]], original: nn.Module):
         super().__init__()
         self.net = net
         self.dtype, self.channels_last, self.autocast = dtype, channels_last, autocast
         # an int8 network quantizes its float input itself, and is compiled with the global
         # freezing switch on (see optimize); another runtime takes float32 and casts itself
-        self.input_dtype = torch.float32 if dtype == torch.int8 or float_input else dtype
+        self.input_dtype = torch.float32 if dtype == torch.int8 or isinstance(net, RuntimeNet) else dtype
         self.freeze_globally = dtype == torch.int8
         self.device_type = device_type
         self.choices = choices
@@ -243,12 +242,17 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     if runtime == "openvino":
         if mode != "inference":
             raise ValueError("runtime='openvino' is for inference; training runs on torch")
-        return _openvino(model, dt, device, choices, verbose)
+        if device.type != "cpu":
+            raise ValueError(f"runtime='openvino' runs on the CPU, got device {device}")
+        if dt not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"runtime='openvino' runs fp32 or bf16, got dtype {str(dt).replace('torch.', '')}")
 
     if mode == "inference":
         net = copy.deepcopy(model).eval()
         n = fold_batchnorm(net)
         choices.append((f"folded {n} BatchNorm layers into their convolutions", "one kernel per conv, no BN pass"))
+        if runtime == "openvino":
+            return _reported(_openvino(net, dt, choices, model), mode, device, verbose)
         for p in net.parameters():
             p.requires_grad_(False)
         autocast = False
@@ -302,32 +306,26 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
             choices.append(("torch.compile", "fuses elementwise work in forward and backward"))
     else:
         choices.append(("no torch.compile", "compile=False"))
-    out = OptimizedModel(net, dt, channels_last, autocast, device.type, choices, model)
+    return _reported(OptimizedModel(net, dt, channels_last, autocast, device.type, choices, model),
+                     mode, device, verbose)
+
+
+def _reported(out: OptimizedModel, mode: str, device: torch.device, verbose: bool) -> OptimizedModel:
     if verbose:
         print(f"hrfast.optimize(mode={mode!r}) on {device}:\n{out.report()}")
     return out
 
 
-def _openvino(model: nn.Module, dt: torch.dtype, device: torch.device, choices: List[Tuple[str, str]],
-              verbose: bool) -> OptimizedModel:
-    """optimize(runtime="openvino"): the folded network through ONNX into OpenVINO's CPU plugin."""
+def _openvino(net: nn.Module, dt: torch.dtype, choices: List[Tuple[str, str]],
+              original: nn.Module) -> OptimizedModel:
+    """optimize(runtime="openvino"): the BN-folded eval ``net`` through ONNX into OpenVINO's
+    CPU plugin."""
     from .export import openvino_runner
 
-    if device.type != "cpu":
-        raise ValueError(f"runtime='openvino' runs on the CPU, got device {device}")
-    if dt not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"runtime='openvino' runs fp32 or bf16, got dtype {str(dt).replace('torch.', '')}")
-    net = copy.deepcopy(model).cpu().eval()
-    n = fold_batchnorm(net)      # the plugin would fold them too; folding here keeps one graph
     precision = "bf16" if dt == torch.bfloat16 else "f32"
-    runner = openvino_runner(net, precision)
-    choices += [(f"folded {n} BatchNorm layers into their convolutions", "one kernel per conv, no BN pass"),
-                (f"OpenVINO CPU plugin, inference precision {precision}",
+    runner = openvino_runner(net.cpu(), precision)
+    choices += [(f"OpenVINO CPU plugin, inference precision {precision}",
                  "its graph compiler fuses conv+ReLU/add and prepacks weights; it measured 1.0-1.8x "
                  "faster than the torch path on the development CPU and compiles in about a second"),
                 ("no torch.compile", "the runtime compiles the graph itself")]
-    out = OptimizedModel(RuntimeNet(runner, f"OpenVINO {precision}"), dt, False, False, "cpu", choices, model,
-                         float_input=True)
-    if verbose:
-        print(f"hrfast.optimize(mode='inference', runtime='openvino') on cpu:\n{out.report()}")
-    return out
+    return OptimizedModel(RuntimeNet(runner, f"OpenVINO {precision}"), dt, False, False, "cpu", choices, original)
