@@ -4,8 +4,12 @@
 # The GPU image has its own Python 3.12, torch and triton, reaches no package index, and lacks
 # pycocotools. So, first, on the development machine:
 #     bash benchmarks/gpu_session.sh wheels      # .whl/: pycocotools for cp312, git-ignored
-# then one device call per stage, each with carry [".whl"] (at most 10 minutes a call):
-#     bash benchmarks/gpu_session.sh tests       # build, then the whole test suite on CUDA
+# then one device call per stage, each with carry [".whl"] (at most 10 minutes a call). With
+# 15 minutes of device time in all, run `tests` then `exchange`; the others when time is left:
+#     bash benchmarks/gpu_session.sh tests       # build; the whole suite on CUDA; the C++/CUDA
+#                                                # ops again under compute-sanitizer memcheck
+#     bash benchmarks/gpu_session.sh exchange    # benchmarks/exchange_gpu.py: units, model,
+#                                                # launches, memory, the per-shape dispatch
 #     bash benchmarks/gpu_session.sh model       # hrfast bench --compare (W32, W48; batch 1, 32)
 #         (max-autotune compiles every variant: if one call nears 10 minutes, split it, e.g.
 #         CONFIGS=w32_256x192 ... model, then CONFIGS=w48_384x288 ... model)
@@ -14,10 +18,11 @@
 # writes 7 with the default knobs); copy the
 # figures, the device and the versions into benchmarks/RESULTS.md ("GPU").
 # Knobs for a dry run elsewhere: DEVICE (cuda), CONFIGS ("w32_256x192 w48_384x288"),
-# BATCHES ("1 32"), ITERS (20).
+# BATCHES ("1 32"), ITERS (20), EXCHANGE_ARGS (extra arguments of exchange_gpu.py, e.g.
+# "--tiny" on the CPU, "--max-autotune" when time allows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_session.sh wheels|tests|model|suites [pytest args]}
+stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
 mkdir -p "$OUT"
@@ -58,6 +63,18 @@ tests)
     setup
     # the Triton tests pick CUDA when it is there (no TRITON_INTERPRET); the GPU-only tests run too
     PYTHONUNBUFFERED=1 $PY -m pytest -q tests -p no:cacheprovider -rs "$@" 2>&1 | tee "$OUT/tests.log" | tail -40
+    # the native ops' CUDA kernels against the CPU again, under the memory checker
+    if command -v compute-sanitizer > /dev/null; then
+        PYTHONUNBUFFERED=1 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
+            tests/test_targets.py tests/test_decode.py tests/test_nms.py -k cuda 2>&1 | tee "$OUT/memcheck.log" | tail -15
+    else
+        echo "compute-sanitizer not found: memcheck skipped" | tee "$OUT/memcheck.log"
+    fi
+    ;;
+exchange)
+    setup
+    PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --model --report "$OUT/exchange.md" \
+        ${EXCHANGE_ARGS:-} 2>&1 | tee "$OUT/exchange.log" | tail -60
     ;;
 model)
     setup
@@ -80,7 +97,7 @@ suites)
         --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
     ;;
 *)
-    echo "unknown stage '$stage': wheels, tests, model or suites" >&2
+    echo "unknown stage '$stage': wheels, tests, exchange, model or suites" >&2
     exit 2
     ;;
 esac

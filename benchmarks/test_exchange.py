@@ -1,46 +1,37 @@
-"""pytest-benchmark: one exchange unit of W32 256x192 at batch 32 (stages 2, 3, 4), forward and
-forward+backward, for the reference, torch.compile(reference) and the fused Triton path.
+"""pytest-benchmark: one exchange unit of W32 256x192 at batch 64 (stages 2, 3, 4), bf16
+channels_last, inference and training step, for eager, torch.compile and the fused path.
 
 GPU only: on the CPU the Triton kernels run in the interpreter, whose timings mean nothing.
+``benchmarks/exchange_gpu.py`` is the full report (CUDA events, CUDA graphs, launches, memory,
+fraction of the peak, the per-shape dispatch).
 """
-import copy
-
 import pytest
 import torch
 
-from hrfast.models.exchange import ExchangeUnit
-from hrfast.ops.exchange import FusedExchange
-from hrfast.ops.fused_sum import HAS_TRITON
+from exchange_gpu import W32, make_inputs, unit_variants
+from hrfast.ops._triton import HAS_TRITON
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
                                 reason="exchange-unit timings need a CUDA GPU with Triton")
 
-# W32 256x192: branch 0 is 64x48; stage s has s branches of 32 * 2^j channels
-STAGES = {2: [32, 64], 3: [32, 64, 128], 4: [32, 64, 128, 256]}
 
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("backward", [False, True])
-@pytest.mark.parametrize("variant", ["reference", "compile", "fused"])
+@pytest.mark.parametrize("mode", ["infer", "train"])
+@pytest.mark.parametrize("variant", ["eager", "compile", "fused"])
 @pytest.mark.parametrize("stage", [2, 3, 4])
-def test_exchange_unit(benchmark, stage, variant, backward, dtype):
-    ch = STAGES[stage]
-    benchmark.group = f"stage{stage} {'fwd+bwd' if backward else 'fwd'} {str(dtype)[6:]}"
-    unit = ExchangeUnit(ch, len(ch)).cuda().to(dtype).train(backward)
-    if variant == "fused":
-        unit._fused = FusedExchange()
-        fn = unit
-    elif variant == "compile":
-        fn = torch.compile(copy.deepcopy(unit))
-    else:
-        fn = unit
-    xs = [torch.randn(32, c, 64 >> j, 48 >> j, device="cuda", dtype=dtype, requires_grad=backward)
-          for j, c in enumerate(ch)]
+def test_exchange_unit(benchmark, stage, variant, mode):
+    dev = torch.device("cuda")
+    channels = W32[:stage]
+    benchmark.group = f"stage{stage} {mode} bf16"
+    unit = unit_variants(channels, mode, dev, max_autotune=False)[variant]
+    xs = make_inputs(channels, 64, 64, 48, dev, torch.bfloat16, mode == "train")[0]
 
     def run():
-        out = fn(xs)
-        if backward:
-            sum(o.float().sum() for o in out).backward()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            if mode == "train":
+                sum(o.float().sum() for o in unit(xs)).backward()
+            else:
+                with torch.no_grad():
+                    unit(xs)
         torch.cuda.synchronize()
 
     run()

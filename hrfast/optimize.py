@@ -277,7 +277,7 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     else:
         choices.append(("layout left to Inductor", "it prepacks the int8 weights and picks the activation layout"))
     if hasattr(net, "set_backend"):
-        from .ops.fused_sum import HAS_TRITON
+        from .ops._triton import HAS_TRITON
         if device.type == "cuda" and HAS_TRITON:
             net.set_backend("triton")
             choices.append(("exchange units on the fused Triton kernels",

@@ -8,8 +8,11 @@ where ``down_k`` is k strided 3x3 conv+BN with ReLU between them (not after the 
 
 The unit *is* a ``ModuleList`` of ``ModuleList`` so that its parameters keep the official
 key names ``fuse_layers.{i}.{j}.…`` (``None`` where ``i == j``, exactly as the official code).
-Its ``forward`` is where a fused backend plugs in: the parameters are read from the same
-sub-modules whichever backend runs.
+
+Fusion hook: ``unit.fused_impl`` is None (the reference forward) or an object with
+``applies(unit, xs) -> bool`` and ``__call__(unit, xs) -> list of outputs``; ``forward`` calls it
+when it applies. An implementation reads the parameters from the same sub-modules, so the
+state_dict is the same whichever runs (``hrfast.models.backends``).
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ class ExchangeUnit(nn.ModuleList):
         super().__init__(rows)
         self.channels = list(channels)
         self.num_outputs = num_outputs
-        self._fused = None  # set by hrfast.ops.exchange when a fused backend is attached
+        self.fused_impl = None   # the fusion hook (module doc)
 
     def check_inputs(self, xs: Sequence[torch.Tensor]) -> None:
         """Raise a ValueError naming the branch when shapes do not chain by factors of 2."""
@@ -97,6 +100,7 @@ class ExchangeUnit(nn.ModuleList):
         return out
 
     def forward(self, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        if self._fused is not None and self._fused.applies(xs):
-            return self._fused(self, xs)
+        impl = self.fused_impl
+        if impl is not None and impl.applies(self, xs):
+            return impl(self, xs)
         return self.forward_reference(xs)

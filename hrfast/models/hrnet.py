@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from ..config import Config, model_spec, get_config
+from .backends import backend_names, install_backend
 from .blocks import BLOCKS, batch_norm, conv3x3, make_blocks
 from .exchange import ExchangeUnit
-
-BACKENDS = ("reference", "triton", "auto")
 
 
 class HighResolutionModule(nn.Module):
@@ -71,8 +70,8 @@ def make_transition(prev_channels: Sequence[int], channels: Sequence[int]) -> nn
 
 
 def _apply_transition(transition: nn.ModuleList, xs: List[torch.Tensor], step_fn=None) -> List[torch.Tensor]:
-    """Run a transition. ``step_fn(seq, x)`` replaces each (conv, BN, ReLU) step when a fused
-    backend is attached (same modules, so the same parameters and keys)."""
+    """Run a transition. ``step_fn(seq, x)`` replaces each (conv, BN, ReLU) step: the
+    ``transition_impl`` hook (``hrfast.models.backends``), on the same modules."""
     out = []
     for i, layer in enumerate(transition):
         # New branches grow from the lowest-resolution existing branch.
@@ -100,8 +99,8 @@ class HRNet(nn.Module):
 
     def __init__(self, spec: Mapping[str, Any], backend: str = "reference") -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in backend_names():
+            raise ValueError(f"backend must be one of {backend_names()}, got {backend!r}")
         self.spec = dict(spec)
         self.num_joints = int(spec["num_joints"])
         stem = int(spec.get("stem_channels", 64))
@@ -138,6 +137,7 @@ class HRNet(nn.Module):
         self.final_layer = nn.Conv2d(prev[0], self.num_joints, k, stride=1, padding=1 if k == 3 else 0)
         self.init_weights()
         self.backend = "reference"
+        self.transition_impl = None   # the transition hook (hrfast.models.backends)
         self.set_backend(backend)
 
     # ------------------------------------------------------------------ construction helpers
@@ -182,16 +182,11 @@ class HRNet(nn.Module):
         """Choose the exchange-unit implementation; parameters and keys are unchanged.
 
         ``reference``: eager PyTorch. ``triton``: fused Triton kernels. ``auto``: fused kernels
-        for CUDA inputs when Triton is usable, the reference otherwise.
+        for CUDA inputs when Triton is usable, the reference otherwise. The names come from
+        :mod:`hrfast.models.backends`, where the fused implementation registers itself.
         """
-        from ..ops.exchange import attach_backend  # late import: ops import models' modules
-        attach_backend(self, backend)
+        install_backend(self, backend)
         self.backend = backend
-        self._transition_step = None
-        units = self.exchange_units()
-        if units and units[0]._fused is not None:
-            from ..ops.exchange import fused_transition_step
-            self._transition_step = fused_transition_step(units[0]._fused)
         return self
 
     # ------------------------------------------------------------------ forward
@@ -217,7 +212,7 @@ class HRNet(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
         for idx in range(2, self.num_stages + 1):
-            step = self._transition_step
+            step = self.transition_impl
             if step is not None and not step.applies(xs[-1]):
                 step = None
             xs = _apply_transition(getattr(self, f"transition{idx - 1}"), xs, step)

@@ -1,169 +1,234 @@
-"""3x3 convolution (padding 1, stride 1 or 2, no bias) with a fused epilogue, on Triton.
+"""Convolutions of the exchange unit on Triton: several convs that read the same input, run as
+one GEMM (grouped outputs), in NHWC or NCHW.
 
-``conv3x3(x, weight, stride, scale, shift, add, relu)`` computes
-``act(conv(x, weight) * scale + shift + add)``, each of scale/shift/add optional, as one
-implicit-GEMM kernel (``kernels/conv.py``). ``conv3x3_ref`` is the eager twin. Gradients flow to
-x, weight, add, and to scale/shift (those recompute the plain conv). The backward GEMMs are
-Triton kernels too.
+``conv(x, weights, stride, stats)`` computes ``[conv2d(x, w, stride, padding=(k-1)//2) for w in
+weights]`` in one kernel: the weights' output channels are the GEMM's N axis, so the first
+strided convs of every chain leaving a branch share each loaded input tile. With ``stats``, two
+more outputs carry the per-tile (mean, M2) of every output channel, the train-mode BatchNorm
+statistics (``hrfast.ops.batchnorm.bn_stats`` combines them), computed from the accumulator
+without a second pass over the output. Differentiable with respect to x and every weight; the
+backward is a dgrad kernel (per output-parity class for stride 2) and a split-K wgrad kernel.
 
-Shapes: x (B, Cin, H, W); weight (Cout, Cin, 3, 3); scale, shift (Cout,); add and the output
-(B, Cout, Ho, Wo) with Ho = (H - 1) // stride + 1.
+``conv_bn_act(x, weights, stride, ...)`` is the inference form: each group's BatchNorm (running
+statistics) or folded bias and its optional ReLU are the GEMM's epilogue. Not differentiable;
+``hrfast.ops.exchange`` uses it only when no gradient is needed.
+
+Shapes: x (B, Cin, H, W); each weight (C_g, Cin, k, k) with k 1 or 3 (all the same); outputs
+(B, C_g, Ho, Wo) in x's layout, Ho = (H - 1) // stride + 1. At most 3 weights.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .fused_sum import _FLOATS, HAS_TRITON, _acc_dtype, triton_runs_on
+from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_GROUPS, Affine, Segment, acc_dtype, affine_lists, dot_precision,
+                      dot_upcast,
+                      empty_like_layout, gemm_tiles, launch_fused_gemm, needs_int64, on_gpu, require_triton, tl_dtype,
+                      view, weight_view, wgrad_tiles)
 
 if HAS_TRITON:
     import triton
-    from torch.library import triton_op, wrap_triton
 
-    from hrfast.kernels.conv import (CONV_CONFIGS, autotuned, conv3x3_dgrad_kernel, conv3x3_fwd_kernel,
-                                     conv3x3_wgrad_kernel)
-    _fwd_autotuned = autotuned(conv3x3_fwd_kernel)
-    _dgrad_autotuned = autotuned(conv3x3_dgrad_kernel)
-    _wgrad_autotuned = autotuned(conv3x3_wgrad_kernel)
+    from hrfast.kernels.fused_gemm import conv_dgrad_kernel, conv_wgrad_kernel
 
 
 def out_size(n: int, stride: int) -> int:
     return (n - 1) // stride + 1
 
 
-def check_conv_args(x, weight, stride, scale, shift, add):
-    for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor, got {getattr(t, 'shape', type(t).__name__)}")
-        if t.dtype not in _FLOATS:
-            raise TypeError(f"{name} must be float32/float16/bfloat16/float64, got {t.dtype}")
-    B, Cin, H, W = x.shape
-    if tuple(weight.shape[1:]) != (Cin, 3, 3):
-        raise ValueError(f"weight must be (Cout, Cin, 3, 3) with Cin={Cin}, got {tuple(weight.shape)}")
+def check_conv_args(x, weights, stride) -> None:
+    """Raise a ValueError/TypeError naming the argument."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a 4-D tensor (B, Cin, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    if x.dtype not in FLOATS:
+        raise TypeError(f"x must be float32/float16/bfloat16/float64, got {x.dtype}")
+    if not 1 <= len(weights) <= MAX_GROUPS:
+        raise ValueError(f"weights must hold 1 to {MAX_GROUPS} tensors, got {len(weights)}")
+    k = weights[0].shape[-1] if weights[0].dim() == 4 else None
+    for g, w in enumerate(weights):
+        if w.dim() != 4 or tuple(w.shape[1:]) != (x.shape[1], k, k) or k not in (1, 3):
+            raise ValueError(f"weights[{g}] must be (C_g, Cin={x.shape[1]}, k, k) with k 1 or 3 for all, "
+                             f"got {tuple(w.shape)}")
+        if w.device != x.device:
+            raise ValueError(f"weights[{g}] is on {w.device}, expected {x.device} like x")
+        if w.dtype not in FLOATS:
+            raise TypeError(f"weights[{g}] must be a float tensor, got {w.dtype}")
     if stride not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {stride}")
-    Cout = weight.shape[0]
-    if (scale is None) != (shift is None):
-        raise ValueError("scale and shift must be given together")
-    if scale is not None and (scale.shape != (Cout,) or shift.shape != (Cout,)):
-        raise ValueError(f"scale and shift must be (Cout,) = ({Cout},), got {tuple(scale.shape)}, {tuple(shift.shape)}")
-    Ho, Wo = out_size(H, stride), out_size(W, stride)
-    if add is not None and tuple(add.shape) != (B, Cout, Ho, Wo):
-        raise ValueError(f"add must be (B, Cout, Ho, Wo) = {(B, Cout, Ho, Wo)}, got {tuple(add.shape)}")
-    for name, t in (("weight", weight), ("add", add), ("scale", scale)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{name} is on {t.device}, expected {x.device} like x")
-    return B, Cin, H, W, Cout, Ho, Wo
 
 
-def conv3x3_ref(x: torch.Tensor, weight: torch.Tensor, stride: int, scale: Optional[torch.Tensor] = None,
-                shift: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None,
-                relu: bool = False) -> torch.Tensor:
-    """Eager twin of :func:`conv3x3`."""
-    check_conv_args(x, weight, stride, scale, shift, add)
-    y = F.conv2d(x, weight, stride=stride, padding=1)
-    if scale is not None:
-        y = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-    if add is not None:
-        y = y + add
-    return torch.relu(y) if relu else y
+def _outputs(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int) -> List[torch.Tensor]:
+    B, _, H, W = x.shape
+    return [empty_like_layout(x, (B, w.shape[0], out_size(H, stride), out_size(W, stride))) for w in weights]
 
 
-def _launch_cfg(device: torch.device):
-    return None if device.type == "cuda" else CONV_CONFIGS[0]
-
-
-if HAS_TRITON:
-    @triton_op("hrfast::conv3x3", mutates_args=())
-    def _conv3x3_op(x: torch.Tensor, weight: torch.Tensor, stride: int, scale: Optional[torch.Tensor],
-                    shift: Optional[torch.Tensor], add: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
-        B, Cin, H, W = x.shape
-        Cout = weight.shape[0]
-        Ho, Wo = out_size(H, stride), out_size(W, stride)
-        y = torch.empty((B, Cout, Ho, Wo), dtype=x.dtype, device=x.device)
-        M = B * Ho * Wo
-        dummy = y
-        common = dict(STRIDE=stride, HAS_AFFINE=scale is not None, HAS_ADD=add is not None, RELU=bool(relu),
-                      ACC=_acc_dtype(x.dtype))
-        args = (x, weight, y, scale if scale is not None else dummy, shift if shift is not None else dummy,
-                add if add is not None else dummy, B, Cin, H, W, Cout, Ho, Wo)
-        cfg = _launch_cfg(x.device)
-        if cfg is None:   # GPU: autotuned tiles
-            grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Cout, meta["BLOCK_N"]))  # noqa: E731
-            wrap_triton(_fwd_autotuned)[grid](*args, **common)
-        else:
-            grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(Cout, cfg["BLOCK_N"]))
-            wrap_triton(conv3x3_fwd_kernel)[grid](*args, **common, **cfg)
-        return y
-
-
-def _backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int):
-    """[grad_x (B, Cin, H, W), grad_w (Cout, Cin, 3, 3)] in the accumulation dtype."""
+def _stats_buffers(x: torch.Tensor, weights, stride: int) -> List[torch.Tensor]:
     B, Cin, H, W = x.shape
-    Cout = weight.shape[0]
-    Ho, Wo = grad.shape[2:]
-    acc_t = torch.float64 if x.dtype == torch.float64 else torch.float32
-    gx = torch.empty((B, Cin, H, W), dtype=acc_t, device=x.device)
-    gw = torch.empty((Cout, Cin * 9), dtype=acc_t, device=x.device)
-    acc = _acc_dtype(x.dtype)
-    dargs = (grad, weight, gx, B, Cin, H, W, Cout, Ho, Wo)
-    wargs = (grad, x, gw, B, Cin, H, W, Cout, Ho, Wo)
-    cfg = _launch_cfg(x.device)
-    if cfg is None:   # GPU: autotuned tiles
-        wrap_triton(_dgrad_autotuned)[lambda m: (triton.cdiv(B * H * W, m["BLOCK_M"]), triton.cdiv(Cin, m["BLOCK_N"]))](
-            *dargs, STRIDE=stride, ACC=acc)
-        wrap_triton(_wgrad_autotuned)[lambda m: (triton.cdiv(Cout, m["BLOCK_M"]), triton.cdiv(Cin * 9, m["BLOCK_N"]))](
-            *wargs, STRIDE=stride, ACC=acc)
-    else:
-        wrap_triton(conv3x3_dgrad_kernel)[(triton.cdiv(B * H * W, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]))](
-            *dargs, STRIDE=stride, ACC=acc, **cfg)
-        wrap_triton(conv3x3_wgrad_kernel)[(triton.cdiv(Cout, cfg["BLOCK_M"]), triton.cdiv(Cin * 9, cfg["BLOCK_N"]))](
-            *wargs, STRIDE=stride, ACC=acc, **cfg)
-    return [gx, gw.view(Cout, Cin, 3, 3)]
+    M = B * out_size(H, stride) * out_size(W, stride)
+    N = sum(w.shape[0] for w in weights)
+    P = -(-M // gemm_tiles(M, N, Cin, x.device)["BLOCK_M"])
+    return [torch.empty((P, N), dtype=acc_dtype(x.dtype), device=x.device) for _ in range(2)]
 
 
-if HAS_TRITON:
-    from typing import List
-
-    @triton_op("hrfast::conv3x3_backward", mutates_args=())
-    def _conv3x3_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                             stride: int) -> List[torch.Tensor]:
-        return _backward_impl(grad, x, weight, stride)
-
-    def _setup_context(ctx, inputs, output):
-        x, weight, stride, scale, shift, add, relu = inputs
-        ctx.stride, ctx.relu = stride, relu
-        ctx.has_add, ctx.has_affine = add is not None, scale is not None
-        ctx.save_for_backward(x, weight, output, scale if scale is not None else output)
-
-    def _backward(ctx, grad_y):
-        x, weight, y, scale = ctx.saved_tensors
-        g = grad_y * (y > 0) if ctx.relu else grad_y
-        g_add = g if ctx.has_add else None
-        g_scale = g_shift = None
-        if ctx.has_affine:
-            if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-                plain = torch.ops.hrfast.conv3x3(x, weight, ctx.stride, None, None, None, False)
-                g_scale = (g * plain).sum((0, 2, 3)).to(scale.dtype)
-                g_shift = g.sum((0, 2, 3)).to(scale.dtype)
-            g = g * scale.view(1, -1, 1, 1)
-        gx, gw = torch.ops.hrfast.conv3x3_backward(g.to(x.dtype).contiguous(), x, weight, ctx.stride)
-        return gx.to(x.dtype), gw.to(weight.dtype), None, g_scale, g_shift, g_add, None
-
-    _conv3x3_op.register_autograd(_backward, setup_context=_setup_context)
+def conv_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1) -> List[torch.Tensor]:
+    """Eager twin of :func:`conv` (without the statistics)."""
+    check_conv_args(x, weights, stride)
+    k = weights[0].shape[-1]
+    return [F.conv2d(x, w.to(x.dtype), stride=stride, padding=(k - 1) // 2) for w in weights]
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, scale: Optional[torch.Tensor] = None,
-            shift: Optional[torch.Tensor] = None, add: Optional[torch.Tensor] = None,
-            relu: bool = False) -> torch.Tensor:
-    """``act(conv3x3(x, weight, stride, padding=1) * scale + shift + add)`` in one Triton kernel."""
-    check_conv_args(x, weight, stride, scale, shift, add)
-    if not HAS_TRITON:
-        raise RuntimeError("conv3x3 needs Triton (pip install triton)")
-    if not triton_runs_on(x.device):
-        raise RuntimeError(f"conv3x3 runs on CUDA, or on the CPU only under TRITON_INTERPRET=1; got {x.device}")
-    cast = lambda t: None if t is None else t.contiguous()  # noqa: E731
-    return torch.ops.hrfast.conv3x3(x.contiguous(), weight.contiguous().to(x.dtype), int(stride), cast(scale),
-                                    cast(shift), None if add is None else add.contiguous().to(x.dtype), bool(relu))
+@torch.library.custom_op("hrfast::conv", mutates_args=())
+def _conv_op(x: torch.Tensor, weights: List[torch.Tensor], stride: int, stats: bool) -> List[torch.Tensor]:
+    outs = _outputs(x, weights, stride)
+    parts = _stats_buffers(x, weights, stride) if stats else None
+    launch_fused_gemm(outs, [Segment(x, list(weights), stride)], relu=[False] * len(outs), stats=parts)
+    return outs + (parts or [])
+
+
+@_conv_op.register_fake
+def _(x, weights, stride, stats):
+    return _outputs(x, weights, stride) + (_stats_buffers(x, weights, stride) if stats else [])
+
+
+def _wgrad_splits(M: int, tiles_mn: int, device: torch.device) -> int:
+    """Split-K factor over the M pixels: enough programs for 2 waves on 132 SMs, each split
+    at least 512 pixels long. The interpreter splits small problems too, so the split path is
+    tested."""
+    if not on_gpu(device):
+        return 2 if M >= 64 else 1
+    return max(1, min(-(-264 // max(tiles_mn, 1)), M // 512))
+
+
+def conv_backward_impl(grads: Sequence[torch.Tensor], x: torch.Tensor, weights: Sequence[torch.Tensor],
+                       stride: int, need_x: bool) -> List[torch.Tensor]:
+    """[grad_x (empty when not needed), grad of all weights as one (N, k, k, Cin) tensor]."""
+    B, Cin, H, W = x.shape
+    ks = weights[0].shape[-1]
+    Ho, Wo = grads[0].shape[2:]
+    G = len(weights)
+    widths = [w.shape[0] for w in weights]
+    N = sum(widths)
+    acc = tl_dtype(x.dtype)
+    prec = dot_precision(x.dtype)
+    up = dot_upcast(x.dtype, x.device)
+    big = needs_int64(x, *grads)
+    gz = tuple((view(g), g.shape[1]) for g in grads)
+    gx = torch.empty(0, dtype=x.dtype, device=x.device)
+    if need_x:
+        gx = empty_like_layout(x, x.shape)
+        cfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
+        Mc = B * -(-H // stride) * -(-W // stride)
+        grid = (triton.cdiv(Mc, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]), stride * stride)
+        LAUNCHES[0] += 1
+        conv_dgrad_kernel[grid](view(gx), gz, tuple(weight_view(w) for w in weights), B, H, W, Cin, Ho, Wo,
+                                ks, stride, G, acc, prec, up, big, **cfg)
+    # wgrad: rows are output channels, columns input channels of one tap, K the pixels
+    M = B * Ho * Wo
+    cfg = wgrad_tiles(max(widths), Cin, x.device)
+    tiles_co = triton.cdiv(max(widths), cfg["BLOCK_M"])
+    tiles_ci = triton.cdiv(Cin, cfg["BLOCK_N"])
+    splits = _wgrad_splits(M, G * tiles_co * ks * ks * tiles_ci, x.device)
+    split = -(-M // splits)
+    part = torch.empty((splits, N, ks, ks, Cin), dtype=acc_dtype(x.dtype), device=x.device)
+    offsets = (0, widths[0], widths[0] + (widths[1] if G > 1 else 0))
+    LAUNCHES[0] += 1
+    conv_wgrad_kernel[(G * tiles_co, ks * ks * tiles_ci, splits)](
+        part, gz, view(x), offsets, B, H, W, Cin, Ho, Wo, N, split, tiles_co, tiles_ci,
+        ks, stride, G, acc, prec, up, big, **cfg)
+    if splits > 1:
+        LAUNCHES[0] += 1
+        part = part.sum(0, keepdim=True)
+    return [gx, part[0]]
+
+
+@torch.library.custom_op("hrfast::conv_backward", mutates_args=())
+def _conv_backward_op(grads: List[torch.Tensor], x: torch.Tensor, weights: List[torch.Tensor], stride: int,
+                      need_x: bool) -> List[torch.Tensor]:
+    return conv_backward_impl([g.to(x.dtype) for g in grads], x, weights, stride, need_x)
+
+
+@_conv_backward_op.register_fake
+def _(grads, x, weights, stride, need_x):
+    ks = weights[0].shape[-1]
+    gx = empty_like_layout(x, x.shape) if need_x else x.new_empty(0)
+    return [gx, x.new_empty((sum(w.shape[0] for w in weights), ks, ks, x.shape[1]), dtype=acc_dtype(x.dtype))]
+
+
+def _conv_setup(ctx, inputs, output):
+    x, weights, stride, stats = inputs
+    ctx.stride, ctx.groups = stride, len(weights)
+    if stats:   # the statistics are not differentiated (module doc)
+        ctx.mark_non_differentiable(*output[len(weights):])
+    ctx.save_for_backward(x, *weights)
+
+
+def _conv_backward(ctx, grads):
+    x, *weights = ctx.saved_tensors
+    G = ctx.groups
+    gs = list(grads[:G])
+    if any(g is None for g in gs):   # an unused group: its gradient is zero
+        gs = [g if g is not None else torch.zeros_like(o) for g, o in zip(gs, _outputs(x, weights, ctx.stride))]
+    gx, gw = torch.ops.hrfast.conv_backward(gs, x, list(weights), ctx.stride, ctx.needs_input_grad[0])
+    gws, lo = [], 0
+    for w in weights:   # (N, k, k, Cin) -> each (C_g, Cin, k, k), a view in channels_last order
+        gws.append(gw[lo:lo + w.shape[0]].permute(0, 3, 1, 2).to(w.dtype))
+        lo += w.shape[0]
+    return (gx if ctx.needs_input_grad[0] else None), gws, None, None
+
+
+_conv_op.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def conv(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1,
+         stats: bool = False) -> List[torch.Tensor]:
+    """One output per weight (see the module doc); with ``stats``, followed by the (P, N)
+    partial means and M2 of all output channels. Differentiable in x and the weights."""
+    check_conv_args(x, weights, stride)
+    require_triton(x.device, "conv")
+    return torch.ops.hrfast.conv(x, list(weights), int(stride), bool(stats))
+
+
+
+def conv_bn_act_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int, affines: Sequence[Affine],
+                    relu: Sequence[bool]) -> List[torch.Tensor]:
+    """Eager twin of :func:`conv_bn_act`."""
+    outs = []
+    for z, a, r in zip(conv_ref(x, weights, stride), affines, relu):
+        if a.mode == 2:
+            z = F.batch_norm(z, a.mean, a.var, a.weight, a.bias, False, 0.0, a.eps)
+        elif a.mode == 1:
+            z = z + a.bias.view(1, -1, 1, 1).to(z.dtype)
+        outs.append(torch.relu(z) if r else z)
+    return outs
+
+
+@torch.library.custom_op("hrfast::conv_bn_act", mutates_args=())
+def _conv_bn_act_op(x: torch.Tensor, weights: List[torch.Tensor], stride: int, bn_weight: List[torch.Tensor],
+                    bn_bias: List[torch.Tensor], bn_mean: List[torch.Tensor],
+                    bn_var: List[torch.Tensor], eps: List[float], relu: List[bool]) -> List[torch.Tensor]:
+    outs = _outputs(x, weights, stride)
+    affines = [Affine.from_lists(bn_weight, bn_bias, bn_mean, bn_var, eps, g) for g in range(len(weights))]
+    launch_fused_gemm(outs, [Segment(x, list(weights), stride, affines=affines)], relu=relu)
+    return outs
+
+
+@_conv_bn_act_op.register_fake
+def _(x, weights, stride, bn_weight, bn_bias, bn_mean, bn_var, eps, relu):
+    return _outputs(x, weights, stride)
+
+
+def conv_bn_act(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int, affines: Sequence[Affine],
+                relu: Sequence[bool]) -> List[torch.Tensor]:
+    """``[act_g(affine_g(conv2d(x, w_g)))]`` in one kernel; inference only (no autograd).
+    Every affine has the same mode (all BatchNorm, all bias, or none)."""
+    check_conv_args(x, weights, stride)
+    require_triton(x.device, "conv_bn_act")
+    if len(affines) != len(weights) or len(relu) != len(weights):
+        raise ValueError(f"affines and relu need one entry per weight ({len(weights)}), got "
+                         f"{len(affines)} and {len(relu)}")
+    if len({a.mode for a in affines}) != 1:
+        raise ValueError("conv_bn_act: all groups must have the same kind of affine")
+    return torch.ops.hrfast.conv_bn_act(x, list(weights), int(stride), *affine_lists(affines, x),
+                                        [bool(r) for r in relu])

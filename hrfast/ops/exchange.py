@@ -1,180 +1,284 @@
-"""Backend choice for exchange units: the reference (eager) path or the fused Triton path.
+"""The fused exchange unit: the ``triton`` and ``auto`` backends of ``hrfast.models.backends``.
 
-The fused path (``FusedExchange``) computes every output branch ``i`` of a unit as one
-``fused_sum`` call::
+For output branch i of inputs x_0 .. x_{n-1} (branch j at 1/2^j resolution)::
 
-    y_i = ReLU( x_i + sum_{j>i} up(z_ij * s_ij + t_ij) + sum_{j<i} (d_ij * s_ij + t_ij) )
+    y_i = ReLU( x_i + sum_{j>i} up_{2^(j-i)}(BN(conv1x1(x_j))) + sum_{j<i} chain_{j->i}(x_j) )
 
-``z_ij`` is the 1x1 conv of ``x_j`` run at ``x_j``'s low resolution. ``d_ij`` is the last
-strided 3x3 conv of the downsample chain. The chain convs run on the implicit-GEMM Triton conv
-(``hrfast.ops.conv``). In eval mode each step's BN and ReLU, and for the last step the add
-into the branch sum and the final ReLU, are in that conv's epilogue. ``s, t`` is the BatchNorm affine of that conv. In eval mode it comes from the
-running statistics, which is the same as folding BN into the conv: no separate BN pass is
-made. In train mode it comes from the batch statistics, exactly as ``nn.BatchNorm2d``
-computes them (biased variance to normalize, unbiased for ``running_var``, ``momentum``,
-``num_batches_tracked``). Autograd differentiates through the statistics. Normalization,
-nearest upsampling, the sum, the identity term and the ReLU happen in the kernel, and the
-upsampled terms are never materialized. The 1x1 convs stay cuBLAS/cuDNN GEMMs.
+Convs that read the same input run as one GEMM: for each branch j, the 1x1 convs of all its
+upsample paths are one conv, and the first strided 3x3 convs of all chains leaving j are one
+conv (``hrfast.ops.conv``, grouped outputs: each chain keeps its own weights and output, so
+gradients reach the official parameters and the state_dict is unchanged).
+
+Two plans, chosen per call:
+
+- **inference** (no gradient needed, BN on running statistics): each output branch is one
+  ``exchange_branch`` kernel. The 1x1 convs of the upsample paths run inside it on the
+  low-resolution inputs (or, for large factors, as one low-resolution conv per source whose
+  output the kernel upsamples by index; ``upsample=``), the last conv of every chain longer
+  than one step is a GEMM segment of it, BN is in each segment's epilogue, and y_i is written
+  once. A stage-4 unit is 8 to 11 launches.
+- **training** (or any call that needs gradients): convs write their raw outputs with the BN
+  statistics in the epilogue (``conv(..., stats=True)``), one ``bn_stats`` kernel per merged
+  conv makes the batch statistics and updates the running ones, and ``branch_sum`` applies BN,
+  upsampling, the identity, the sum and the ReLU in one pass per output branch, with a fused
+  backward.
+
+``conv="cudnn"`` runs the convs on cuDNN (oneDNN on the CPU) with the same BN and sum
+kernels, for the per-shape measurement against the Triton conv (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
-from ..models.hrnet import BACKENDS
-from .fused_sum import HAS_TRITON, fused_sum, fused_sum_any, triton_runs_on
+from ._triton import HAS_TRITON, MAX_SEGMENTS, Affine, Segment, Term, triton_runs_on
+from .batchnorm import bn_partials, bn_stats
+from .branch_sum import branch_sum, exchange_branch
+from .conv import conv, conv_bn_act
+
+# Upsample factors whose 1x1 conv runs inside the branch kernel, at the output resolution
+# (F^2 times its low-resolution FLOPs, no intermediate tensor). Larger factors run the 1x1 at
+# low resolution first. Provisional: the GPU measurement decides (benchmarks/RESULTS.md).
+IN_KERNEL_UPSAMPLE = (2,)
+
+# Merged convs that run on cuDNN rather than the Triton GEMM, by (kernel size, stride, input
+# channels, output channels of the merged conv). The table of "Per-shape dispatch" in
+# benchmarks/RESULTS.md fills it from the GPU measurement (benchmarks/exchange_gpu.py); until
+# then it is empty and every conv runs on Triton.
+CUDNN_CONVS: set = set()
 
 
-def bn_affine(bn: nn.BatchNorm2d, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each (C,), such that ``bn(z) == z * scale + shift`` per channel; updates the
-    running statistics in train mode exactly as ``nn.BatchNorm2d.forward`` does. A BN already
-    folded into its conv (``nn.Identity``, see ``hrfast.optimize``) gives (1, 0)."""
-    dt = torch.float64 if z.dtype == torch.float64 else torch.float32   # the kernels' accumulation dtype
+def conv_backend(convs: Sequence[nn.Conv2d], stride: int, default: str) -> str:
+    """'cudnn' or 'triton' for a merged conv, by its shape (``CUDNN_CONVS``)."""
+    key = (convs[0].kernel_size[0], stride, convs[0].in_channels, sum(c.out_channels for c in convs))
+    return "cudnn" if key in CUDNN_CONVS else default
+
+
+def _batch_stats(bn: nn.Module) -> bool:
+    return isinstance(bn, nn.BatchNorm2d) and (bn.training or not bn.track_running_stats)
+
+
+def _pair_ok(conv_m: nn.Module, bn: nn.Module, ks: int, stride: int) -> bool:
+    """A conv (+ BN) the kernels implement: no groups or dilation, 'same' padding, and either a
+    BatchNorm with affine parameters after a bias-free conv, or a BN folded into the conv
+    (``nn.Identity``, bias or not)."""
+    if not (isinstance(conv_m, nn.Conv2d) and conv_m.kernel_size == (ks, ks) and conv_m.stride == (stride, stride)
+            and conv_m.padding == ((ks - 1) // 2,) * 2 and conv_m.groups == 1 and conv_m.dilation == (1, 1)):
+        return False
     if isinstance(bn, nn.Identity):
-        ones = torch.ones(z.shape[1], dtype=dt, device=z.device)
-        return ones, torch.zeros_like(ones)
-    use_batch = bn.training or not bn.track_running_stats
-    if use_batch:
-        zf = z.float()
-        var, mean = torch.var_mean(zf, dim=(0, 2, 3), unbiased=False)
-        if bn.training and bn.track_running_stats:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                n = z.numel() / z.shape[1]
-                bn.running_mean.mul_(1 - m).add_(mean.detach().to(bn.running_mean.dtype), alpha=m)
-                unbiased = var.detach() * (n / max(n - 1, 1))
-                bn.running_var.mul_(1 - m).add_(unbiased.to(bn.running_var.dtype), alpha=m)
+        return True
+    return isinstance(bn, nn.BatchNorm2d) and bn.affine and conv_m.bias is None
+
+
+def unit_supported(unit: ExchangeUnit) -> bool:
+    """Whether every path of ``unit`` has the structure the kernels implement."""
+    n = len(unit.channels)
+    if n - 1 > MAX_SEGMENTS:
+        return False
+    modes = set()
+    for i in range(unit.num_outputs):
+        for j in range(n):
+            if j > i:
+                path = unit[i][j]
+                if not _pair_ok(path[0], path[1], 1, 1):
+                    return False
+                modes.add(_batch_stats(path[1]))
+            elif j < i:
+                for step in unit[i][j]:
+                    if not _pair_ok(step[0], step[1], 3, 2):
+                        return False
+                    modes.add(_batch_stats(step[1]))
+    return len(modes) <= 1   # one BN mode for the whole unit (model.train() / .eval())
+
+
+def _affine(conv_m: nn.Conv2d, bn: nn.Module, mean=None, var=None) -> Affine:
+    """The affine that follows ``conv_m``'s raw output: its BN (with batch statistics when given)
+    or the bias of a folded conv."""
+    if isinstance(bn, nn.BatchNorm2d):
+        return Affine(bn.weight, bn.bias, bn.running_mean if mean is None else mean,
+                      bn.running_var if var is None else var, bn.eps)
+    return Affine(bias=conv_m.bias)
+
+
+def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Module], stride: int,
+             backend: str = "triton") -> Tuple[List[torch.Tensor], List[Affine], List[bool]]:
+    """Raw outputs of convs that read ``x`` (one GEMM), the affine each needs, and whether
+    that affine uses batch statistics. In train mode the statistics come from the GEMM's
+    epilogue and the BNs' running statistics are updated here, once."""
+    weights = [c.weight for c in convs]
+    batch = [_batch_stats(bn) for bn in bns]
+    if conv_backend(convs, stride, backend) == "cudnn":
+        ks = convs[0].kernel_size[0]
+        z = F.conv2d(x, torch.cat(weights).to(x.dtype), stride=stride, padding=(ks - 1) // 2)
+        outs = list(torch.split(z, [w.shape[0] for w in weights], dim=1))
+        parts = bn_partials(z) if any(batch) else None
     else:
-        mean, var = bn.running_mean, bn.running_var
-    inv = torch.rsqrt(var + bn.eps)
-    scale = bn.weight * inv if bn.affine else inv
-    shift = (bn.bias - mean * scale) if bn.affine else -mean * scale
-    return scale.to(dt), shift.to(dt)
+        res = conv(x, weights, stride, stats=any(batch))
+        outs, parts = res[:len(weights)], (res[len(weights):] if any(batch) else None)
+    if parts is None:
+        return outs, [_affine(c, bn) for c, bn in zip(convs, bns)], batch
+    update = [bn.training and bn.track_running_stats for bn in bns]
+    mean, var = bn_stats(parts[0], parts[1], outs[0].shape[0] * outs[0].shape[2] * outs[0].shape[3],
+                         bns, update=all(update))
+    affines, lo = [], 0
+    for c, bn in zip(convs, bns):
+        hi = lo + bn.num_features
+        affines.append(_affine(c, bn, mean[lo:hi], var[lo:hi]))
+        lo = hi
+    return outs, affines, batch
 
 
-def _is_triton_conv3x3(conv: nn.Conv2d) -> bool:
-    return (conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.dilation == (1, 1)
-            and conv.groups == 1 and conv.stride in ((1, 1), (2, 2)))
+def _chains_from(unit: ExchangeUnit, j: int) -> List[int]:
+    return list(range(j + 1, unit.num_outputs))
 
 
-def conv3x3_bn(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, add=None, relu: bool = False,
-               triton_conv: bool = True) -> torch.Tensor:
-    """``act(BN(conv(x)) + add)`` for a 3x3 conv step.
-
-    Eval mode (running statistics, or BN folded away): one implicit-GEMM Triton kernel with the
-    BN affine, the add and the ReLU in its epilogue. Train mode: the batch statistics need the
-    whole conv output first, so the conv runs alone (Triton) and ``fused_sum`` applies the
-    rest."""
-    from .conv import conv3x3
-    batch_stats = isinstance(bn, nn.BatchNorm2d) and (bn.training or not bn.track_running_stats)
-    use_triton = triton_conv and _is_triton_conv3x3(conv)
-    if use_triton and not batch_stats:
-        s, t = bn_affine(bn, x.new_empty(0, conv.out_channels, 1, 1))
-        if conv.bias is not None:      # a folded BN: (acc + b) * s + t
-            t = t + s * conv.bias.to(s.dtype)
-        return conv3x3(x, conv.weight, conv.stride[0], s, t, add, relu)
-    if use_triton:
-        z = conv3x3(x, conv.weight, conv.stride[0])
-        if conv.bias is not None:
-            z = z + conv.bias.view(1, -1, 1, 1).to(z.dtype)
-    else:
-        z = conv(x)
-    s, t = bn_affine(bn, z)
-    return fused_sum(add, [z], [s], [t], [1], relu)
-
-
-def conv_bn_act(step: nn.Sequential, x: torch.Tensor, relu: bool, triton_conv: bool = True) -> torch.Tensor:
-    """A (conv, BN[, ReLU]) step as conv + fused BN(+ReLU) epilogue."""
-    return conv3x3_bn(step[0], step[1], x, None, relu, triton_conv)
+def _ups_from(unit: ExchangeUnit, j: int) -> List[int]:
+    return list(range(min(j, unit.num_outputs)))
 
 
 class FusedExchange:
-    """The fused forward of an :class:`ExchangeUnit` (installed as ``unit._fused``).
+    """The fused forward of an :class:`ExchangeUnit` (installed as ``unit.fused_impl``).
 
-    ``triton_conv``: run the strided 3x3 chains on the implicit-GEMM Triton conv (default), or
-    on cuDNN/oneDNN with the Triton epilogue. A GPU measurement decides which per shape; none
-    exists yet (benchmarks/RESULTS.md), so the Triton conv is the default."""
+    ``conv``: "triton" (the Triton GEMMs) or "cudnn" (cuDNN convs, Triton BN and sum kernels).
+    ``upsample``: which 1x1 convs run inside the branch kernel: "auto" (factors in
+    ``IN_KERNEL_UPSAMPLE``), "in_kernel" (all) or "low_res" (none)."""
 
-    def __init__(self, triton_conv: bool = True):
-        self.triton_conv = triton_conv
+    def __init__(self, conv: str = "triton", upsample: str = "auto", cuda_only: bool = False):
+        if conv not in ("triton", "cudnn"):
+            raise ValueError(f"conv must be 'triton' or 'cudnn', got {conv!r}")
+        if upsample not in ("auto", "in_kernel", "low_res"):
+            raise ValueError(f"upsample must be 'auto', 'in_kernel' or 'low_res', got {upsample!r}")
+        self.conv, self.upsample, self.cuda_only = conv, upsample, cuda_only
 
-    def applies(self, xs: Sequence[torch.Tensor]) -> bool:
-        return all(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs) and \
-            triton_runs_on(xs[0].device)
+    def applies(self, unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> bool:
+        x0 = xs[0]
+        if self.cuda_only and x0.device.type != "cuda":
+            return False
+        return (all(isinstance(x, torch.Tensor) and x.is_floating_point() for x in xs)
+                and triton_runs_on(x0.device) and unit_supported(unit))
 
     def __call__(self, unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         unit.check_inputs(xs)
-        xs = [x.contiguous() for x in xs]   # the kernels index NCHW; channels_last is converted
-        n = len(unit.channels)
+        dtype = xs[0].dtype
+        xs = [x.to(dtype) for x in xs]
+        needs_grad = torch.is_grad_enabled() and (any(x.requires_grad for x in xs) or
+                                                  any(p.requires_grad for p in unit.parameters()))
+        batch = any(_batch_stats(m) for m in unit.modules())
+        if needs_grad or batch or self.conv == "cudnn":
+            return self._train(unit, xs)
+        return self._inference(unit, xs)
+
+    # ------------------------------------------------------------------ training plan
+    def _train(self, unit: ExchangeUnit, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        terms: Dict[int, List[Tuple[int, torch.Tensor, int, Affine, bool]]] = {i: [] for i in range(unit.num_outputs)}
+        for j, x in enumerate(xs):
+            ups = _ups_from(unit, j)
+            if ups:
+                zs, affs, bts = convs_bn(x, [unit[i][j][0] for i in ups], [unit[i][j][1] for i in ups], 1, self.conv)
+                for i, z, a, bt in zip(ups, zs, affs, bts):
+                    terms[i].append((j, z, 2 ** (j - i), a, bt))
+            downs = _chains_from(unit, j)
+            if downs:
+                firsts = [unit[i][j][0] for i in downs]
+                zs, affs, bts = convs_bn(x, [s[0] for s in firsts], [s[1] for s in firsts], 2, self.conv)
+                for i, z, a, bt in zip(downs, zs, affs, bts):
+                    for step in unit[i][j][1:]:   # BN + ReLU of the previous step, then the next conv
+                        h = branch_sum(None, [z], [1], [a], [bt], relu=True)
+                        (z,), (a,), (bt,) = convs_bn(h, [step[0]], [step[1]], 2, self.conv)
+                    terms[i].append((j, z, 1, a, bt))
         out = []
         for i in range(unit.num_outputs):
-            row = unit[i]
-            zs, ss, ts, fs = [], [], [], []
-            for j in range(i + 1, n):   # 1x1 conv at low resolution; BN, upsample and add in the kernel
-                z = row[j][0](xs[j])
-                s, t = bn_affine(row[j][1], z)
-                zs.append(z)
-                ss.append(s)
-                ts.append(t)
-                fs.append(2 ** (j - i))
-            # strided 3x3 chains: the intermediate steps with a BN+ReLU epilogue; the last one
-            # adds its BN output straight into the running sum (and applies the final ReLU)
-            chains = []
-            for j in range(i):
-                h = xs[j]
-                for step in row[j][:-1]:
-                    h = conv_bn_act(step, h, relu=True, triton_conv=self.triton_conv)
-                chains.append((row[j][-1], h))
-            if zs:
-                acc = fused_sum_any(xs[i], zs, ss, ts, fs, relu=not chains)
-            else:
-                acc = xs[i]
-            for k, (step, h) in enumerate(chains):
-                acc = conv3x3_bn(step[0], step[1], h, add=acc, relu=k == len(chains) - 1,
-                                 triton_conv=self.triton_conv)
-            out.append(acc)
+            ts = sorted(terms[i], key=lambda t: t[0])   # the official summation order
+            out.append(branch_sum(xs[i], [t[1] for t in ts], [t[2] for t in ts], [t[3] for t in ts],
+                                  [t[4] for t in ts], relu=True))
         return out
 
+    # ------------------------------------------------------------------ inference plan
+    def _in_kernel(self, factor: int) -> bool:
+        return self.upsample == "in_kernel" or (self.upsample == "auto" and factor in IN_KERNEL_UPSAMPLE)
 
-class fused_transition_step:
-    """Transition steps (conv, BN, ReLU) as conv + fused BN+ReLU epilogue, where ``fused``
-    (the units' FusedExchange) applies."""
+    def _inference(self, unit: ExchangeUnit, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        terms: Dict[int, List[Term]] = {i: [Term(xs[i])] for i in range(unit.num_outputs)}
+        segs: Dict[int, List[Segment]] = {i: [] for i in range(unit.num_outputs)}
+        for j, x in enumerate(xs):
+            ups = _ups_from(unit, j)
+            low = [i for i in ups if not self._in_kernel(2 ** (j - i))]
+            for i in ups:
+                if i not in low:
+                    c, bn = unit[i][j][0], unit[i][j][1]
+                    segs[i].append(Segment(x, [c.weight], 1, 2 ** (j - i), [_affine(c, bn)]))
+            if low:
+                pairs = [(unit[i][j][0], unit[i][j][1]) for i in low]
+                zs = self._merged(x, [c for c, _ in pairs], [bn for _, bn in pairs], 1, [False] * len(low))
+                for i, z in zip(low, zs):
+                    terms[i].append(Term(z, 2 ** (j - i)))
+            downs = _chains_from(unit, j)
+            if downs:
+                firsts = [unit[i][j][0] for i in downs]
+                zs = self._merged(x, [s[0] for s in firsts], [s[1] for s in firsts], 2,
+                                  [len(unit[i][j]) > 1 for i in downs])
+                for i, h in zip(downs, zs):
+                    chain = unit[i][j]
+                    if len(chain) == 1:
+                        terms[i].append(Term(h))
+                        continue
+                    for step in chain[1:-1]:
+                        h = self._merged(h, [step[0]], [step[1]], 2, [True])[0]
+                    last = chain[-1]
+                    segs[i].append(Segment(h, [last[0].weight], 2, 1, [_affine(last[0], last[1])]))
+        return [exchange_branch(terms[i], segs[i], relu=True) for i in range(unit.num_outputs)]
 
-    def __init__(self, fused: "FusedExchange"):
+    def _merged(self, x: torch.Tensor, convs, bns, stride: int, relu: Sequence[bool]) -> List[torch.Tensor]:
+        """act(BN(conv(x))) for convs that read x: one Triton GEMM with the BN and ReLU in its
+        epilogue, or a cuDNN conv and one elementwise pass per output (the dispatch table)."""
+        affs = [_affine(c, bn) for c, bn in zip(convs, bns)]
+        if conv_backend(convs, stride, self.conv) == "triton":
+            return conv_bn_act(x, [c.weight for c in convs], stride, affs, relu)
+        zs, _, _ = convs_bn(x, convs, bns, stride, "cudnn")
+        return [branch_sum(None, [z], [1], [a], [False], relu=r) for z, a, r in zip(zs, affs, relu)]
+
+
+class FusedTransition:
+    """A transition's (conv 3x3, BN, ReLU) step on the same kernels (``model.transition_impl``)."""
+
+    def __init__(self, fused: FusedExchange):
         self.fused = fused
 
     def applies(self, x: torch.Tensor) -> bool:
-        return self.fused.applies([x])
+        if self.fused.cuda_only and x.device.type != "cuda":
+            return False
+        return x.is_floating_point() and triton_runs_on(x.device)
 
     def __call__(self, seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        return conv_bn_act(seq, x.contiguous(), relu=True, triton_conv=self.fused.triton_conv)
+        c, bn = seq[0], seq[1]
+        if not _pair_ok(c, bn, 3, c.stride[0]) or c.stride[0] not in (1, 2):
+            return seq(x)
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
+        if needs_grad or _batch_stats(bn) or self.fused.conv == "cudnn":
+            (z,), (a,), (bt,) = convs_bn(x, [c], [bn], c.stride[0], self.fused.conv)
+            return branch_sum(None, [z], [1], [a], [bt], relu=True)
+        return conv_bn_act(x, [c.weight], c.stride[0], [_affine(c, bn)], [True])[0]
 
 
-def attach_backend(model: nn.Module, backend: str) -> None:
-    """Point every :class:`ExchangeUnit` of ``model`` at ``backend``.
-
-    ``triton``: the fused path wherever the kernels can run (CUDA; CPU under
-    ``TRITON_INTERPRET=1``), the reference elsewhere. ``auto``: fused on CUDA, reference on CPU
-    (decided per call from the input's device). ``reference``: eager PyTorch.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton" and not HAS_TRITON:
-        raise RuntimeError("backend='triton' needs Triton: pip install triton")
-    fused = None
-    if backend == "triton":
-        fused = FusedExchange()
-    elif backend == "auto" and HAS_TRITON:
-        fused = _CudaOnly()
-    for unit in model.modules():
-        if isinstance(unit, ExchangeUnit):
-            unit._fused = fused
+def _install(fused: Optional[FusedExchange]):
+    def install(model: nn.Module) -> None:
+        if not HAS_TRITON:
+            raise RuntimeError("backend='triton' needs Triton: pip install triton")
+        for unit in model.modules():
+            if isinstance(unit, ExchangeUnit):
+                unit.fused_impl = fused
+        if hasattr(model, "transition_impl"):
+            model.transition_impl = FusedTransition(fused)
+    return install
 
 
-class _CudaOnly(FusedExchange):
-    def applies(self, xs):
-        return xs[0].device.type == "cuda" and super().applies(xs)
+register_backend("triton", _install(FusedExchange()))
+if HAS_TRITON:   # 'auto' without Triton is the reference path
+    register_backend("auto", _install(FusedExchange(cuda_only=True)))
+else:  # pragma: no cover - exercised on machines without triton
+    register_backend("auto", lambda model: None)

@@ -1,0 +1,349 @@
+"""The fused exchange units against eager, torch.compile and CUDA graphs: the GPU report.
+
+Per W32 256x192 exchange unit (stages 2, 3, 4; branch 0 at 64x48), bf16 inputs in
+channels_last with fp32 parameters (what bf16 autocast feeds the unit), for:
+- inference (eval BN, no gradient) and a training step (train BN, forward + backward of the
+  sum of the outputs, gradients of inputs and parameters);
+- variants: eager (the reference forward under autocast), ``torch.compile`` (default and,
+  with ``--max-autotune``, max-autotune), eager captured in a CUDA graph (inference), the fused
+  path, and the fused path captured in a CUDA graph (inference).
+
+Each row gives the median time (``triton.testing.do_bench``, CUDA events, inputs rotated over
+4 sets so no call finds the previous one's data in L2), the ratio to eager, the arithmetic
+rate as a fraction of the bf16 matmul peak measured in the same run, the peak memory one call
+adds, and the kernel launches of one call (torch.profiler). Then the per-shape dispatch
+measurements: every conv of the units on the Triton GEMM against cuDNN, and each output
+branch's upsample 1x1 convs inside the branch kernel against low resolution first.
+
+Usage (GPU): python benchmarks/exchange_gpu.py [--batch 64] [--stages 2 3 4] [--max-autotune]
+             [--report out.md]
+Dry run (CPU, Triton interpreter, tiny shapes, host timers): TRITON_INTERPRET=1
+             python benchmarks/exchange_gpu.py --tiny
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+import hrfast
+from hrfast.models.exchange import ExchangeUnit
+from hrfast.ops import _triton
+from hrfast.ops.conv import conv_bn_act
+from hrfast.ops.exchange import FusedExchange, _affine
+
+W32 = [32, 64, 128, 256]
+ROTATE = 4
+
+
+def unit_flops(channels: List[int], H: int, W: int, B: int) -> float:
+    """Forward FLOPs of a unit with every output branch (2 per multiply-add): the 1x1 convs at
+    low resolution and the strided 3x3 chains, as eager computes them."""
+    n, total = len(channels), 0.0
+    for i in range(n):
+        for j in range(n):
+            if j > i:   # 1x1 conv at branch j's resolution
+                total += 2 * channels[j] * channels[i] * B * (H >> j) * (W >> j)
+            for k in range(j, i):   # chain j -> i, step from level k to k + 1
+                cout = channels[i] if k == i - 1 else channels[j]
+                total += 2 * 9 * channels[j] * cout * B * (H >> (k + 1)) * (W >> (k + 1))
+    return total
+
+
+def timer(device: torch.device) -> Callable:
+    if device.type == "cuda":
+        import triton.testing
+        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+    def host(fn, iters=3):
+        fn()
+        t = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return sorted(t)[len(t) // 2] * 1e3
+    return host
+
+
+def launches(fn: Callable, device: torch.device) -> str:
+    """Kernels one call launches: CUDA kernels by the profiler; on the CPU, the Triton
+    launches of the fused path only."""
+    if device.type != "cuda":
+        before = _triton.LAUNCHES[0]
+        fn()
+        return f"{_triton.LAUNCHES[0] - before} Triton"
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return str(sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA))
+
+
+def peak_mib(fn: Callable, device: torch.device) -> float:
+    if device.type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+
+def matmul_peak(device: torch.device) -> float:
+    """bf16 FLOP/s of a large matmul on random data (the ceiling for the fraction column)."""
+    if device.type != "cuda":
+        return float("nan")
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    ms = timer(device)(lambda: a @ a)
+    return 2 * 8192 ** 3 / (ms * 1e-3)
+
+
+def make_inputs(channels, B, H, W, device, dtype, grad):
+    sets = []
+    for _ in range(ROTATE if device.type == "cuda" else 1):
+        sets.append([torch.randn(B, c, H >> j, W >> j, device=device, dtype=dtype)
+                     .contiguous(memory_format=torch.channels_last).requires_grad_(grad) for j, c in enumerate(channels)])
+    return sets
+
+
+def cuda_graph(fn: Callable, device: torch.device) -> Callable:
+    """``fn`` captured once in a CUDA graph (static inputs: the rotation is inside ``fn``'s
+    closure, so the graph replays one input set)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
+def unit_variants(channels, mode: str, device, max_autotune: bool) -> Dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    unit = ExchangeUnit(channels, len(channels)).to(device).train(mode == "train")
+    fused = copy.deepcopy(unit)
+    fused.fused_impl = FusedExchange()
+    out = {"eager": unit, "fused": fused}
+    if device.type == "cuda":
+        out["compile"] = torch.compile(copy.deepcopy(unit))
+        if max_autotune:
+            out["compile max-autotune"] = torch.compile(copy.deepcopy(unit), mode="max-autotune-no-cudagraphs")
+    return out
+
+
+def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotune: bool, peak: float,
+               channels=None) -> List[dict]:
+    channels = channels or W32[:stage]
+    sets = make_inputs(channels, B, H, W, device, torch.bfloat16, mode == "train")
+    flops = unit_flops(channels, H, W, B) * (3 if mode == "train" else 1)
+    t = timer(device)
+    rows = []
+    for name, unit in unit_variants(channels, mode, device, max_autotune).items():
+        k = [0]
+
+        def call(unit=unit):
+            xs = sets[k[0] % len(sets)]
+            k[0] += 1
+            # no autocast weight cache: a CUDA graph cannot capture it, and each weight is used once
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
+                if mode == "train":
+                    sum(o.float().sum() for o in unit(xs)).backward()
+                else:
+                    with torch.no_grad():
+                        unit(xs)
+        variants = [(name, call)]
+        if mode == "infer" and device.type == "cuda" and not name.startswith("compile"):
+            variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        for vname, fn in variants:
+            fn()
+            ms = t(fn)
+            rows.append(dict(stage=stage, mode=mode, variant=vname, ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
+                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=launches(fn, device)))
+    base = next(r["ms"] for r in rows if r["variant"] == "eager")
+    for r in rows:
+        r["speedup"] = base / r["ms"]
+    return rows
+
+
+def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
+    """Each merged conv of the W32 stage-4 unit on the Triton GEMM against cuDNN (forward,
+    bf16, channels_last, BN affine epilogue on both sides), and each output branch's upsample
+    1x1 convs inside the branch kernel against at low resolution first."""
+    t = timer(device)
+    torch.manual_seed(0)
+    unit = ExchangeUnit(W32, 4).to(device).eval()
+    xs = make_inputs(W32, B, H, W, device, torch.bfloat16, False)[0]
+    rows = []
+    with torch.no_grad():
+        for j in range(3):   # the merged first convs of the chains leaving j
+            steps = [unit[i][j][0] for i in range(j + 1, 4)]
+            ws = [s[0].weight.to(torch.bfloat16) for s in steps]
+            affs = [_affine(s[0], s[1]) for s in steps]
+            tri = t(lambda: conv_bn_act(xs[j], ws, 2, affs, [False] * len(ws)))
+            cat = torch.cat(ws)
+            cud = t(lambda: F.conv2d(xs[j], cat, stride=2, padding=1))
+            rows.append(dict(what=f"3x3 s2 from branch {j}: {W32[j]} -> {sum(w.shape[0] for w in ws)}",
+                             triton=tri, cudnn=cud))
+        for j in range(1, 4):   # the merged upsample 1x1 convs of source j, at low resolution
+            pairs = [(unit[i][j][0], unit[i][j][1]) for i in range(j)]
+            ws = [c.weight.to(torch.bfloat16) for c, _ in pairs]
+            affs = [_affine(c, bn) for c, bn in pairs]
+            tri = t(lambda: conv_bn_act(xs[j], ws, 1, affs, [False] * len(ws)))
+            cat = torch.cat(ws)
+            cud = t(lambda: F.conv2d(xs[j], cat))
+            rows.append(dict(what=f"1x1 from branch {j}: {W32[j]} -> {sum(w.shape[0] for w in ws)}",
+                             triton=tri, cudnn=cud))
+        for upsample in ("in_kernel", "low_res"):
+            impl = FusedExchange(upsample=upsample)
+            rows.append(dict(what=f"stage-4 unit, inference, upsample {upsample}",
+                             triton=t(lambda: impl(unit, xs)), cudnn=float("nan")))
+    return rows
+
+
+def bench_model(B: int, device, tiny: bool, peak: float) -> List[dict]:
+    """Whole W32 256x192: inference (eval, no gradient) and a training step (forward, MSE to
+    zero targets, backward, fused Adam), bf16 autocast, channels_last, eager against the
+    fused backend (alone and in a CUDA graph for inference) and torch.compile of each."""
+    from hrfast import HRNet
+    from hrfast.engine.optim import build_optimizer
+    cfg = "w18_small_128x96" if tiny else "w32_256x192"
+    torch.manual_seed(0)
+    base = HRNet.from_config(cfg).to(device, memory_format=torch.channels_last)
+    w, h = base.input_size
+    xs = [torch.randn(B, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+          for _ in range(ROTATE if device.type == "cuda" else 1)]
+    flops = _model_flops(base, xs[0])
+    t = timer(device)
+    rows = []
+    for mode in ("infer", "train"):
+        nets = {"eager": copy.deepcopy(base), "fused": copy.deepcopy(base).set_backend("triton")}
+        if device.type == "cuda":
+            nets["compile"] = torch.compile(copy.deepcopy(base))
+            nets["fused + compile"] = torch.compile(copy.deepcopy(base).set_backend("triton"))
+        for name, net in nets.items():
+            net.train(mode == "train")
+            opt = build_optimizer(net.parameters(), "adam", lr=1e-3) if mode == "train" else None
+            k = [0]
+
+            def call(net=net, opt=opt):
+                x = xs[k[0] % len(xs)]
+                k[0] += 1
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True,
+                                    cache_enabled=False):
+                    if opt is None:
+                        with torch.no_grad():
+                            net(x)
+                        return
+                    loss = net(x).float().pow(2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            variants = [(name, call)]
+            if mode == "infer" and device.type == "cuda" and "compile" not in name:
+                variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+            for vname, fn in variants:
+                fn()
+                ms = t(fn)
+                f = flops * (3 if mode == "train" else 1)
+                rows.append(dict(stage="model", mode=mode, variant=vname, ms=ms, tflops=f / (ms * 1e-3) / 1e12,
+                                 of_peak=f / (ms * 1e-3) / peak, mib=peak_mib(fn, device),
+                                 launches=launches(fn, device)))
+        base_ms = next(r["ms"] for r in rows if r["mode"] == mode and r["variant"] == "eager")
+        for r in rows:
+            if r["mode"] == mode:
+                r["speedup"] = base_ms / r["ms"]
+    return rows
+
+
+def _model_flops(model, x) -> float:
+    """Conv FLOPs of one forward (2 per multiply-add), counted with hooks."""
+    total = [0.0]
+
+    def hook(m, inp, out):
+        total[0] += 2 * out.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1] / m.groups
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(x[:1])
+    for h in hs:
+        h.remove()
+    return total[0] * x.shape[0]
+
+
+def versions(device) -> str:
+    try:
+        import triton
+        tv = triton.__version__
+    except ImportError:
+        tv = "not installed"
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'unknown'})"
+    drv = ""
+    if device.type == "cuda":
+        try:
+            import subprocess
+            drv = ", driver " + subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                              capture_output=True, text=True).stdout.strip()
+        except OSError:
+            pass
+    return (f"{dev}{drv}; python {platform.python_version()}, torch {torch.__version__}, triton {tv}, "
+            f"hrfast {hrfast.__version__}")
+
+
+def report(unit_rows, disp_rows, header: str) -> str:
+    lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | +MiB | launches |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in unit_rows:
+        lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f}x | "
+                     f"{r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | {r['launches']} |")
+    if disp_rows:
+        lines += ["", "| conv or plan | Triton ms | cuDNN ms | faster |", "|---|---:|---:|---|"]
+        for r in disp_rows:
+            faster = "-" if r["cudnn"] != r["cudnn"] else ("Triton" if r["triton"] < r["cudnn"] else "cuDNN")
+            lines.append(f"| {r['what']} | {r['triton']:.3f} | {r['cudnn']:.3f} | {faster} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
+    ap.add_argument("--max-autotune", action="store_true", help="add torch.compile(mode='max-autotune-no-cudagraphs')")
+    ap.add_argument("--no-dispatch", action="store_true", help="skip the per-shape dispatch measurements")
+    ap.add_argument("--model", action="store_true", help="also the whole model: inference and training step")
+    ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny shapes in the Triton interpreter")
+    ap.add_argument("--report", help="also write the Markdown report here")
+    args = ap.parse_args(argv)
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    B, H, W = (1, 16, 8) if args.tiny else (args.batch, 64, 48)
+    peak = matmul_peak(device)
+    unit_rows = []
+    for stage in args.stages:
+        for mode in args.modes:
+            unit_rows += bench_unit(stage, mode, B, H, W, device, args.max_autotune, peak,
+                                    channels=[4, 8, 16, 32][:stage] if args.tiny else None)
+    if args.model:
+        unit_rows += bench_model(B, device, args.tiny, peak)
+    disp = [] if (args.no_dispatch or args.tiny) else dispatch_rows(B, H, W, device)
+    header = (f"Exchange units of W32 256x192 (branch 0 at {H}x{W}), batch {B}, bf16 channels_last, "
+              f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3, same run).")
+    text = report(unit_rows, disp, header)
+    print(text)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()

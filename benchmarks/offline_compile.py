@@ -1,0 +1,183 @@
+"""Compile every Triton kernel of the fused exchange unit for Hopper (sm_90a) on a machine
+without a GPU, and read what the compiler made of it: registers, local memory (spills),
+shared memory, the matrix instructions and the width of the global loads.
+
+How: a stand-in Triton driver reports an sm_90 target; the ops run on CPU tensors with the
+GPU's choices (``hrfast.ops._triton.OFFLINE_GPU``), and every launch only compiles (Triton's
+warmup path), so the exchange unit's own code picks the kernel variants at the real W32
+shapes. Triton's bundled ptxas makes the cubin and its cuobjdump reads it.
+
+What to look for (HOPPER.md): ``HGMMA...BF16`` for bf16 GEMMs (warpgroup MMA on the tensor
+cores; ``TF32`` would mean float32 operands), no ``LDL``/``STL`` (local memory: spills), and
+16-byte loads (``.128``) for the NHWC activation tiles.
+
+Usage: python benchmarks/offline_compile.py [--stages 2 3 4] [--batch 64] [--report out.md]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+from typing import Dict, List
+
+import torch
+
+MMA = re.compile(r"\b(HGMMA\.\w+\.F32\.\w+|HMMA\.\w+\.F32\.\w+|DMMA\.\w+)")
+LOADS = re.compile(r"\b(LDGSTS\.E[.\w]*|LDG\.E[.\w]*)")
+
+
+@contextlib.contextmanager
+def offline_sm90():
+    """Triton compiles for sm_90a and never launches; hrfast's ops take the GPU's choices."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.driver import DriverBase
+    from triton.runtime.driver import driver
+    from triton.runtime.jit import JITFunction
+
+    from hrfast.ops import _triton
+
+    class Offline(DriverBase):
+        @classmethod
+        def is_active(cls):
+            return True
+
+        def map_python_to_cpp_type(self, ty):
+            return ty
+
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+        def get_benchmarker(self):
+            raise NotImplementedError
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+    run = JITFunction.run
+    JITFunction.run = lambda self, *a, grid, warmup, **k: run(self, *a, grid=grid, warmup=True, **k)
+    driver.set_active(Offline())
+    _triton.OFFLINE_GPU[0] = True
+    interp = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        yield triton
+    finally:
+        JITFunction.run = run
+        driver.set_active(None)   # back to the default driver, made on first use
+        _triton.OFFLINE_GPU[0] = False
+        if interp is not None:
+            os.environ["TRITON_INTERPRET"] = interp
+
+
+def _tools():
+    import triton
+    base = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    return os.path.join(base, "cuobjdump")
+
+
+def inspect(kernel) -> Dict[str, object]:
+    """Resources and instruction mix of one compiled kernel."""
+    cuobjdump = _tools()
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(kernel.asm["cubin"])
+    try:
+        res = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    regs = int(re.search(r"REG:(\d+)", res).group(1))
+    local = int(re.search(r"LOCAL:(\d+)", res).group(1))
+    spills = len(re.findall(r"\b(?:LDL|STL)\b", sass))
+    return dict(regs=regs, local=local, spills=spills, shared=kernel.metadata.shared,
+                warps=kernel.metadata.num_warps, stages=kernel.metadata.num_stages,
+                mma=dict(collections.Counter(MMA.findall(sass))), loads=dict(collections.Counter(LOADS.findall(sass))))
+
+
+def _describe(kernel) -> str:
+    """The constexpr values that tell one variant from another."""
+    src = kernel.src
+    keep = ("NS", "NT", "G", "KS", "S", "F", "STATS", "BLOCK_M", "BLOCK_N", "BLOCK_K", "AFF", "UPDATE",
+            "KS0", "S0", "F0", "KS1", "F1", "KS2", "F2")
+    names = [p.name for p in src.fn.params] if hasattr(src, "fn") else []
+    vals = []
+    for path, v in getattr(src, "constants", {}).items():
+        if len(path) == 1 and path[0] < len(names) and names[path[0]] in keep:
+            vals.append(f"{names[path[0]]}={v}")
+    return " ".join(vals)
+
+
+def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "train")) -> List[dict]:
+    """Compile the kernels one exchange unit (``channels``, branch 0 at HxW, batch B, bf16
+    channels_last, fp32 parameters as under autocast) launches, per mode. Returns one row per
+    compiled variant."""
+    from hrfast.kernels import batchnorm as kbn
+    from hrfast.kernels import fused_gemm as kg
+    from hrfast.models.exchange import ExchangeUnit
+    from hrfast.ops.exchange import FusedExchange
+
+    kernels = [kg.fused_gemm_fwd_kernel, kg.conv_dgrad_kernel, kg.conv_wgrad_kernel, kbn.bn_finalize_kernel,
+               kbn.relu_mask_kernel, kbn.term_bwd_reduce_kernel, kbn.sum_rows_kernel, kbn.bn_bwd_apply_kernel]
+    rows = []
+    with offline_sm90():
+        for k in kernels:
+            k.device_caches.clear()
+        for mode in modes:
+            torch.manual_seed(0)
+            unit = ExchangeUnit(channels, len(channels)).train(mode == "train")
+            unit.fused_impl = FusedExchange()
+            xs = [torch.randn(B, c, H >> j, W >> j, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                  .requires_grad_(mode == "train") for j, c in enumerate(channels)]
+            if mode == "train":
+                sum(o.float().sum() for o in unit(xs)).backward()
+            else:
+                with torch.no_grad():
+                    unit(xs)
+        for k in kernels:
+            for cache in k.device_caches.values():
+                for compiled in cache[0].values():
+                    rows.append(dict(kernel=k.fn.__name__, variant=_describe(compiled), **inspect(compiled)))
+    return rows
+
+
+def report(rows: List[dict], header: str) -> str:
+    lines = [header, "", "| kernel | variant | regs | spill instr. | shared KiB | warps | stages | MMA | global loads |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        mma = ", ".join(f"{k} x{v}" for k, v in r["mma"].items()) or "-"
+        loads = ", ".join(f"{k} x{v}" for k, v in sorted(r["loads"].items())) or "-"
+        lines.append(f"| {r['kernel']} | {r['variant']} | {r['regs']} | {r['spills']} | {r['shared'] / 1024:.0f} | "
+                     f"{r['warps']} | {r['stages']} | {mma} | {loads} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stages", type=int, nargs="+", default=[4])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--report")
+    args = ap.parse_args(argv)
+    import triton
+    rows = []
+    for stage in args.stages:
+        rows += compile_unit([32, 64, 128, 256][:stage], args.batch, 64, 48)
+    text = report(rows, f"Kernels of the W32 exchange units (stages {args.stages}, batch {args.batch}, bf16 "
+                        f"channels_last), compiled offline for sm_90a with Triton {triton.__version__}.")
+    print(text)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()

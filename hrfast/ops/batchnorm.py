@@ -1,0 +1,138 @@
+"""Train-mode BatchNorm statistics for the fused exchange unit, in one kernel per conv.
+
+``bn_stats(part_mean, part_m2, count, ...)`` combines the per-tile (mean, M2) partials that
+``hrfast.ops.conv.conv(..., stats=True)`` writes in its epilogue into the batch mean and biased
+variance of every channel, and updates each group's running statistics as
+``nn.BatchNorm2d.forward`` does (momentum, or a cumulative average when momentum is None;
+the unbiased variance; ``num_batches_tracked``). One launch replaces the var_mean, the
+momentum updates and the affine arithmetic of eager BN. float64 partials give float64
+statistics. ``bn_partials(z)`` writes the same partials from a materialized tensor (a conv
+that ran on cuDNN). The statistics are not differentiated here: the consumer of the
+normalized values (``hrfast.ops.branch_sum``) owns the full BN backward, so the partials are
+taken detached.
+
+Shapes: partials (P, N) over ``count`` pixels; N channels split into groups of ``widths``
+(one BN each); outputs (N,) mean and biased variance in the partials' dtype.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from ._triton import HAS_TRITON, LAUNCHES, acc_dtype, needs_int64, on_gpu, require_triton, stats_tile, tl_dtype, view
+
+if HAS_TRITON:
+    import triton
+
+    from hrfast.kernels.batchnorm import bn_finalize_kernel, bn_partials_kernel, block_rows
+
+
+def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],
+                 running_var: Sequence[torch.Tensor], num_batches_tracked: Sequence[torch.Tensor],
+                 widths: Sequence[int], momentum: Sequence[Optional[float]], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eager twin of :func:`bn_stats`."""
+    P, N = part_mean.shape
+    tile = stats_tile(count, P)
+    cnt = (count - tile * torch.arange(P, device=part_mean.device)).clamp(0, tile).to(part_mean.dtype)[:, None]
+    mean = (cnt * part_mean).sum(0) / count
+    var = (part_m2 + cnt * (part_mean - mean) ** 2).sum(0) / count
+    if update:
+        lo = 0
+        for rm, rv, nbt, w, m in zip(running_mean, running_var, num_batches_tracked, widths, momentum):
+            nbt.add_(1)
+            m = 1.0 / float(nbt) if m is None else m
+            rm.mul_(1 - m).add_(mean[lo:lo + w].to(rm.dtype), alpha=m)
+            rv.mul_(1 - m).add_((var[lo:lo + w] * count / max(count - 1, 1)).to(rv.dtype), alpha=m)
+            lo += w
+    return mean, var
+
+
+def _float_pair(v: float) -> Tuple[float, float]:
+    """v as hi + lo, both exact float32 values (Triton passes float scalars as float32)."""
+    hi = float(torch.tensor(v, dtype=torch.float32))
+    return hi, float(torch.tensor(v - hi, dtype=torch.float32))
+
+
+@torch.library.custom_op("hrfast::bn_stats", mutates_args=("running_mean", "running_var", "num_batches_tracked"))
+def _bn_stats_op(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: List[torch.Tensor],
+                 running_var: List[torch.Tensor], num_batches_tracked: List[torch.Tensor], widths: List[int],
+                 momentum: List[float], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    P, N = part_mean.shape
+    mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
+    var = torch.empty_like(mean)
+    bounds = [0]
+    for w in widths:
+        bounds.append(bounds[-1] + w)
+    bounds += [N] * (4 - len(bounds))
+    G = max(len(widths), 1)
+    groups = tuple((rm, rv, nbt, *_float_pair(m)) for rm, rv, nbt, m in
+                   zip(running_mean, running_var, num_batches_tracked, momentum)) if update \
+        else ((mean, var, mean, 0.0, 0.0),)
+    cumulative = update and any(m < 0 for m in momentum)
+    blk = block_rows(N, 128)
+    grid = (1 if cumulative else triton.cdiv(N, blk),)   # the batch counter is read: one program
+    LAUNCHES[0] += 1
+    bn_finalize_kernel[grid](part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds),
+                             update, cumulative, G, tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
+    return mean, var
+
+
+@_bn_stats_op.register_fake
+def _(part_mean, part_m2, count, running_mean, running_var, num_batches_tracked, widths, momentum, update):
+    N = part_mean.shape[1]
+    return part_mean.new_empty(N), part_mean.new_empty(N)
+
+
+def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Sequence[torch.nn.BatchNorm2d] = (),
+             update: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Batch (mean, biased var), each (N,), from partials over ``count`` pixels. With
+    ``update``, ``bns`` (one per channel group, in order, widths summing to N) get their
+    running statistics updated."""
+    if part_mean.dim() != 2 or part_m2.shape != part_mean.shape:
+        raise ValueError(f"part_mean and part_m2 must be the same (P, N) shape, got {tuple(part_mean.shape)} "
+                         f"and {tuple(part_m2.shape)}")
+    if count < 1 or part_mean.shape[0] != -(-count // stats_tile(count, part_mean.shape[0])):
+        raise ValueError(f"count={count} does not match {part_mean.shape[0]} partial rows")
+    if update and sum(bn.num_features for bn in bns) != part_mean.shape[1]:
+        raise ValueError(f"the BatchNorms cover {sum(bn.num_features for bn in bns)} channels, "
+                         f"the partials {part_mean.shape[1]}")
+    require_triton(part_mean.device, "bn_stats")
+    bns = list(bns) if update else []
+    return torch.ops.hrfast.bn_stats(
+        part_mean.detach(), part_m2.detach(), int(count), [bn.running_mean for bn in bns], [bn.running_var for bn in bns],
+        [bn.num_batches_tracked for bn in bns], [bn.num_features for bn in bns],
+        [-1.0 if bn.momentum is None else float(bn.momentum) for bn in bns], bool(update))
+
+
+@torch.library.custom_op("hrfast::bn_partials", mutates_args=())
+def _bn_partials_op(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    B, C, H, W = z.shape
+    bm = _partials_tile(z)
+    P = triton.cdiv(B * H * W, bm)
+    pm = torch.empty((P, C), dtype=acc_dtype(z.dtype), device=z.device)
+    pm2 = torch.empty_like(pm)
+    bc = block_rows(C, 64)
+    LAUNCHES[0] += 1
+    bn_partials_kernel[(P, triton.cdiv(C, bc))](view(z), pm, pm2, B, H, W, C, tl_dtype(z.dtype), needs_int64(z),
+                                                BLOCK_M=bm, BLOCK_C=bc)
+    return pm, pm2
+
+
+def _partials_tile(z: torch.Tensor) -> int:
+    return 128 if on_gpu(z.device) else 32
+
+
+@_bn_partials_op.register_fake
+def _(z):
+    B, C, H, W = z.shape
+    P = -(-(B * H * W) // _partials_tile(z))
+    return z.new_empty((P, C), dtype=acc_dtype(z.dtype)), z.new_empty((P, C), dtype=acc_dtype(z.dtype))
+
+
+def bn_partials(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-tile (mean, M2) of every channel of z (B, C, H, W), as :func:`bn_stats` takes them."""
+    if z.dim() != 4 or not z.is_floating_point():
+        raise ValueError(f"z must be a floating (B, C, H, W) tensor, got {z.dtype} {tuple(z.shape)}")
+    require_triton(z.device, "bn_partials")
+    return torch.ops.hrfast.bn_partials(z)

@@ -1,0 +1,338 @@
+"""One output branch of an exchange unit in one kernel.
+
+``branch_sum(base, zs, factors, affines, batch, relu)``::
+
+    y = act( base + sum_k up_{F_k}( BN_k(z_k) ) )
+
+Each ``z_k`` is a conv output at 1/F_k of y's resolution (F = 1: the last conv of a downsample
+chain; F = 2^(j-i): the 1x1 conv of an upsample path), and ``BN_k`` its BatchNorm with the given
+mean and biased variance: the batch statistics (``batch[k]``, train mode, from
+``hrfast.ops.batchnorm.bn_stats``) or the running ones. Nearest upsampling is an index, the
+upsampled terms are never materialized, and y is written once. The backward is fused per term:
+the F x F block sums of the masked gradient and the two per-channel reductions of the BN
+backward in one kernel, one kernel to finish the reductions, one for dz. With ``batch``, the
+gradient flows through the statistics as in ``nn.BatchNorm2d`` (they are z's own).
+
+``exchange_branch(terms, segments, relu)`` is the inference form: the 1x1 convs of the upsample
+paths and the last strided 3x3 convs of the chains run inside the same kernel as GEMM segments
+on the low-resolution inputs, BN in their epilogue, so an output branch is one launch that
+reads its inputs and writes y once. Not differentiable.
+
+Shapes: base and y (B, C, H, W); z_k (B, C, ceil(H/F_k), ceil(W/F_k)); affine vectors (C,).
+NHWC or NCHW (y follows base's layout). At most 3 terms besides the base (4 in
+``exchange_branch``, the identity included).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_SEGMENTS, MAX_TERMS, Affine, Segment, Term, acc_dtype, affine_lists,
+                      empty_like_layout, launch_fused_gemm, needs_int64, on_gpu, require_triton, tl_dtype, view)
+
+if HAS_TRITON:
+    import triton
+
+    from hrfast.kernels.batchnorm import block_rows, bn_bwd_apply_kernel, relu_mask_kernel, sum_rows_kernel, \
+        term_bwd_reduce_kernel
+
+
+def _up_shape(z: torch.Tensor, f: int):
+    return z.shape[2] * f, z.shape[3] * f
+
+
+def check_branch_args(base, zs, factors, affines, batch) -> torch.Size:
+    """Validate; return y's shape. Errors name the argument."""
+    if not (len(zs) == len(factors) == len(affines) == len(batch)):
+        raise ValueError(f"zs, factors, affines and batch must have the same length, got "
+                         f"{len(zs)}, {len(factors)}, {len(affines)}, {len(batch)}")
+    if base is None and not zs:
+        raise ValueError("branch_sum needs a base or at least one term")
+    if len(zs) > MAX_TERMS - 1:
+        raise ValueError(f"branch_sum takes at most {MAX_TERMS - 1} terms besides the base, got {len(zs)}")
+    ref = base if base is not None else zs[0]
+    if ref.dim() != 4:
+        raise ValueError(f"{'base' if base is not None else 'zs[0]'} must be (B, C, H, W), got {tuple(ref.shape)}")
+    B, C = ref.shape[:2]
+    H, W = ref.shape[2:] if base is not None else _up_shape(zs[0], int(factors[0]))
+    for k, (z, f, a) in enumerate(zip(zs, factors, affines)):
+        if int(f) < 1:
+            raise ValueError(f"factors[{k}] must be >= 1, got {f}")
+        want = (B, C, -(-H // f), -(-W // f))
+        if tuple(z.shape) != want:
+            raise ValueError(f"zs[{k}] must be (B, C, ceil(H/F), ceil(W/F)) = {want} for factor {f}, "
+                             f"got {tuple(z.shape)}")
+        for name in ("weight", "bias", "mean", "var"):
+            v = getattr(a, name)
+            if v is not None and tuple(v.shape) != (C,):
+                raise ValueError(f"affines[{k}].{name} must be (C,) = ({C},), got {tuple(v.shape)}")
+        if a.mode == 2 and a.weight is None:
+            raise ValueError(f"affines[{k}] is a BatchNorm without weight: pass ones")
+        if batch[k] and a.mode != 2:
+            raise ValueError(f"batch[{k}] needs a BatchNorm affine (mean and var)")
+    for name, t in [("base", base)] + [(f"zs[{k}]", z) for k, z in enumerate(zs)]:
+        if t is None:
+            continue
+        if t.dtype not in FLOATS:
+            raise TypeError(f"{name} must be float32/float16/bfloat16/float64, got {t.dtype}")
+        if t.device != ref.device:
+            raise ValueError(f"{name} is on {t.device}, expected {ref.device} like the other inputs")
+    return torch.Size((B, C, H, W))
+
+
+def _upsample(t: torch.Tensor, f: int, H: int, W: int) -> torch.Tensor:
+    return t if f == 1 else t.repeat_interleave(f, 2).repeat_interleave(f, 3)[:, :, :H, :W]
+
+
+def _apply_affine_ref(z: torch.Tensor, a: Affine, batch: bool) -> torch.Tensor:
+    if a.mode == 2:
+        if batch:   # z's own statistics, with their gradient: the semantics of the fused op
+            return F.batch_norm(z, None, None, a.weight, a.bias, True, 0.0, a.eps)
+        return F.batch_norm(z, a.mean, a.var, a.weight, a.bias, False, 0.0, a.eps)
+    if a.mode == 1:
+        return z + a.bias.view(1, -1, 1, 1).to(z.dtype)
+    return z
+
+
+def branch_sum_ref(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors: Sequence[int],
+                   affines: Sequence[Affine], batch: Sequence[bool], relu: bool) -> torch.Tensor:
+    """Eager twin of :func:`branch_sum` (materializes the upsampled terms)."""
+    _, _, H, W = check_branch_args(base, zs, factors, affines, batch)
+    acc = base
+    for z, f, a, bt in zip(zs, factors, affines, batch):
+        term = _upsample(_apply_affine_ref(z, a, bt), int(f), H, W)
+        acc = term if acc is None else acc + term
+    return torch.relu(acc) if relu else acc
+
+
+def _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps) -> List[Affine]:
+    return [Affine.from_lists(bn_weight, bn_bias, bn_mean, bn_var, eps, k) for k in range(len(eps))]
+
+
+def _y_like(base, zs, factors) -> torch.Tensor:
+    if base is not None:
+        return empty_like_layout(base, base.shape)
+    B, C = zs[0].shape[:2]
+    return empty_like_layout(zs[0], (B, C, *_up_shape(zs[0], factors[0])))
+
+
+@torch.library.custom_op("hrfast::branch_sum", mutates_args=())
+def _branch_sum_op(base: Optional[torch.Tensor], zs: List[torch.Tensor], factors: List[int],
+                   bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
+                   bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor], eps: List[float],
+                   batch: List[bool], relu: bool) -> torch.Tensor:
+    y = _y_like(base, zs, factors)
+    terms = ([Term(base)] if base is not None else []) + [
+        Term(z, f, a) for z, f, a in zip(zs, factors, _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps))]
+    launch_fused_gemm([y], terms=terms, relu=[relu])
+    return y
+
+
+@_branch_sum_op.register_fake
+def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu):
+    return _y_like(base, zs, factors)
+
+
+def _launch_rows(M: int, C: int, device):
+    bm = 64
+    bc = block_rows(C, 64 if on_gpu(device) else 32)
+    return bm, bc, (triton.cdiv(M, bm), triton.cdiv(C, bc))
+
+
+def _masked_grad(grad: torch.Tensor, y: torch.Tensor, relu: bool) -> torch.Tensor:
+    if not relu:
+        return grad
+    if grad.stride() != y.stride():
+        grad = grad.contiguous(memory_format=torch.channels_last if y.dim() == 4 and
+                               y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+    g = torch.empty_like(grad)
+    blk = 1024 if on_gpu(y.device) else 256
+    LAUNCHES[0] += 1
+    relu_mask_kernel[(triton.cdiv(y.numel(), blk),)](g, grad, y, y.numel(), needs_int64(y), BLOCK=blk)
+    return g
+
+
+def _term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: bool):
+    """(dz, dweight, dbias) of one term; dweight/dbias None where the affine has none."""
+    B, C, Hk, Wk = z.shape
+    H, W = g.shape[2:]
+    acc_t = acc_dtype(z.dtype)
+    if a.mode == 0 and f == 1:
+        return g.to(z.dtype).clone(), None, None
+    gsum = g if f == 1 else empty_like_layout(z, z.shape, dtype=z.dtype if a.mode == 0 else acc_t)
+    bm, bc, grid = _launch_rows(B * Hk * Wk, C, z.device)
+    parts = [torch.empty((grid[0], C), dtype=acc_t, device=z.device) for _ in range(2)]
+    dummy = parts[0]
+    big = needs_int64(g, z)
+    LAUNCHES[0] += 1
+    term_bwd_reduce_kernel[grid](view(g), view(z), view(gsum), a.args(dummy), tuple(parts), B, H, W, Hk, Wk, C,
+                                 f, a.mode, f > 1, tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
+    if a.mode == 0:
+        return gsum, None, None
+    np_ = 2 if a.mode == 2 else 1
+    dbias = torch.empty(C, dtype=acc_t, device=z.device)
+    dweight = torch.empty(C, dtype=acc_t, device=z.device) if a.mode == 2 else None
+    blk = block_rows(C, 128)
+    LAUNCHES[0] += 1
+    sum_rows_kernel[(triton.cdiv(C, blk),)](tuple(parts), grid[0], C, (dbias, dweight if dweight is not None else dbias),
+                                            np_, tl_dtype(z.dtype), BLOCK_P=32, BLOCK_C=blk)
+    if a.mode == 1:
+        return gsum.to(z.dtype) if f > 1 else g.to(z.dtype).clone(), None, dbias
+    dz = empty_like_layout(z, z.shape)
+    LAUNCHES[0] += 1
+    bn_bwd_apply_kernel[grid](view(gsum), view(z), view(dz), a.args(dummy), dbias, dweight, B, Hk, Wk, C,
+                              bool(batch), tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
+    return dz, dweight, dbias
+
+
+@torch.library.custom_op("hrfast::branch_sum_backward", mutates_args=())
+def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.Tensor], factors: List[int],
+                            bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
+                            bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor],
+                            eps: List[float], batch: List[bool], relu: bool, has_base: bool) -> List[torch.Tensor]:
+    """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
+    of a term without weight or bias are zero."""
+    g = _masked_grad(grad, y, relu)
+    C = y.shape[1]
+    K = len(zs)
+    dws = torch.zeros((K, C), dtype=acc_dtype(y.dtype), device=y.device)
+    dbs = torch.zeros_like(dws)
+    dzs = []
+    for k, (z, f, a) in enumerate(zip(zs, factors, _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps))):
+        dz, dw, db = _term_backward(g, z, int(f), a, batch[k])
+        dzs.append(dz)
+        if dw is not None:
+            dws[k] = dw
+        if db is not None:
+            dbs[k] = db
+    g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
+    return [g_base] + dzs + [dws, dbs]
+
+
+@_branch_sum_backward_op.register_fake
+def _(grad, y, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, has_base):
+    C = y.shape[1]
+    g_base = empty_like_layout(y, y.shape, dtype=grad.dtype) if has_base else grad.new_empty(0)
+    dws = y.new_empty((len(zs), C), dtype=acc_dtype(y.dtype))
+    return [g_base] + [empty_like_layout(z, z.shape) for z in zs] + [dws, torch.empty_like(dws)]
+
+
+def _branch_setup(ctx, inputs, output):
+    base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu = inputs
+    ctx.args = (list(factors), list(eps), list(batch), bool(relu), base is not None)
+    ctx.k = len(zs)
+    ctx.save_for_backward(output, *zs, *bn_weight, *bn_bias, *bn_mean, *bn_var)
+
+
+def _branch_backward(ctx, grad):
+    factors, eps, batch, relu, has_base = ctx.args
+    k = ctx.k
+    y, *rest = ctx.saved_tensors
+    zs, bn_w, bn_b, bn_mean, bn_var = (rest[i * k:(i + 1) * k] for i in range(5))
+    outs = torch.ops.hrfast.branch_sum_backward(grad, y, list(zs), factors, list(bn_w), list(bn_b), list(bn_mean),
+                                                list(bn_var), eps, batch, relu, has_base)
+    g_base, dzs, dws, dbs = outs[0], outs[1:1 + k], outs[-2], outs[-1]
+    gw = [None if w.numel() == 0 else dws[i].to(w.dtype) for i, w in enumerate(bn_w)]
+    gb = [None if b.numel() == 0 else dbs[i].to(b.dtype) for i, b in enumerate(bn_b)]
+    return (g_base if has_base else None), list(dzs), None, gw, gb, [None] * k, [None] * k, None, None, None
+
+
+_branch_sum_op.register_autograd(_branch_backward, setup_context=_branch_setup)
+
+
+
+def branch_sum(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors: Sequence[int],
+               affines: Sequence[Affine], batch: Sequence[bool], relu: bool) -> torch.Tensor:
+    """``act(base + sum_k up_{F_k}(BN_k(z_k)))`` in one kernel (module doc). Differentiable in
+    base, every z_k and every BN weight and bias; with ``batch[k]`` the mean and var of affine k
+    must be z_k's batch statistics."""
+    check_branch_args(base, zs, factors, affines, batch)
+    ref = base if base is not None else zs[0]
+    require_triton(ref.device, "branch_sum")
+    zs = [z.to(ref.dtype) for z in zs]
+    return torch.ops.hrfast.branch_sum(base, zs, [int(f) for f in factors], *affine_lists(affines, ref),
+                                       [bool(b) for b in batch], bool(relu))
+
+
+# ---------------------------------------------------------------------------------- inference form
+def _segment_out_size(s: Segment):
+    k = s.ks
+    pad = (k - 1) // 2
+    return [((n + 2 * pad - k) // s.stride + 1) * s.factor for n in s.x.shape[2:]]
+
+
+def check_exchange_branch_args(terms: Sequence[Term], segments: Sequence[Segment]) -> None:
+    if not terms or terms[0].factor != 1:
+        raise ValueError("exchange_branch: terms[0] (the identity, factor 1) sets the output shape")
+    if len(terms) > MAX_TERMS or len(segments) > MAX_SEGMENTS:
+        raise ValueError(f"exchange_branch takes at most {MAX_TERMS} terms and {MAX_SEGMENTS} segments, "
+                         f"got {len(terms)} and {len(segments)}")
+    B, C, H, W = terms[0].z.shape
+    for k, t in enumerate(terms):
+        want = (B, C, -(-H // t.factor), -(-W // t.factor))
+        if tuple(t.z.shape) != want:
+            raise ValueError(f"terms[{k}].z must be {want} for factor {t.factor}, got {tuple(t.z.shape)}")
+    for k, s in enumerate(segments):
+        if len(s.weights) != 1 or s.weights[0].shape[:2] != (C, s.x.shape[1]) or s.ks not in (1, 3):
+            raise ValueError(f"segments[{k}] needs one ({C}, {s.x.shape[1]}, k, k) weight, k 1 or 3")
+        h, w = _segment_out_size(s)
+        if s.x.shape[0] != B or not (H <= h < H + s.factor and W <= w < W + s.factor):
+            raise ValueError(f"segments[{k}] (input {tuple(s.x.shape)}, stride {s.stride}, factor {s.factor}) "
+                             f"does not cover the output ({B}, {C}, {H}, {W})")
+
+
+def exchange_branch_ref(terms: Sequence[Term], segments: Sequence[Segment], relu: bool) -> torch.Tensor:
+    """Eager twin of :func:`exchange_branch`."""
+    check_exchange_branch_args(terms, segments)
+    H, W = terms[0].z.shape[2:]
+    acc = None
+    for s in segments:
+        k = s.ks
+        z = F.conv2d(s.x, s.weights[0].to(s.x.dtype), stride=s.stride, padding=(k - 1) // 2)
+        a = (s.affines or [Affine()])[0]
+        acc_t = _upsample(_apply_affine_ref(z, a, False), s.factor, H, W)
+        acc = acc_t if acc is None else acc + acc_t
+    for t in terms:
+        v = _upsample(_apply_affine_ref(t.z, t.affine, False), t.factor, H, W)
+        acc = v if acc is None else acc + v
+    return torch.relu(acc) if relu else acc
+
+
+@torch.library.custom_op("hrfast::exchange_branch", mutates_args=())
+def _exchange_branch_op(term_z: List[torch.Tensor], term_factor: List[int], term_bn_weight: List[torch.Tensor],
+                        term_bn_bias: List[torch.Tensor], term_bn_mean: List[torch.Tensor],
+                        term_bn_var: List[torch.Tensor], term_eps: List[float],
+                        seg_x: List[torch.Tensor], seg_weight: List[torch.Tensor], seg_stride: List[int],
+                        seg_factor: List[int], seg_bn_weight: List[torch.Tensor],
+                        seg_bn_bias: List[torch.Tensor], seg_bn_mean: List[torch.Tensor],
+                        seg_bn_var: List[torch.Tensor], seg_eps: List[float], relu: bool) -> torch.Tensor:
+    base = term_z[0]
+    y = empty_like_layout(base, base.shape)
+    t_aff = _affines_from(term_bn_weight, term_bn_bias, term_bn_mean, term_bn_var, term_eps)
+    s_aff = _affines_from(seg_bn_weight, seg_bn_bias, seg_bn_mean, seg_bn_var, seg_eps)
+    terms = [Term(z, f, a) for z, f, a in zip(term_z, term_factor, t_aff)]
+    segs = [Segment(x, [w], s, f, [a]) for x, w, s, f, a in zip(seg_x, seg_weight, seg_stride, seg_factor, s_aff)]
+    launch_fused_gemm([y], segs, terms, relu=[relu])
+    return y
+
+
+@_exchange_branch_op.register_fake
+def _(term_z, *args):
+    return empty_like_layout(term_z[0], term_z[0].shape)
+
+
+def exchange_branch(terms: Sequence[Term], segments: Sequence[Segment], relu: bool = True) -> torch.Tensor:
+    """``act(sum_t up(affine_t(z_t)) + sum_s up(affine_s(conv(x_s, w_s))))`` in one kernel;
+    inference only. ``terms[0]`` is the identity and sets y's shape and layout. Each segment
+    has one weight and one affine."""
+    check_exchange_branch_args(terms, segments)
+    ref = terms[0].z
+    require_triton(ref.device, "exchange_branch")
+    t_lists = affine_lists([t.affine for t in terms], ref)
+    s_lists = affine_lists([(s.affines or [Affine()])[0] for s in segments], ref)
+    return torch.ops.hrfast.exchange_branch(
+        [t.z.to(ref.dtype) for t in terms], [int(t.factor) for t in terms], *t_lists,
+        [s.x.to(ref.dtype) for s in segments], [s.weights[0] for s in segments], [int(s.stride) for s in segments],
+        [int(s.factor) for s in segments], *s_lists, bool(relu))

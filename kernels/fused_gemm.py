@@ -1,0 +1,353 @@
+"""Triton kernels of the fused exchange unit: one gather-GEMM forward and the conv backward.
+
+Every activation is addressed through its strides, so NHWC (channels_last) and NCHW tensors,
+and channel slices of either, are read and written in place. Channels are the GEMM's K (input)
+and N (output) axes, so in NHWC a tile row is one contiguous run of channels (vector loads).
+
+Argument tuples (Triton >= 3.2 takes tuples of tensors and scalars):
+- view: ``(ptr, sB, sC, sH, sW)``: a (B, C, H, W) tensor by its element strides.
+- weight: ``(ptr, sO, sI, sKH, sKW)``: a (Cout, Cin, KS, KS) conv weight by its strides.
+- affine: ``(w, b, mean, var, eps)``. Mode 2 (BatchNorm) uses all of it:
+  ``scale = w / sqrt(var + eps)``, ``shift = b - mean * scale``. Mode 1 (a bias, e.g. a BN
+  folded into its conv) reads ``b`` only. Mode 0 is the identity.
+- segment: ``(view, Hin, Win, Cin, weights, affines)``: one GEMM term, with one weight and one
+  affine per output group.
+- term: ``(view, affine)``: one elementwise term.
+
+Forward (``fused_gemm_fwd_kernel``): for output pixels m = (b, ho, wo) and output channels n::
+
+    y[m, n] = act_n( sum_s affine_s( sum_{kh, kw, c} x_s[b, hi, wi, c] * W_s[n, c, kh, kw] )
+                     + sum_t affine_t( z_t[b, ho // F_t, wo // F_t, n] ) )
+    hi = (ho // F_s) * S_s - P_s + kh,    wi = (wo // F_s) * S_s - P_s + kw,    P = (KS - 1) // 2
+
+A segment with KS = 1 and F > 1 is a 1x1 conv applied to the nearest-upsampled input (the
+upsample is an index, never a copy); KS = 3, S = 2 is a strided 3x3 conv step. Terms add an
+identity branch or precomputed conv outputs (nearest-upsampled by F). The N output channels
+may be split over up to 3 tensors (groups, at channel offsets ``n1``, ``n2``), each with its own
+weights, affine and ReLU flag: that is how the first convs of all chains leaving one branch run
+as a single GEMM while each chain keeps its own parameters and output. With ``STATS``, the
+kernel also writes each tile's per-channel mean and M2 (sum of squared deviations) of the raw
+accumulator, the train-mode BatchNorm statistics in one pass (``kernels/batchnorm.py`` combines
+them).
+
+Backward of a single raw conv segment (F = 1): ``conv_dgrad_kernel`` (grad of x; a strided conv
+is split into its S*S output-parity classes so no tap is wasted) and ``conv_wgrad_kernel``
+(grad of the weights; split-K over pixels, partial sums per split, summed by the caller).
+
+Accumulation is float32 (float64 for float64 inputs). bf16/fp16 operands go to ``tl.dot`` as
+they are; float32 operands use ``PREC`` ('tf32' or 'ieee', chosen by the caller as cuDNN's
+``allow_tf32`` is).
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _index(v, IDX64: tl.constexpr):
+    """Offsets in int32 unless a tensor has 2^31 or more elements."""
+    if IDX64:
+        return v.to(tl.int64)
+    return v
+
+
+@triton.jit
+def _mma(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b with b in a's dtype. UPCAST (the CPU interpreter only, whose tl.dot
+    multiplies bf16's raw bits) widens both operands exactly to float32 first; on the GPU
+    bf16/fp16 operands go to the tensor cores as they are."""
+    b = b.to(a.dtype)
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PREC, out_dtype=acc.dtype)
+
+
+@triton.jit
+def _split_pixels(offs, Ho, Wo):
+    """Flat pixel index b*Ho*Wo + ho*Wo + wo -> (b, ho, wo)."""
+    b = offs // (Ho * Wo)
+    p = offs % (Ho * Wo)
+    return b, p // Wo, p % Wo
+
+
+@triton.jit
+def _rows(v, b, h, w):
+    """Row offsets of pixels (b, h, w) in view v."""
+    return b * v[1] + h * v[3] + w * v[4]
+
+
+@triton.jit
+def _grouped(n, n1, n2, p0, p1, p2, G: tl.constexpr):
+    """Per output channel n, the value of its group (p1, p2 only built for G >= 2, 3)."""
+    p = p0
+    if G >= 2:
+        p = tl.where(n < n1, p0, p1)
+    if G >= 3:
+        p = tl.where(n < n2, p, p2)
+    return p
+
+
+@triton.jit
+def _group_vec(affs, k: tl.constexpr, n, n1, n2, mask, G: tl.constexpr):
+    """Load element k of each group's affine tuple as a per-channel vector over n."""
+    p = affs[0][k] + n
+    if G >= 2:
+        p = tl.where(n < n1, p, affs[1][k] + (n - n1))
+    if G >= 3:
+        p = tl.where(n < n2, p, affs[2][k] + (n - n2))
+    return tl.load(p, mask=mask, other=0.0)
+
+
+@triton.jit
+def _group_eps(affs, n, n1, n2, G: tl.constexpr):
+    e = affs[0][4] + tl.zeros(n.shape, tl.float32)
+    if G >= 2:
+        e = tl.where(n < n1, e, affs[1][4])
+    if G >= 3:
+        e = tl.where(n < n2, e, affs[2][4])
+    return e
+
+
+@triton.jit
+def _affine(affs, n, n1, n2, mask, AFF: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr):
+    """(scale, shift) per channel n, vectors in ACC; AFF as in the module doc."""
+    if AFF == 2:
+        w = _group_vec(affs, 0, n, n1, n2, mask, G).to(ACC)
+        bias = _group_vec(affs, 1, n, n1, n2, mask, G).to(ACC)
+        mean = _group_vec(affs, 2, n, n1, n2, mask, G).to(ACC)
+        var = _group_vec(affs, 3, n, n1, n2, mask, G).to(ACC)
+        eps = _group_eps(affs, n, n1, n2, G).to(ACC)
+        scale = w / tl.sqrt(var + eps)
+        shift = bias - mean * scale
+    else:
+        scale = tl.full(n.shape, 1.0, ACC)
+        shift = tl.zeros(n.shape, ACC)
+        if AFF == 1:
+            shift = _group_vec(affs, 1, n, n1, n2, mask, G).to(ACC)
+    return scale, shift
+
+
+@triton.jit
+def _weight_ptrs(wt, co, ci, kh, kw):
+    return wt[0] + co * wt[1] + ci * wt[2] + kh * wt[3] + kw * wt[4]
+
+
+@triton.jit
+def _segment(seg, b, ho, wo, pix_ok, n, n_ok, n1, n2,
+             KS: tl.constexpr, S: tl.constexpr, F: tl.constexpr, AFF: tl.constexpr,
+             G: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """affine(sum over taps and input channels of x * W) for one [BLOCK_M, BLOCK_N] tile.
+
+    One pipelined loop runs over (tap, channel block) so that small Cin still gives the
+    software pipeline several iterations."""
+    x = seg[0]
+    Hin = seg[1]
+    Win = seg[2]
+    Cin = seg[3]
+    ws = seg[4]
+    PAD: tl.constexpr = (KS - 1) // 2
+    hb = (ho // F) * S - PAD
+    wb = (wo // F) * S - PAD
+    co = n[None, :]
+    co1 = co - n1
+    co2 = co - n2
+    kc = tl.cdiv(Cin, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    for it in range(0, KS * KS * kc):
+        tap = it // kc
+        c = (it % kc) * BLOCK_K + tl.arange(0, BLOCK_K)
+        kh = tap // KS
+        kw = tap % KS
+        hi = hb + kh
+        wi = wb + kw
+        ok = pix_ok & (hi >= 0) & (hi < Hin) & (wi >= 0) & (wi < Win)
+        c_ok = c < Cin
+        a = tl.load(x[0] + _rows(x, b, hi, wi)[:, None] + c[None, :] * x[2],
+                    mask=ok[:, None] & c_ok[None, :], other=0.0)
+        ci = c[:, None]
+        p0 = _weight_ptrs(ws[0], co, ci, kh, kw)
+        p1 = p0
+        p2 = p0
+        if G >= 2:
+            p1 = _weight_ptrs(ws[1], co1, ci, kh, kw)
+        if G >= 3:
+            p2 = _weight_ptrs(ws[2], co2, ci, kh, kw)
+        wt = tl.load(_grouped(co, n1, n2, p0, p1, p2, G), mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = _mma(a, wt, acc, PREC, UPCAST)
+    if AFF > 0:
+        scale, shift = _affine(seg[5], n, n1, n2, n_ok, AFF, G, ACC)
+        acc = acc * scale[None, :] + shift[None, :]
+    return acc
+
+
+@triton.jit
+def _term(t, b, ho, wo, n, n_ok, mask, F: tl.constexpr, AFF: tl.constexpr, ACC: tl.constexpr):
+    """affine(z[b, ho // F, wo // F, n]) for one tile (single output group)."""
+    z = t[0]
+    v = tl.load(z[0] + _rows(z, b, ho // F, wo // F)[:, None] + n[None, :] * z[2], mask=mask, other=0.0).to(ACC)
+    if AFF > 0:
+        scale, shift = _affine((t[1],), n, 0, 0, n_ok, AFF, 1, ACC)
+        v = v * scale[None, :] + shift[None, :]
+    return v
+
+
+@triton.jit
+def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
+                          NS: tl.constexpr, KS0: tl.constexpr, S0: tl.constexpr, F0: tl.constexpr, A0: tl.constexpr,
+                          KS1: tl.constexpr, S1: tl.constexpr, F1: tl.constexpr, A1: tl.constexpr,
+                          KS2: tl.constexpr, S2: tl.constexpr, F2: tl.constexpr, A2: tl.constexpr,
+                          NT: tl.constexpr, TF0: tl.constexpr, TA0: tl.constexpr, TF1: tl.constexpr,
+                          TA1: tl.constexpr, TF2: tl.constexpr, TA2: tl.constexpr, TF3: tl.constexpr,
+                          TA3: tl.constexpr,
+                          G: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr,
+                          STATS: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+                          IDX64: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    pix_ok = offs_m < B * Ho * Wo
+    n_ok = n < N
+    mask = pix_ok[:, None] & n_ok[None, :]
+    b, ho, wo = _split_pixels(offs_m, Ho, Wo)
+    n1 = bounds[0]
+    n2 = bounds[1]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    if NS > 0:
+        acc += _segment(segs[0], b, ho, wo, pix_ok, n, n_ok, n1, n2, KS0, S0, F0, A0, G, ACC, PREC, UPCAST,
+                        BLOCK_M, BLOCK_N, BLOCK_K)
+    if NS > 1:
+        acc += _segment(segs[1], b, ho, wo, pix_ok, n, n_ok, n1, n2, KS1, S1, F1, A1, G, ACC, PREC, UPCAST,
+                        BLOCK_M, BLOCK_N, BLOCK_K)
+    if NS > 2:
+        acc += _segment(segs[2], b, ho, wo, pix_ok, n, n_ok, n1, n2, KS2, S2, F2, A2, G, ACC, PREC, UPCAST,
+                        BLOCK_M, BLOCK_N, BLOCK_K)
+    if NT > 0:
+        acc += _term(terms[0], b, ho, wo, n, n_ok, mask, TF0, TA0, ACC)
+    if NT > 1:
+        acc += _term(terms[1], b, ho, wo, n, n_ok, mask, TF1, TA1, ACC)
+    if NT > 2:
+        acc += _term(terms[2], b, ho, wo, n, n_ok, mask, TF2, TA2, ACC)
+    if NT > 3:
+        acc += _term(terms[3], b, ho, wo, n, n_ok, mask, TF3, TA3, ACC)
+    if STATS:
+        # per-tile mean and M2 of the raw accumulator (Chan et al.'s parallel variance parts)
+        cnt = tl.sum(pix_ok.to(ACC), axis=0)
+        mean = tl.sum(tl.where(pix_ok[:, None], acc, 0.0), axis=0) / cnt
+        d = tl.where(pix_ok[:, None], acc - mean[None, :], 0.0)
+        tl.store(stats[0] + pid_m * N + n, mean, mask=n_ok)
+        tl.store(stats[1] + pid_m * N + n, tl.sum(d * d, axis=0), mask=n_ok)
+    if R0 or R1 or R2:
+        zero = n * 0
+        relu = _grouped(n, n1, n2, zero + R0, zero + R1, zero + R2, G) != 0
+        acc = tl.where(relu[None, :] & (acc < 0), 0.0, acc)
+    o0 = outs[0]
+    p0 = o0[0] + _rows(o0, b, ho, wo)[:, None] + n[None, :] * o0[2]
+    p1 = p0
+    p2 = p0
+    if G >= 2:
+        p1 = outs[1][0] + _rows(outs[1], b, ho, wo)[:, None] + (n - n1)[None, :] * outs[1][2]
+    if G >= 3:
+        p2 = outs[2][0] + _rows(outs[2], b, ho, wo)[:, None] + (n - n2)[None, :] * outs[2][2]
+    tl.store(_grouped(n[None, :], n1, n2, p0, p1, p2, G), acc.to(o0[0].dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def conv_dgrad_kernel(gx, gzs, ws, B, H, W, Cin, Ho, Wo,
+                      KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+                      PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """grad_x[b, ci, h, w] = sum over groups g, taps and channels co of
+    grad_z_g[b, co, ho, wo] * W_g[co, ci, kh, kw] with h = ho*S - P + kh.
+
+    Grid axis 2 is the parity class (h % S, w % S) of the input pixels. In one class, a tap
+    either reaches every pixel through an integer ho or none, so the tap test is one scalar
+    branch and no MMA runs on structural zeros. ``gzs``: per group ``(view, C_g)``."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    cls = tl.program_id(2)
+    PAD: tl.constexpr = (KS - 1) // 2
+    ph = cls // S
+    pw = cls % S
+    Hc = (H - ph + S - 1) // S
+    Wc = (W - pw + S - 1) // S
+    offs_m = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
+    pix_ok = offs_m < B * Hc * Wc
+    b, hh, ww = _split_pixels(offs_m, Hc, Wc)
+    h = hh * S + ph
+    w = ww * S + pw
+    ci = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < Cin
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    for g in tl.static_range(G):
+        gz = gzs[g][0]
+        Cg = gzs[g][1]
+        wt = ws[g]
+        kc = tl.cdiv(Cg, BLOCK_K)
+        for it in range(0, KS * KS * kc):
+            tap = it // kc
+            kh = tap // KS
+            kw = tap % KS
+            if ((ph + PAD - kh) % S == 0) & ((pw + PAD - kw) % S == 0):
+                co = (it % kc) * BLOCK_K + tl.arange(0, BLOCK_K)
+                th = h + PAD - kh
+                tw = w + PAD - kw
+                ho = th // S
+                wo = tw // S
+                ok = pix_ok & (th >= 0) & (tw >= 0) & (ho < Ho) & (wo < Wo)
+                co_ok = co < Cg
+                a = tl.load(gz[0] + _rows(gz, b, ho, wo)[:, None] + co[None, :] * gz[2],
+                            mask=ok[:, None] & co_ok[None, :], other=0.0)
+                wv = tl.load(_weight_ptrs(wt, co[:, None], ci[None, :], kh, kw),
+                             mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
+                acc = _mma(a, wv, acc, PREC, UPCAST)
+    tl.store(gx[0] + _rows(gx, b, h, w)[:, None] + ci[None, :] * gx[2], acc.to(gx[0].dtype.element_ty),
+             mask=pix_ok[:, None] & ci_ok[None, :])
+
+
+@triton.jit
+def conv_wgrad_kernel(part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
+                      KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+                      PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """part[split, off_g + co, kh*KS + kw, ci] = sum over this split's output pixels of
+    grad_z_g[b, co, ho, wo] * x[b, ci, ho*S - P + kh, wo*S - P + kw].
+
+    Grid: (G * TILES_CO, KS*KS * TILES_CI, splits). Split-K over the B*Ho*Wo pixels keeps the
+    grid wide when Cout and Cin are small (the branch-0 chains); the caller sums the splits."""
+    pid_co = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    PAD: tl.constexpr = (KS - 1) // 2
+    grp = pid_co // TILES_CO
+    tap = pid_n // TILES_CI
+    kh = tap // KS
+    kw = tap % KS
+    ci = (pid_n % TILES_CI) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < Cin
+    M = B * Ho * Wo
+    start = pid_k * SPLIT
+    end = tl.minimum(start + SPLIT, M)
+    for g in tl.static_range(G):
+        if grp == g:
+            gz = gzs[g][0]
+            Cg = gzs[g][1]
+            co = (pid_co % TILES_CO) * BLOCK_M + tl.arange(0, BLOCK_M)
+            co_ok = co < Cg
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+            for m0 in range(start, end, BLOCK_K):
+                pix = _index(m0 + tl.arange(0, BLOCK_K), IDX64)
+                p_ok = pix < end
+                b, ho, wo = _split_pixels(pix, Ho, Wo)
+                hi = ho * S - PAD + kh
+                wi = wo * S - PAD + kw
+                x_ok = p_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+                a = tl.load(gz[0] + _rows(gz, b, ho, wo)[None, :] + co[:, None] * gz[2],
+                            mask=co_ok[:, None] & p_ok[None, :], other=0.0)
+                xv = tl.load(x[0] + _rows(x, b, hi, wi)[:, None] + ci[None, :] * x[2],
+                             mask=x_ok[:, None] & ci_ok[None, :], other=0.0)
+                acc = _mma(a, xv, acc, PREC, UPCAST)
+            row = (pid_k.to(tl.int64) * N + offsets[g] + co) * (KS * KS) + tap
+            tl.store(part + row[:, None] * Cin + ci[None, :], acc, mask=co_ok[:, None] & ci_ok[None, :])

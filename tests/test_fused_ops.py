@@ -1,0 +1,303 @@
+"""The exchange unit's Triton ops against their reference twins (Triton interpreter on the CPU,
+CUDA when present): ``conv`` (grouped, with BN statistics), ``conv_bn_act``, ``bn_stats``,
+``bn_partials``, ``branch_sum`` and ``exchange_branch``.
+
+Tolerances. fp32: 1e-5 relative to the output's scale; the kernels sum Cin*k*k products in
+another order than oneDNN/cuDNN, a few float32 ulps apart. Gradients that are sums over
+B*H*W pixels (weights, BN parameters) get 1e-5 of their own largest value. bf16/fp16 follow
+the rule "error at most 2x eager's": both measured against a float64 run of the reference,
+plus 4 ulps of the output's scale for ties near zero. On CUDA, fp32 tests switch TF32 off in
+both paths (``tf32_off``): TF32's 10-bit mantissa would need 1e-3.
+"""
+import os
+
+import pytest
+import torch
+
+from hrfast.ops._triton import HAS_TRITON, Affine, Segment, Term, stats_tile
+from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_ref
+from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
+from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref
+
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
+    reason="needs Triton with a CUDA GPU, or TRITON_INTERPRET=1 (make test sets it)")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.fixture(autouse=True)
+def tf32_off():
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
+def rand(*shape, dtype=torch.float32, fmt=torch.contiguous_format, grad=True, scale=1.0):
+    t = (torch.randn(*shape, dtype=torch.float64) * scale).to(DEV, dtype)
+    if len(shape) == 4:
+        t = t.contiguous(memory_format=fmt)
+    return t.requires_grad_(grad)
+
+
+def bn_affine(C, z=None, grad=True, dtype=torch.float32):
+    """A BN affine with non-trivial parameters; the batch statistics of z when given."""
+    w = (torch.rand(C, dtype=torch.float64) + 0.5).to(DEV, dtype).requires_grad_(grad)
+    b = (torch.randn(C, dtype=torch.float64) * 0.3).to(DEV, dtype).requires_grad_(grad)
+    if z is not None:
+        var, mean = torch.var_mean(z.detach().double(), dim=(0, 2, 3), unbiased=False)
+    else:
+        mean, var = torch.randn(C, dtype=torch.float64) * 0.3, torch.rand(C, dtype=torch.float64) + 0.5
+    return Affine(w, b, mean.to(DEV, dtype), var.to(DEV, dtype), 1e-5)
+
+
+def close(a, r, tol=1e-5):
+    torch.testing.assert_close(a, r, atol=tol * max(1.0, r.abs().max().item()), rtol=tol)
+
+
+# (B, Cin, H, W, widths, k, stride): minimal; odd sizes with three groups (the merged first
+# convs of the chains leaving a branch); a W32 stage-3 branch-1 shape (64 -> 128, 3x3 s2,
+# batch 1 at 16x12 to keep the interpreter fast); a 1x1 with groups (merged upsample convs);
+# a stride-1 3x3 (a transition's width change).
+CONV_SHAPES = [(1, 1, 2, 2, (1,), 3, 2), (2, 5, 7, 9, (3, 4, 6), 3, 2), (1, 64, 16, 12, (128,), 3, 2),
+               (2, 6, 5, 3, (4, 8), 1, 1), (2, 3, 6, 5, (4,), 3, 1)]
+
+
+@pytest.mark.parametrize("B,Cin,H,W,widths,k,stride", CONV_SHAPES)
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_conv_forward_backward_fp32(B, Cin, H, W, widths, k, stride, fmt):
+    x = rand(B, Cin, H, W, fmt=fmt)
+    ws = [rand(c, Cin, k, k, fmt=fmt) for c in widths]
+    out = conv(x, ws, stride)
+    ref = conv_ref(x, ws, stride)
+    for a, r in zip(out, ref):
+        assert a.stride() == r.contiguous(memory_format=fmt).stride()   # the input's layout
+        close(a, r)
+    gys = [torch.randn_like(r) for r in ref]
+    for a, r in zip(torch.autograd.grad(out, [x] + ws, gys), torch.autograd.grad(ref, [x] + ws, gys)):
+        close(a, r)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_conv_low_precision_error_within_twice_eager(dtype):
+    x = rand(2, 16, 9, 8, dtype=dtype, fmt=torch.channels_last)
+    ws = [rand(c, 16, 3, 3, dtype=dtype, scale=0.2) for c in (8, 16)]
+    gys = [rand(2, c, 5, 4, dtype=dtype, grad=False) for c in (8, 16)]
+    leaves64 = [t.detach().double().requires_grad_() for t in [x] + ws]
+    gold = conv_ref(leaves64[0], leaves64[1:], 2)
+    gold_g = torch.autograd.grad(gold, leaves64, [g.double() for g in gys])
+    fast, eager = conv(x, ws, 2), conv_ref(x, ws, 2)
+    eps = torch.finfo(dtype).eps
+    for a, e, g in zip(fast, eager, gold):
+        assert (a.double() - g).abs().max() <= 2 * (e.double() - g).abs().max() + 4 * eps * g.abs().max()
+    for a, e, g in zip(torch.autograd.grad(fast, [x] + ws, gys), torch.autograd.grad(eager, [x] + ws, gys), gold_g):
+        assert (a.double() - g).abs().max() <= 2 * (e.double() - g).abs().max() + 4 * eps * g.abs().max()
+
+
+def test_conv_gradcheck_fp64():
+    x = rand(1, 2, 5, 4, dtype=torch.float64)
+    ws = [rand(c, 2, 3, 3, dtype=torch.float64) for c in (2, 3)]
+    assert torch.autograd.gradcheck(lambda x, a, b: conv(x, [a, b], 2), (x, *ws), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_stats_epilogue_and_running_update_match_batchnorm(dtype, momentum):
+    """conv(stats=True) + bn_stats == nn.BatchNorm2d's batch statistics and running-stat update,
+    per group; float64 inputs give float64 statistics (to 1e-12)."""
+    x = rand(3, 6, 11, 7, dtype=dtype, grad=False, fmt=torch.channels_last) + 2.0   # a non-zero mean
+    ws = [rand(c, 6, 3, 3, dtype=dtype, grad=False) for c in (5, 3)]
+    outs = conv(x, ws, 2, stats=True)
+    bns = [torch.nn.BatchNorm2d(c, momentum=momentum).to(DEV, dtype) for c in (5, 3)]
+    refs = [torch.nn.BatchNorm2d(c, momentum=momentum).to(DEV, dtype) for c in (5, 3)]
+    for step in range(2):   # the second call checks momentum=None's cumulative average
+        M = outs[0].shape[0] * outs[0].shape[2] * outs[0].shape[3]
+        mean, var = bn_stats(outs[2], outs[3], M, bns, update=True)
+        assert mean.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        z = torch.cat(conv_ref(x, ws, 2), 1)
+        v, m = torch.var_mean(z.double(), dim=(0, 2, 3), unbiased=False)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        close(mean.double(), m, tol)
+        close(var.double(), v, tol)
+        for r, zz in zip(refs, torch.split(z, [5, 3], 1)):
+            r.train()(zz)
+        for bn, r in zip(bns, refs):
+            close(bn.running_mean, r.running_mean, tol)
+            close(bn.running_var, r.running_var, tol)
+            assert bn.num_batches_tracked.item() == r.num_batches_tracked.item() == step + 1
+
+
+def test_stats_tile_recovers_the_pixel_tile():
+    for tile in (16, 32, 64, 128):
+        for M in (1, tile - 1, tile, tile + 1, 3 * tile + 5, 1000):
+            P = -(-M // tile)
+            counts = [min(tile, M - p * stats_tile(M, P)) for p in range(P)]
+            assert sum(counts) == M and all(c > 0 for c in counts)
+
+
+def test_bn_partials_and_ref_twin_agree():
+    z = rand(2, 5, 7, 9, grad=False, fmt=torch.channels_last) * 3 + 1
+    pm, pm2 = bn_partials(z)
+    mean, var = bn_stats(pm, pm2, 2 * 7 * 9)
+    mean_r, var_r = bn_stats_ref(pm, pm2, 2 * 7 * 9, [], [], [], [], [], False)
+    v, m = torch.var_mean(z, dim=(0, 2, 3), unbiased=False)
+    close(mean, m)
+    close(var, v)
+    close(mean_r, m)
+    close(var_r, v)
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS)
+@pytest.mark.parametrize("mode", ["bn", "bias"])
+def test_conv_bn_act_matches_reference(fmt, mode):
+    x = rand(2, 6, 9, 7, fmt=fmt, grad=False)
+    ws = [rand(c, 6, 3, 3, fmt=fmt, grad=False) for c in (4, 5, 3)]
+    affs = [bn_affine(c, grad=False) if mode == "bn" else Affine(bias=rand(c, grad=False)) for c in (4, 5, 3)]
+    relu = [False, True, True]   # a length-1 chain's output, two intermediate steps
+    with torch.no_grad():
+        for a, r in zip(conv_bn_act(x, ws, 2, affs, relu), conv_bn_act_ref(x, ws, 2, affs, relu)):
+            close(a, r)
+
+
+# (B, C, H, W, factors, base): minimal; odd sizes with factors 1, 2, 4; W32 stage-4 branch 0
+# (32 channels, factors 2, 4, 8, a small plane: batch statistics over 8 values at F = 8); no
+# base (a chain step's BN + ReLU).
+BRANCH_SHAPES = [(2, 1, 2, 2, (2,), True), (3, 5, 12, 9, (1, 2, 4), True), (2, 32, 16, 16, (2, 4, 8), True),
+                 (2, 4, 6, 6, (1,), False)]
+
+
+@pytest.mark.parametrize("B,C,H,W,factors,base", BRANCH_SHAPES)
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_branch_sum_forward_backward_fp32(B, C, H, W, factors, base, batch, fmt):
+    b = rand(B, C, H, W, fmt=fmt) if base else None
+    zs = [rand(B, C, -(-H // f), -(-W // f), fmt=fmt) for f in factors]
+    affs = [bn_affine(C, z if batch else None) for z in zs]
+    args = (b, zs, list(factors), affs, [batch] * len(zs), True)
+    y, yr = branch_sum(*args), branch_sum_ref(*args)
+    assert y.stride() == yr.contiguous(memory_format=fmt).stride()
+    close(y, yr)
+    leaves = ([b] if base else []) + zs + [a.weight for a in affs] + [a.bias for a in affs]
+    gy = torch.randn_like(y)
+    for a, r in zip(torch.autograd.grad(y, leaves, gy), torch.autograd.grad(yr, leaves, gy)):
+        close(a, r)
+
+
+def test_branch_sum_bias_and_plain_terms():
+    """A folded BN (bias only) and a plain term, with and without the ReLU."""
+    b = rand(2, 3, 8, 6)
+    zs = [rand(2, 3, 4, 3), rand(2, 3, 8, 6)]
+    affs = [Affine(bias=rand(3)), Affine()]
+    for relu in (True, False):
+        args = (b, zs, [2, 1], affs, [False, False], relu)
+        y, yr = branch_sum(*args), branch_sum_ref(*args)
+        close(y, yr)
+        leaves = [b] + zs + [affs[0].bias]
+        for a, r in zip(torch.autograd.grad(y, leaves, y.detach()), torch.autograd.grad(yr, leaves, y.detach())):
+            close(a, r)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_branch_sum_low_precision_error_within_twice_eager(dtype):
+    b = rand(2, 8, 12, 10, dtype=dtype, grad=False)
+    zs = [rand(2, 8, -(-12 // f), -(-10 // f), dtype=dtype, grad=False) for f in (1, 2, 4)]
+    affs = [bn_affine(8, grad=False) for _ in zs]
+    gold = branch_sum_ref(b.double(), [z.double() for z in zs], [1, 2, 4],
+                          [Affine(*(t.double() for t in (a.weight, a.bias, a.mean, a.var)), a.eps) for a in affs],
+                          [False] * 3, True)
+    err_fast = (branch_sum(b, zs, [1, 2, 4], affs, [False] * 3, True).double() - gold).abs().max()
+    err_eager = (branch_sum_ref(b, zs, [1, 2, 4], affs, [False] * 3, True).double() - gold).abs().max()
+    assert err_fast <= 2 * err_eager + 4 * torch.finfo(dtype).eps * gold.abs().max(), (err_fast, err_eager)
+
+
+def test_branch_sum_gradcheck_fp64_through_batch_statistics():
+    def fn(b, z0, z1, w0, b0):
+        # relu=False: the ReLU's kink is not differentiable; the statistics are z's own
+        a0 = bn_affine(2, z0, dtype=torch.float64)
+        a0 = Affine(w0, b0, a0.mean, a0.var, 1e-5)
+        a1 = Affine(bias=b0)
+        return branch_sum(b, [z0, z1], [2, 1], [a0, a1], [True, False], False)
+    args = (rand(2, 2, 4, 6, dtype=torch.float64), rand(2, 2, 2, 3, dtype=torch.float64),
+            rand(2, 2, 4, 6, dtype=torch.float64), rand(2, dtype=torch.float64), rand(2, dtype=torch.float64))
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_exchange_branch_matches_reference(fmt):
+    """One output branch with every kind of segment and term: 1x1 convs of upsample paths at
+    factors 2 and 4, the last strided 3x3 of a chain, the identity, a length-1 chain's output
+    and a low-resolution conv output."""
+    B, C, H, W = 2, 6, 12, 10
+    mk = lambda *s: rand(*s, fmt=fmt, grad=False)  # noqa: E731
+    segs = [Segment(mk(B, 5, 6, 5), [mk(C, 5, 1, 1)], 1, 2, [bn_affine(C, grad=False)]),
+            Segment(mk(B, 7, 3, 3), [mk(C, 7, 1, 1)], 1, 4, [bn_affine(C, grad=False)]),
+            Segment(mk(B, 4, 24, 20), [mk(C, 4, 3, 3)], 2, 1, [Affine(bias=mk(C))])]
+    terms = [Term(mk(B, C, H, W)), Term(mk(B, C, H, W)), Term(mk(B, C, 6, 5), 2, bn_affine(C, grad=False))]
+    with torch.no_grad():
+        y, yr = exchange_branch(terms, segs, True), exchange_branch_ref(terms, segs, True)
+    assert y.stride() == yr.contiguous(memory_format=fmt).stride()
+    close(y, yr)
+
+
+def test_bad_input_is_a_clear_error():
+    x, w = rand(1, 3, 8, 8), rand(4, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"weights\[0\] must be \(C_g, Cin=2, k, k\)"):
+        conv(x[:, :2], [w], 2)
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        conv(x, [w], 3)
+    with pytest.raises(ValueError, match="weights must hold 1 to 3"):
+        conv(x, [w] * 4, 2)
+    with pytest.raises(TypeError, match="x must be float32"):
+        conv(x.detach().long(), [w], 2)
+    b, z = rand(2, 3, 8, 8), rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"zs\[0\] must be \(B, C, ceil\(H/F\), ceil\(W/F\)\)"):
+        branch_sum(b, [z[:, :2]], [2], [Affine()], [False], True)
+    with pytest.raises(ValueError, match=r"affines\[0\].weight must be \(C,\)"):
+        branch_sum(b, [z], [2], [Affine(rand(2), rand(3), rand(3), rand(3).abs(), 1e-5)], [False], True)
+    with pytest.raises(ValueError, match=r"batch\[0\] needs a BatchNorm affine"):
+        branch_sum(b, [z], [2], [Affine()], [True], True)
+    with pytest.raises(ValueError, match="same length"):
+        branch_sum(b, [z], [2], [], [False], True)
+    with pytest.raises(ValueError, match="does not match"):
+        bn_stats(torch.zeros(3, 4, device=DEV), torch.zeros(3, 4, device=DEV), 1000)
+    with pytest.raises(ValueError, match=r"segments\[0\] .* does not cover the output"):
+        exchange_branch([Term(b.detach())], [Segment(z.detach(), [rand(3, 3, 1, 1)], 1, 4)])
+
+
+def _opcheck(op, args):
+    torch.library.opcheck(op, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                                "test_aot_dispatch_dynamic"))
+
+
+def test_opcheck_every_op():
+    """Schema, fake impl (strides included), autograd registration and AOT dispatch of each
+    op on a small sample, NHWC."""
+    cl = torch.channels_last
+    x = rand(2, 4, 6, 5, fmt=cl)
+    ws = [rand(3, 4, 3, 3), rand(2, 4, 3, 3)]
+    _opcheck(torch.ops.hrfast.conv.default, (x, ws, 2, False))
+    _opcheck(torch.ops.hrfast.conv.default, (x.detach(), [w.detach() for w in ws], 2, True))
+    gz = [rand(2, 3, 3, 3, fmt=cl, grad=False), rand(2, 2, 3, 3, fmt=cl, grad=False)]
+    _opcheck(torch.ops.hrfast.conv_backward.default, (gz, x.detach(), [w.detach() for w in ws], 2, True))
+    a = bn_affine(3, grad=False)
+    _opcheck(torch.ops.hrfast.conv_bn_act.default,
+             (x.detach(), [ws[0].detach()], 2, [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True]))
+    z = rand(2, 3, 3, 3, fmt=cl, grad=False)
+    pm, pm2 = bn_partials(z)
+    _opcheck(torch.ops.hrfast.bn_partials.default, (z,))
+    bn = torch.nn.BatchNorm2d(3).to(DEV)
+    _opcheck(torch.ops.hrfast.bn_stats.default,
+             (pm, pm2, 18, [bn.running_mean], [bn.running_var], [bn.num_batches_tracked], [3], [0.1], True))
+    base, zz = rand(2, 3, 6, 4, fmt=cl), rand(2, 3, 3, 2, fmt=cl)
+    a = bn_affine(3, zz)
+    args = (base, [zz], [2], [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True], True)
+    _opcheck(torch.ops.hrfast.branch_sum.default, args)
+    y = torch.ops.hrfast.branch_sum(*args).detach()
+    _opcheck(torch.ops.hrfast.branch_sum_backward.default,
+             (torch.randn_like(y), y, [zz.detach()], [2], [a.weight.detach()], [a.bias.detach()], [a.mean], [a.var],
+              [1e-5], [True], True, True))
+    w1 = rand(3, 4, 1, 1, grad=False)
+    _opcheck(torch.ops.hrfast.exchange_branch.default,
+             ([base.detach()], [1], *[[base.new_empty(0)]] * 4, [0.0], [rand(2, 4, 3, 2, fmt=cl, grad=False)],
+              [w1], [1], [2], [a.weight.detach()], [a.bias.detach()], [a.mean], [a.var], [1e-5], True))
