@@ -15,6 +15,7 @@ import torch
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .engine.evaluate import infer_heatmaps
 from .ops.decode import final_preds
+from .safe_load import load_checkpoint
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 
@@ -40,11 +41,10 @@ def load_image(image: ImageLike) -> np.ndarray:
 def load_weights(model: torch.nn.Module, checkpoint) -> None:
     """Load a state_dict file into ``model`` with ``strict=True``. Accepts an official
     pose_hrnet file, an hrfast ``model_best.pth`` / ``final_state.pth``, an hrfast training
-    ``checkpoint.pth`` (its ``model``), or a ``{"state_dict": ...}`` file. Errors name the file."""
+    ``checkpoint.pth`` (its ``model``), or a ``{"state_dict": ...}`` file. Errors name the file;
+    :func:`hrfast.safe_load.load_checkpoint` reads it as data only."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)    # data only: no code runs from the file
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]
     elif isinstance(state, dict) and "state_dict" in state:

@@ -218,7 +218,7 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     run = tmp_path / "bad"
     run.mkdir()
     (run / "checkpoint.pth").write_bytes(b"\x80\x02 not a checkpoint")
-    with pytest.raises(ValueError, match="is not a readable hrfast checkpoint"):
+    with pytest.raises(ValueError, match="is not a readable PyTorch file"):
         train(_tiny_cfg(tmp_path, epochs=1), run, resume=True, progress=False)
     torch.save({"conv1.weight": torch.zeros(1)}, run / "checkpoint.pth")
     with pytest.raises(ValueError, match="not an hrfast training checkpoint"):

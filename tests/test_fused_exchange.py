@@ -310,3 +310,32 @@ def test_w32_stage4_unit_on_cuda(batch, mode):
         out_fb = copy.deepcopy(fused).bfloat16()(xb)
     for e, f, g in zip(out_e, out_fb, gold):
         assert (f.double() - g).abs().max() <= 2 * (e.double() - g).abs().max() + 4 * 2 ** -8 * g.abs().max()
+
+
+def test_folded_batchnorm_runs_fused():
+    """After hrfast.optimize's BN folding (BN -> Identity, conv bias), the fused inference plan
+    applies each conv's bias as its epilogue: the same outputs as the unfolded reference."""
+    from hrfast.optimize import fold_batchnorm
+    ref = randomize(HRNet(TINY_SPEC)).to(DEV, memory_format=CL).eval()
+    folded = copy.deepcopy(ref)
+    fold_batchnorm(folded)
+    folded.set_backend("triton")
+    x = torch.randn(1, 3, 64, 64, device=DEV).contiguous(memory_format=CL)
+    before = LAUNCHES[0]
+    with torch.no_grad():
+        a, r = folded(x), ref(x)
+    assert LAUNCHES[0] > before
+    close(a, r, 1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_optimize_without_compile_replays_a_cuda_graph():
+    from hrfast import optimize
+    from hrfast.optimize import CudaGraphNet
+    ref = randomize(HRNet(TINY_SPEC)).cuda().eval()
+    opt = optimize(ref, compile=False, device="cuda", dtype="fp32")
+    assert isinstance(opt.net, CudaGraphNet)
+    for _ in range(2):   # capture, then replay with new data
+        x = torch.randn(2, 3, 64, 64, device="cuda")
+        with torch.no_grad():
+            close(opt(x), ref(x), 1e-3)

@@ -29,6 +29,7 @@ from ..config import Config
 from ..data.coco import Augmentation, COCOKeypoints
 from ..models import HRNet
 from ..ops.targets import gaussian_targets
+from ..safe_load import load_checkpoint
 from .evaluate import evaluate
 from .loss import JointsMSELoss, JointsOHKMMSELoss
 from .optim import OPTIMIZERS, build_optimizer, load_optimizer_state
@@ -125,13 +126,20 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def _rng_state():
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as tensors and plain data, so that the checkpoint loads with
+    ``weights_only=True`` (numpy's key array becomes a tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(s):
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(s["python"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -203,11 +211,9 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     ckpt_path = out / "checkpoint.pth"
     if resume or cfg.AUTO_RESUME:
         if ckpt_path.is_file():
-            try:
-                ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-                missing = {"model", "optimizer", "scheduler", "scaler", "epoch", "best_ap", "rng"} - set(ck)
-            except Exception as exc:   # truncated or foreign file
-                raise ValueError(f"cannot resume: {ckpt_path} is not a readable hrfast checkpoint ({exc})") from None
+            ck = load_checkpoint(ckpt_path, "--resume checkpoint")   # data only: no code runs from it
+            missing = {"model", "optimizer", "scheduler", "scaler", "epoch", "best_ap", "rng"} - set(
+                ck if isinstance(ck, dict) else {})
             if missing:
                 raise ValueError(f"cannot resume: {ckpt_path} lacks {sorted(missing)} (not an hrfast training checkpoint)")
             model.load_state_dict(ck["model"])
