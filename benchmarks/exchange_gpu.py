@@ -11,7 +11,8 @@ channels_last with fp32 parameters (what bf16 autocast feeds the unit), for:
 Each row gives the median time (``triton.testing.do_bench``, CUDA events, inputs rotated over
 4 sets so no call finds the previous one's data in L2), the ratio to eager, the arithmetic
 rate as a fraction of the bf16 matmul peak measured in the same run, the peak memory one call
-adds, and the kernel launches of one call (torch.profiler). Then the per-shape dispatch
+adds, and the kernel launches of one call (torch.profiler; training rows: forward / forward +
+backward). Then the per-shape dispatch
 measurements: every conv of the units on the Triton GEMM against cuDNN, and each output
 branch's upsample 1x1 convs inside the branch kernel against low resolution first.
 
@@ -162,14 +163,20 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
                 else:
                     with torch.no_grad():
                         unit(xs)
+        def forward_only(unit=unit):   # the training forward alone, for its launch count
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
+                unit(sets[0])
         variants = [(name, call)]
         if mode == "infer" and device.type == "cuda" and not name.startswith("compile"):
             variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
         for vname, fn in variants:
             fn()
             ms = t(fn)
+            n = launches(fn, device)
+            if mode == "train":   # forward / forward + backward
+                n = f"{launches(forward_only, device)} / {n}"
             rows.append(dict(stage=stage, mode=mode, variant=vname, ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
-                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=launches(fn, device)))
+                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=n))
     base = next(r["ms"] for r in rows if r["variant"] == "eager")
     for r in rows:
         r["speedup"] = base / r["ms"]

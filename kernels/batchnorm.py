@@ -158,7 +158,8 @@ def term_bwd_reduce_kernel(g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
 @triton.jit
 def sum_rows_kernel(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """outs[k][c] = sum over p of parts[k][p, c] for the first NP of the (P, C) buffers."""
+    """outs[k][c] = sum over p of parts[k][p, c] for the first NP of the (P, C) buffers
+    (``outs`` are (dbias, dweight) of a BN term, dweight only for NP = 2)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     for k in tl.static_range(NP):

@@ -1,13 +1,16 @@
 """The measuring tools behind ``hrfast bench`` and ``benchmarks/``: they must report what they
 claim (which callable took how long, how much memory a call added). No speed is asserted."""
+import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from hrfast.bench import TRAINING_VARIANTS, inference_variant, measure_interleaved, peak_memory_mib, training_variant
 from hrfast.device import cpu_has_native_bf16
+from hrfast.ops._triton import HAS_TRITON
 
 
 def test_measure_interleaved_keeps_each_callable_its_own_time():
@@ -66,3 +69,16 @@ def test_training_variants_start_equal_and_use_their_optimizer():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     fused = {n: bool(step.optimizer.param_groups[0]["fused"]) for n, step in steps.items()}
     assert fused == {"eager fp32": False, "eager fp32, fused Adam": True, "optimize(mode='training')": True}
+
+
+@pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the dry run needs Triton's interpreter (make test sets TRITON_INTERPRET=1)")
+def test_exchange_gpu_report_dry_run(tmp_path):
+    """benchmarks/exchange_gpu.py, which the GPU session runs, works end to end (tiny shapes on
+    the CPU interpreter): a row per variant, the fused one with its launch count."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import exchange_gpu
+    report = tmp_path / "exchange.md"
+    text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer", "--report", str(report)])
+    assert report.read_text().strip() == text.strip()
+    assert "| 2 | infer | eager |" in text and "| 2 | infer | fused |" in text and "3 Triton" in text

@@ -161,22 +161,32 @@ def test_float64_statistics():
     check_module_parity(2, "train", 2, 8, 12, CL, dtype=torch.float64)
 
 
-def test_bf16_unit_error_within_twice_eager():
-    """bf16 training-mode forward: the fused unit's error against a float64 reference is at
-    most twice eager bf16's (plus 4 ulps of the output's scale)."""
+def test_fused_forward_and_twin_share_a_signature():
+    from hrfast.ops.exchange import exchange_unit, exchange_unit_ref
+    unit = randomize(ExchangeUnit(CHANNELS[:3], 2)).to(DEV).eval()
+    xs = [x.detach() for x in inputs(3, 1, 8, 12, CL)]
+    with torch.no_grad():
+        for a, r in zip(exchange_unit(unit, xs), exchange_unit_ref(unit, xs)):
+            close(a, r, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_unit_error_within_twice_eager(dtype):
+    """bf16/fp16 training-mode forward: the fused unit's error against a float64 reference is
+    at most twice eager's in the same dtype (plus 4 ulps of the output's scale)."""
     ref = hr_module(3).train()
     xs = inputs(3, 2, 16, 24, CL)
     gold = copy.deepcopy(ref).double()(
         [x.detach().double().contiguous(memory_format=CL) for x in xs])
-    eager = copy.deepcopy(ref).to(torch.bfloat16)
-    fused = set_fused(copy.deepcopy(ref).to(torch.bfloat16), FusedExchange())
-    xb = [x.detach().to(torch.bfloat16) for x in xs]
+    eager = copy.deepcopy(ref).to(dtype)
+    fused = set_fused(copy.deepcopy(ref).to(dtype), FusedExchange())
+    xb = [x.detach().to(dtype) for x in xs]
     with torch.no_grad():
         out_e, out_f = eager(xb), fused(xb)
     for e, f, g in zip(out_e, out_f, gold):
         err_e = (e.double() - g).abs().max()
         err_f = (f.double() - g).abs().max()
-        assert err_f <= 2 * err_e + 4 * torch.finfo(torch.bfloat16).eps * g.abs().max(), (err_f, err_e)
+        assert err_f <= 2 * err_e + 4 * torch.finfo(dtype).eps * g.abs().max(), (err_f, err_e)
 
 
 def test_launches_per_unit():

@@ -154,14 +154,20 @@ def _masked_grad(grad: torch.Tensor, y: torch.Tensor, relu: bool) -> torch.Tenso
     return g
 
 
-def _term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: bool):
-    """(dz, dweight, dbias) of one term; dweight/dbias None where the affine has none."""
+def _term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: bool, dweight: torch.Tensor,
+                   dbias: torch.Tensor) -> torch.Tensor:
+    """dz of one term; the BN's weight and bias gradients are written into ``dweight`` and
+    ``dbias`` (rows of the op's outputs, zero where the affine has no such parameter)."""
     B, C, Hk, Wk = z.shape
     H, W = g.shape[2:]
     acc_t = acc_dtype(z.dtype)
-    if a.mode == 0 and f == 1:
-        return g.to(z.dtype).clone(), None, None
-    gsum = g if f == 1 else empty_like_layout(z, z.shape, dtype=z.dtype if a.mode == 0 else acc_t)
+    if a.mode < 2:
+        dweight.zero_()
+    if a.mode == 0:
+        dbias.zero_()
+        if f == 1:
+            return g.to(z.dtype).clone()
+    gsum = g if f == 1 else empty_like_layout(z, z.shape, dtype=z.dtype if a.mode < 2 else acc_t)
     bm, bc, grid = _launch_rows(B * Hk * Wk, C, z.device)
     parts = [torch.empty((grid[0], C), dtype=acc_t, device=z.device) for _ in range(2)]
     dummy = parts[0]
@@ -170,21 +176,18 @@ def _term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: b
     term_bwd_reduce_kernel[grid](view(g), view(z), view(gsum), a.args(dummy), tuple(parts), B, H, W, Hk, Wk, C,
                                  f, a.mode, f > 1, tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
     if a.mode == 0:
-        return gsum, None, None
-    np_ = 2 if a.mode == 2 else 1
-    dbias = torch.empty(C, dtype=acc_t, device=z.device)
-    dweight = torch.empty(C, dtype=acc_t, device=z.device) if a.mode == 2 else None
+        return gsum
     blk = block_rows(C, 128)
     LAUNCHES[0] += 1
-    sum_rows_kernel[(triton.cdiv(C, blk),)](tuple(parts), grid[0], C, (dbias, dweight if dweight is not None else dbias),
-                                            np_, tl_dtype(z.dtype), BLOCK_P=32, BLOCK_C=blk)
+    sum_rows_kernel[(triton.cdiv(C, blk),)](tuple(parts), grid[0], C, (dbias, dweight), a.mode, tl_dtype(z.dtype),
+                                            BLOCK_P=32, BLOCK_C=blk)
     if a.mode == 1:
-        return gsum.to(z.dtype) if f > 1 else g.to(z.dtype).clone(), None, dbias
+        return gsum if f > 1 else g.to(z.dtype).clone()
     dz = empty_like_layout(z, z.shape)
     LAUNCHES[0] += 1
     bn_bwd_apply_kernel[grid](view(gsum), view(z), view(dz), a.args(dummy), dbias, dweight, B, Hk, Wk, C,
                               bool(batch), tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
-    return dz, dweight, dbias
+    return dz
 
 
 @torch.library.custom_op("hrfast::branch_sum_backward", mutates_args=())
@@ -193,20 +196,15 @@ def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.
                             bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor],
                             eps: List[float], batch: List[bool], relu: bool, has_base: bool) -> List[torch.Tensor]:
     """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
-    of a term without weight or bias are zero."""
+    of a term without weight or bias are zero. The kernels write the parameter gradients
+    straight into their rows: no per-term PyTorch op."""
     g = _masked_grad(grad, y, relu)
     C = y.shape[1]
-    K = len(zs)
-    dws = torch.zeros((K, C), dtype=acc_dtype(y.dtype), device=y.device)
-    dbs = torch.zeros_like(dws)
-    dzs = []
-    for k, (z, f, a) in enumerate(zip(zs, factors, _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps))):
-        dz, dw, db = _term_backward(g, z, int(f), a, batch[k])
-        dzs.append(dz)
-        if dw is not None:
-            dws[k] = dw
-        if db is not None:
-            dbs[k] = db
+    dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
+    dbs = torch.empty_like(dws)
+    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
+    dzs = [_term_backward(g, z, int(f), a, batch[k], dws[k], dbs[k])
+           for k, (z, f, a) in enumerate(zip(zs, factors, affines))]
     g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
     return [g_base] + dzs + [dws, dbs]
 

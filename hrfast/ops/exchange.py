@@ -243,6 +243,17 @@ class FusedExchange:
         return [branch_sum(None, [z], [1], [a], [False], relu=r) for z, a, r in zip(zs, affs, relu)]
 
 
+def exchange_unit(unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """The fused forward of ``unit`` on inputs ``xs`` (branch j: (B, C_j, H/2^j, W/2^j)),
+    whatever backend the unit has installed."""
+    return FusedExchange()(unit, xs)
+
+
+def exchange_unit_ref(unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Eager twin of :func:`exchange_unit` (the official summation order)."""
+    return unit.forward_reference(xs)
+
+
 class FusedTransition:
     """A transition's (conv 3x3, BN, ReLU) step on the same kernels (``model.transition_impl``)."""
 
