@@ -177,23 +177,23 @@ def _training_config(args: argparse.Namespace):
         if not root.is_dir():
             raise FileNotFoundError(f"--data folder not found: {root}")
         over["DATASET"] = {"ROOT": str(root)}
-    if getattr(args, "synthetic", False):
-        from .data.synthetic import make_synthetic_coco
-        p = make_synthetic_coco(Path(args.out) / "data", progress=not args.quiet)
-        over["DATASET"] = {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
-                           "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])}
-        over.setdefault("TEST", {})["COCO_BBOX_FILE"] = str(p["val_dets"])
-    if getattr(args, "epochs", None):
+    if getattr(args, "epochs", None) is not None:
         over.setdefault("TRAIN", {})["END_EPOCH"] = args.epochs
-    if getattr(args, "batch", None):
+    if getattr(args, "batch", None) is not None:
         over.setdefault("TRAIN", {})["BATCH_SIZE_PER_GPU"] = args.batch
         over.setdefault("TEST", {})["BATCH_SIZE_PER_GPU"] = args.batch
     if getattr(args, "workers", None) is not None:
         over["WORKERS"] = args.workers
     if getattr(args, "backend", None):
         over["HRFAST"] = {"BACKEND": args.backend}
-    cfg = merge_config(cfg, over)
-    return merge_dotted(cfg, args.set)
+    cfg = merge_dotted(merge_config(cfg, over), args.set)   # every value checked before any work
+    if getattr(args, "synthetic", False):
+        from .data.synthetic import make_synthetic_coco
+        p = make_synthetic_coco(Path(args.out) / "data", progress=not args.quiet)
+        cfg = merge_config(cfg, {"DATASET": {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
+                                             "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])},
+                                 "TEST": {"COCO_BBOX_FILE": str(p["val_dets"])}})
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -307,8 +307,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with hrfast's error form: one line ``hrfast: error: ...``, exit status 2
+    (argparse would print the usage first)."""
+
+    def error(self, message: str):
+        print(f"hrfast: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_at_least(lo: int):
+    """An argparse type: an integer >= lo (0 is a value, never 'unset')."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrfast", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="hrfast", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -317,13 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="inference throughput of a model on random inputs")
     _add_model_args(p)
-    p.add_argument("--batch", type=int, default=8, help="batch size (default: 8)")
+    p.add_argument("--batch", type=_int_at_least(1), default=8, help="batch size (default: 8)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="fp32, or autocast to bf16/fp16 (default: fp32)")
     p.add_argument("--channels-last", action="store_true", help="channels_last inputs and weights")
-    p.add_argument("--warmup", type=int, default=2, help="untimed iterations (default: 2)")
-    p.add_argument("--iters", type=int, default=5, help="timed iterations, median reported (default: 5)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=2, help="untimed iterations (default: 2)")
+    p.add_argument("--iters", type=_int_at_least(1), default=5, help="timed iterations, median reported (default: 5)")
     p.add_argument("--compare", action="store_true",
                    help="compare eager fp32, eager AMP, torch.compile and hrfast.optimize in one run (a table)")
     p.add_argument("--train", action="store_true", help="with --compare: also the training step")
@@ -335,11 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
-    p.add_argument("--num-train", type=int, default=500, help="synthetic training images (default: 500)")
-    p.add_argument("--num-val", type=int, default=100, help="synthetic val images (default: 100)")
-    p.add_argument("--batch", type=int, default=32, help="training batch size (default: 32)")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes (default: 1)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=40, help="training epochs (default: 40)")
+    p.add_argument("--num-train", type=_int_at_least(1), default=500, help="synthetic training images (default: 500)")
+    p.add_argument("--num-val", type=_int_at_least(1), default=100, help="synthetic val images (default: 100)")
+    p.add_argument("--batch", type=_int_at_least(1), default=32, help="training batch size (default: 32)")
+    p.add_argument("--workers", type=_int_at_least(0), default=1, help="data-loading processes (default: 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set HRFAST.AMP=bf16 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -347,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="build a model, round-trip its checkpoint, run it on a real COCO crop")
     p.add_argument("--config", default="w32_256x192", help="config name or YAML (default: w32_256x192)")
-    p.add_argument("--batch", type=int, default=8, help="batch size for the throughput figure (default: 8)")
+    p.add_argument("--batch", type=_int_at_least(1), default=8, help="batch size for the throughput figure (default: 8)")
     p.add_argument("--out", default="outputs/check", help="output folder (default: outputs/check)")
     p.set_defaults(func=cmd_check)
 
@@ -356,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="COCO root (annotations/person_keypoints_<SET>.json, images/<SET>/)")
         p.add_argument("--synthetic", action="store_true", help="use (generate) the synthetic dataset in OUT/data")
         p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
-        p.add_argument("--batch", type=int, help="batch size per process (default: from the config)")
-        p.add_argument("--workers", type=int, help="data-loading processes (default: config WORKERS)")
+        p.add_argument("--batch", type=_int_at_least(1), help="batch size per process (default: from the config)")
+        p.add_argument("--workers", type=_int_at_least(0), help="data-loading processes (default: config WORKERS)")
         p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override in dotted form, e.g. --set TRAIN.LR=5e-4 (repeatable)")
@@ -365,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train on COCO-format data (torchrun --nproc_per_node N -m hrfast train for DDP)")
     data_args(p, "outputs/train")
-    p.add_argument("--epochs", type=int, help="last epoch (TRAIN.END_EPOCH)")
+    p.add_argument("--epochs", type=_int_at_least(1), help="last epoch (TRAIN.END_EPOCH)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth")
     p.set_defaults(func=cmd_train)
 

@@ -126,15 +126,36 @@ def _merge(base: Config, new: Mapping[str, Any], path: str) -> None:
         if isinstance(current, bool) and not isinstance(value, bool):
             raise ConfigError(f"config key {where!r} must be true/false, got {value!r}")
         if isinstance(current, (int, float)) and not isinstance(current, bool) and \
-                not isinstance(value, (int, float)):
+                (not isinstance(value, (int, float)) or isinstance(value, bool)):
             raise ConfigError(f"config key {where!r} must be a number, got {value!r}")
+        if isinstance(current, (list, tuple)):
+            value = _check_list(value, current, where)
         base[key] = value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_list(value: Any, current, where: str):
+    """A list value: a list whose items are numbers where the default's are (LR_STEP,
+    IMAGE_SIZE, NUM_CHANNELS, ...), strings where the default's are."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(current, tuple):
+        value = (value,)   # GPUS: 0 is a one-element tuple in the official YAMLs
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config key {where!r} must be a list, got {value!r}")
+    if current and all(_is_number(v) for v in current) and not all(_is_number(v) for v in value):
+        raise ConfigError(f"config key {where!r} must be a list of numbers, got {value!r}")
+    if current and all(isinstance(v, str) for v in current) and not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key {where!r} must be a list of strings, got {value!r}")
+    return type(current)(value)
 
 
 def merge_config(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """Return a copy of ``cfg`` with ``overrides`` (nested mapping) merged in, validated."""
     out = copy.deepcopy(cfg)
     _merge(out, overrides, "")
+    validate(out, "config")
     return out
 
 
@@ -152,6 +173,7 @@ def merge_dotted(cfg: Config, pairs: List[str]) -> Config:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
         _merge(out, nested, "")
+    validate(out, "--set")
     return out
 
 
@@ -175,7 +197,7 @@ def load_config(path: Union[str, Path]) -> Config:
         _merge(cfg, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    _validate_model(cfg, str(path))
+    validate(cfg, str(path))
     return cfg
 
 
@@ -192,6 +214,32 @@ def get_config(name: str) -> Config:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown config name {name!r}; available: {available_configs()}{hint}")
     return load_config(path)
+
+
+def validate(cfg: Config, where: str) -> None:
+    """Raise ConfigError (prefixed with ``where``) for values the schema's types allow but the
+    code cannot use: the model's shape, and the training ranges."""
+    _validate_model(cfg, where)
+    _validate_training(cfg, where)
+
+
+def _validate_training(cfg: Config, where: str) -> None:
+    t, h = cfg.TRAIN, cfg.HRFAST
+    if not int(t.END_EPOCH) > int(t.BEGIN_EPOCH) >= 0:
+        raise ConfigError(f"{where}: TRAIN.END_EPOCH must be greater than TRAIN.BEGIN_EPOCH >= 0, got "
+                          f"{t.END_EPOCH} and {t.BEGIN_EPOCH}")
+    if any(not isinstance(s, int) or s < 0 for s in t.LR_STEP) or list(t.LR_STEP) != sorted(t.LR_STEP):
+        raise ConfigError(f"{where}: TRAIN.LR_STEP must be increasing epochs (integers >= 0), got {list(t.LR_STEP)}")
+    for key in ("TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE_PER_GPU", "HRFAST.VAL_EVERY"):
+        section, name = key.split(".")
+        if int(cfg[section][name]) < 1:
+            raise ConfigError(f"{where}: {key} must be at least 1, got {cfg[section][name]}")
+    for key in ("WORKERS", "HRFAST.MAX_TRAIN_IMAGES"):
+        value = cfg[key] if "." not in key else cfg[key.split(".")[0]][key.split(".")[1]]
+        if int(value) < 0:
+            raise ConfigError(f"{where}: {key} must be at least 0, got {value}")
+    if not float(t.LR) > 0:
+        raise ConfigError(f"{where}: TRAIN.LR must be positive, got {t.LR}")
 
 
 def _validate_model(cfg: Config, where: str) -> None:

@@ -4,6 +4,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from hrfast.bench import peak_memory_mib
 from hrfast.cli import main
 
@@ -71,3 +73,27 @@ def test_bench_compare_variants_are_checked(capsys):
     assert "must start with 'eager fp32'" in capsys.readouterr().err
     assert main(["bench", "--compare", "--config", "w18_small_128x96", "--variants", "eager fp32,fast"]) == 2
     assert "got 'eager fp32,fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    (["--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
+    (["--workers", "-1"], "argument --workers: expected an integer >= 0, got -1"),
+    (["--set", "TRAIN.END_EPOCH=-1"], "TRAIN.END_EPOCH must be greater than TRAIN.BEGIN_EPOCH"),
+    (["--set", "TRAIN.LR_STEP=abc"], "config key 'TRAIN.LR_STEP' must be a list, got 'abc'"),
+    (["--set", "TRAIN.LR_STEP=[200, 170]"], "TRAIN.LR_STEP must be increasing epochs"),
+    (["--set", "MODEL.IMAGE_SIZE=[a, b]"], "must be a list of numbers"),
+    (["--set", "HRFAST.MAX_TRAIN_IMAGES=-3"], "HRFAST.MAX_TRAIN_IMAGES must be at least 0"),
+    (["--set", "TRAIN.LR=true"], "config key 'TRAIN.LR' must be a number"),
+])
+def test_bad_numbers_are_one_line_before_any_work(tmp_path, capsys, args, message):
+    """Zero is a value, not 'unset'; every value is checked before --synthetic writes data."""
+    out = tmp_path / "run"
+    try:
+        code = main(["train", "--config", "w18_small_128x96", "--synthetic", "--out", str(out), "--quiet", *args])
+    except SystemExit as exc:   # argparse's own checks exit
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("hrfast: error: ") and message in err and "\n" not in err, err
+    assert not (out / "data").exists()
