@@ -254,28 +254,49 @@ def _load_weights(model, checkpoint) -> None:
 
 
 def _boxes_for(images, boxes_file, min_score: float = 0.0):
-    """Per image, its (N, 4) boxes from ``boxes_file`` or None (whole image).
+    """Per image, its (N, 4) boxes from ``boxes_file``, or None (the whole image is one person).
 
     The file is either {file name: [[x, y, w, h], ...]} or a COCO detection-results list
     ({image_id, bbox, score}); for the list, image ids are the numeric stem of the file name
-    (COCO naming, e.g. 000000000785.jpg -> 785)."""
+    (COCO naming, e.g. 000000000785.jpg -> 785). An image that the file lists with no box, or
+    with no detection above ``min_score``, has zero people; one that a dict file does not list
+    is whole. Every box is checked (finite, positive size) before any work."""
     from .data.coco import read_json
+    from .predictor import check_boxes
     if boxes_file is None:
         return [None] * len(images)
     data = read_json(boxes_file, "--boxes file")
+    if not isinstance(data, (dict, list)):
+        raise ValueError(f"--boxes file {boxes_file} must hold a dict or a list of detections, "
+                         f"got {type(data).__name__}")
     out = []
     for im in images:
         name = Path(im).name
+        where = f"--boxes file {boxes_file}, {name}"
         if isinstance(data, dict):
-            out.append(data.get(name, data.get(str(im))))
-        else:
-            try:
-                iid = int(Path(im).stem)
-            except ValueError:
-                raise ValueError(f"--boxes holds COCO detections, but {name} has no numeric image id") from None
-            out.append([d["bbox"] for d in data if d.get("image_id") == iid
-                        and d.get("score", 1.0) >= min_score and d.get("category_id", 1) == 1])
+            b = data.get(name, data.get(str(im)))
+            out.append(None if b is None else check_boxes(b if isinstance(b, list) else [b], where))
+            continue
+        try:
+            iid = int(Path(im).stem)
+        except ValueError:
+            raise ValueError(f"--boxes holds COCO detections, but {name} has no numeric image id") from None
+        if not all(isinstance(d, dict) and "bbox" in d for d in data):
+            raise ValueError(f"--boxes file {boxes_file}: every detection needs a 'bbox'")
+        out.append(check_boxes([d["bbox"] for d in data if d.get("image_id") == iid
+                                and d.get("score", 1.0) >= min_score and d.get("category_id", 1) == 1], where))
     return out
+
+
+def _output_names(images) -> List[str]:
+    """Drawing names unique per call: two images named alike in different folders get
+    ``_2``, ``_3``... rather than overwrite each other."""
+    seen, names = {}, []
+    for im in images:
+        stem = Path(im).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -293,13 +314,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         flip_test=not args.no_flip, method=args.decode)
     boxes = _boxes_for(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, got the file {out}")
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for im, b in zip(args.images, boxes):
-        kp = est(im, b if b else None)
-        png = out / f"{Path(im).stem}_pose.png"
+    for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
+        kp = est(im, b)
+        png = out / f"{stem}_pose.png"
         est.draw(im, kp, png, threshold=args.threshold)
-        records.append({"file_name": Path(im).name, "boxes": b if b else None,
+        records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
                         "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
         print(f"{im}: {len(kp)} people -> {png}")
     (out / "keypoints.json").write_text(json.dumps(records))
@@ -418,12 +441,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_device(name: Optional[str]) -> None:
+    """--device names a device this machine has (torch's own error is a traceback)."""
+    if not name:
+        return
+    import torch
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device must be a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .config import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_device(getattr(args, "device", None))
         return int(args.func(args) or 0)
     except (FileNotFoundError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
         if args.traceback:

@@ -71,6 +71,7 @@ class OptimizedModel(nn.Module):
         self.choices = choices
         self.inference = not any(p.requires_grad for p in net.parameters())
         self.input_size = getattr(original, "input_size", None)
+        self.num_joints = getattr(original, "num_joints", None)
         self.heatmap_size = getattr(original, "heatmap_size", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

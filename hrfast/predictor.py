@@ -38,6 +38,20 @@ def load_image(image: ImageLike) -> np.ndarray:
     raise TypeError(f"image must be a path, numpy array or tensor, got {type(image).__name__}")
 
 
+def check_boxes(boxes, where: str = "boxes") -> np.ndarray:
+    """Person boxes as an (N, 4) float64 array [x, y, w, h] in image pixels; N may be 0.
+    Raise a ValueError naming ``where`` unless every box is finite with positive size."""
+    arr = np.asarray(boxes if len(boxes) else np.zeros((0, 4)), dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 4:
+        raise ValueError(f"{where} must be (N, 4) [x, y, w, h], got shape {arr.shape}")
+    arr = arr[:, :4]
+    bad = ~np.isfinite(arr).all(1) | (arr[:, 2] <= 0) | (arr[:, 3] <= 0)
+    if bad.any():
+        raise ValueError(f"{where}: box {int(np.argmax(bad))} must be finite with positive width and height, "
+                         f"got {arr[bad][0].tolist()}")
+    return arr
+
+
 def load_weights(model: torch.nn.Module, checkpoint) -> None:
     """Load a state_dict file into ``model`` with ``strict=True``. Accepts an official
     pose_hrnet file, an hrfast ``model_best.pth`` / ``final_state.pth``, an hrfast training
@@ -86,6 +100,7 @@ class PoseEstimator:
         if optimize is not None:
             from .optimize import optimize as _optimize
             model = _optimize(model, device=self.device, runtime=optimize)
+        self.num_joints = int(getattr(model, "num_joints", 17))
         self.model = model
         self.flip_test, self.method, self.batch_size = flip_test, method, int(batch_size)
 
@@ -93,13 +108,9 @@ class PoseEstimator:
     def __call__(self, image: ImageLike, boxes=None) -> np.ndarray:
         img = load_image(image)
         h, w = img.shape[:2]
-        boxes = np.array([[0, 0, w, h]], np.float64) if boxes is None else np.asarray(boxes, np.float64)
-        if boxes.ndim != 2 or boxes.shape[1] < 4:
-            raise ValueError(f"boxes must be (N, 4) [x, y, w, h], got shape {boxes.shape}")
-        if len(boxes) == 0:
-            return np.zeros((0, 17, 3), np.float32)
-        if (boxes[:, 2] <= 0).any() or (boxes[:, 3] <= 0).any():
-            raise ValueError("boxes must have positive width and height")
+        boxes = np.array([[0, 0, w, h]], np.float64) if boxes is None else check_boxes(boxes)
+        if len(boxes) == 0:     # zero people is an answer
+            return np.zeros((0, self.num_joints, 3), np.float32)
         aspect = self.input_size[0] / self.input_size[1]
         centers, scales, crops = [], [], []
         for b in boxes:

@@ -138,3 +138,41 @@ def test_cli_train_then_eval_on_synthetic(tmp_path, capsys):
                      "--optimize", runtime]) == 0
         fast = capsys.readouterr().out
         assert "hrfast.optimize" in fast and abs(ap(fast) - ap(eager)) < 0.05, (runtime, ap(fast), ap(eager))
+
+
+def test_boxes_edge_cases(small_model, tmp_path, capsys):
+    """Zero people is an answer (with the model's K); non-finite boxes, wrong shapes, an --out
+    that is a file and a missing CUDA device are one-line errors; drawings never overwrite."""
+    est = PoseEstimator(small_model, flip_test=False)
+    img = load_image(IMAGES[0])
+    assert est(img, []).shape == (0, small_model.num_joints, 3)
+    with pytest.raises(ValueError, match=r"box 1 must be finite"):
+        est(img, [[10, 10, 50, 80], [float("nan"), 0, 10, 10]])
+    with pytest.raises(ValueError, match=r"must be \(N, 4\)"):
+        est(img, [[1, 2]])
+    boxes = tmp_path / "boxes.json"
+    name = IMAGES[0].name
+    boxes.write_text(json.dumps({name: []}))
+    out = tmp_path / "out"
+    assert main(["predict", "--config", "w18_small_128x96", "--boxes", str(boxes), "--out", str(out),
+                 "--no-flip", str(IMAGES[0])]) == 0
+    record = json.loads((out / "keypoints.json").read_text())[0]
+    assert record["boxes"] == [] and record["keypoints"] == []
+    boxes.write_text(json.dumps({name: [[0, 0, "wide", 3]]}))
+    assert main(["predict", "--config", "w18_small_128x96", "--boxes", str(boxes), str(IMAGES[0])]) == 2
+    boxes.write_text(json.dumps([{"image_id": 1, "box": [0, 0, 1, 1]}]))
+    assert main(["predict", "--config", "w18_small_128x96", "--boxes", str(boxes), str(IMAGES[0])]) == 2
+    assert "every detection needs a 'bbox'" in capsys.readouterr().err
+    assert main(["predict", "--config", "w18_small_128x96", "--out", str(boxes), str(IMAGES[0])]) == 2
+    assert "--out must be a folder" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["predict", "--config", "w18_small_128x96", "--device", "cuda", str(IMAGES[0])]) == 2
+        assert capsys.readouterr().err.strip() == ("hrfast: error: --device cuda: this machine has no CUDA "
+                                                  "device (use --device cpu)")
+    # the same file name in two folders: two drawings
+    twin = tmp_path / "other" / name
+    twin.parent.mkdir()
+    twin.write_bytes(IMAGES[0].read_bytes())
+    assert main(["predict", "--config", "w18_small_128x96", "--out", str(out), "--no-flip",
+                 str(IMAGES[0]), str(twin)]) == 0
+    assert (out / f"{IMAGES[0].stem}_pose.png").is_file() and (out / f"{IMAGES[0].stem}_2_pose.png").is_file()
