@@ -6,6 +6,7 @@ Errors the user can fix (a wrong path, an unknown config key, bad arguments) pri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -464,12 +465,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _check_device(getattr(args, "device", None))
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
-        if args.traceback:
+    except (OSError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
+        # user errors, disk full and permissions included: one line; HRFAST_DEBUG=1 or
+        # --traceback shows the traceback (programming errors always do)
+        if args.traceback or os.environ.get("HRFAST_DEBUG") == "1":
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"hrfast: error: {msg}", file=sys.stderr)
+        print(f"hrfast: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing key {exc.args[0]!r}" if exc.args else "missing key"
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

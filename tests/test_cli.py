@@ -97,3 +97,38 @@ def test_bad_numbers_are_one_line_before_any_work(tmp_path, capsys, args, messag
     assert code == 2
     assert err.startswith("hrfast: error: ") and message in err and "\n" not in err, err
     assert not (out / "data").exists()
+
+
+def test_missing_annotation_key_and_disk_full_are_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    import json
+    import shutil
+
+    import torch
+
+    from conftest import COCO_MINI
+    from hrfast import HRNet
+    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints.json").read_text())
+    for a in ann["annotations"]:
+        a.pop("iscrowd", None)
+    bad = tmp_path / "ann.json"
+    bad.write_text(json.dumps(ann))
+    weights = tmp_path / "w.pth"
+    torch.save(HRNet.from_config("w18_small_128x96").state_dict(), weights)
+    assert main(["eval", "--config", "w18_small_128x96", "--checkpoint", str(weights), "--set", f"DATASET.TEST_ANN={bad}",
+                 "--set", f"DATASET.TEST_IMAGES={COCO_MINI / 'images'}", "--out", str(tmp_path / "e"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks the key 'iscrowd'" in err and "\n" not in err
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(getattr(f, "name", f)))
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "run"
+    code = main(["train", "--config", "w18_small_128x96", "--synthetic", "--out", str(out), "--workers", "0",
+                 "--quiet", "--epochs", "1", "--batch", "16", "--set", "HRFAST.MAX_TRAIN_IMAGES=16",
+                 "--set", "MODEL.IMAGE_SIZE=[64,64]", "--set", "MODEL.HEATMAP_SIZE=[16,16]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("hrfast: error: No space left on device: ") and "\n" not in err, err
+    assert not list(out.glob(".*.tmp"))     # nothing half-written is left behind
+    shutil.rmtree(out, ignore_errors=True)

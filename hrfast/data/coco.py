@@ -97,6 +97,14 @@ class COCOKeypoints(Dataset):
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
 
     def _gt_records(self) -> List[Dict]:
+        try:
+            return self._gt_records_unchecked()
+        except KeyError as exc:   # pycocotools indexes the keys it needs without a message
+            raise ValueError(f"ann_file {self.ann_file}: an annotation or image lacks the key {exc.args[0]!r} "
+                             f"(COCO keypoints need id, image_id, category_id, iscrowd, keypoints, bbox; "
+                             f"images id, file_name)") from None
+
+    def _gt_records_unchecked(self) -> List[Dict]:
         records, skipped = [], {"no visible joints": 0, "empty box": 0, "bad keypoints": 0}
         for image_id in sorted(self.coco.getImgIds()):
             info = self.coco.imgs[image_id]
