@@ -144,14 +144,15 @@ def _ddp_worker(rank, world, port, cfg, out, result_dir):
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     torch.set_num_threads(1)
     r = train(cfg, out, device="cpu", progress=False, max_steps_per_epoch=2)
-    # parameters only: BN running stats are per rank between DDP's buffer broadcasts (as in the official code)
-    torch.save({k: v.detach().clone() for k, v in r["model"].named_parameters()}, f"{result_dir}/rank{rank}.pth")
+    # parameters and BN running statistics: the last epoch's evaluation broadcast rank 0's, so
+    # every rank evaluated (and keeps) the weights that were saved
+    torch.save({k: v.detach().clone() for k, v in r["model"].state_dict().items()}, f"{result_dir}/rank{rank}.pth")
     if rank == 0:
         torch.save(r["stats"], f"{result_dir}/stats.pth")
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_gloo_two_processes_keep_identical_parameters(tmp_path):
+def test_ddp_gloo_two_processes_keep_identical_parameters_and_evaluate_rank0s(tmp_path):
     import torch.multiprocessing as mp
     cfg = _tiny_cfg(tmp_path, epochs=1)
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(tmp_path / "ddp"), str(tmp_path)), nprocs=2)
@@ -223,3 +224,28 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, run / "checkpoint.pth")
     with pytest.raises(ValueError, match="not an hrfast training checkpoint"):
         train(_tiny_cfg(tmp_path, epochs=1), run, resume=True, progress=False)
+
+
+def test_resume_applies_a_new_schedule_refuses_another_model_and_tidies(tmp_path):
+    """--resume compares the stored config: a new LR / schedule applies (with a warning), another
+    model or optimizer is an error; stale temporaries go, and metrics.jsonl keeps one line per
+    epoch even when the run was killed after logging an epoch it did not checkpoint."""
+    cfg = _tiny_cfg(tmp_path, epochs=2)
+    run = tmp_path / "run"
+    train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 1}}), run, progress=False, max_steps_per_epoch=1)
+    stale = run / ".checkpoint.pth.99999.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    with open(run / "metrics.jsonl", "a") as f:   # an epoch logged, then killed before its checkpoint
+        f.write('{"epoch": 2, "loss": 1.0}\n')
+    with pytest.warns(UserWarning, match=r"changed schedule: TRAIN.LR 0.003 -> 0.5"):
+        r = train(merge_config(cfg, {"TRAIN": {"LR": 0.5}}), run, resume=True, progress=False, max_steps_per_epoch=1)
+    # the row logs the LR after the epoch's scheduler step: the new 0.5, decayed at LR_STEP 2
+    assert r["history"][-1]["lr"] == pytest.approx(0.05)
+    assert not stale.exists()
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    with pytest.raises(ValueError, match=r"cannot resume .* another model \(MODEL.EXTRA.STAGE2.NUM_CHANNELS"):
+        train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3}, "MODEL": {"EXTRA": {"STAGE2": {"NUM_CHANNELS": [16, 32]}}}}),
+              run, resume=True, progress=False, max_steps_per_epoch=1)
+    with pytest.raises(ValueError, match="TRAIN.OPTIMIZER=adam, the config asks for sgd"):
+        train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3, "OPTIMIZER": "sgd"}}), run, resume=True, progress=False)

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -125,6 +126,62 @@ def atomic_save(obj, path: Path) -> None:
             tmp.unlink()
 
 
+_SCHEDULE_KEYS = ("LR", "LR_STEP", "LR_FACTOR", "END_EPOCH")
+
+
+def _compare_resumed_config(stored: dict, cfg: Config, path: Path) -> list:
+    """The schedule keys that differ between the checkpoint's config and ``cfg`` (applied on
+    resume); a different model or optimizer is an error (the weights or state would not fit)."""
+    if not stored:
+        return []
+    now = cfg.to_dict()
+    model_diff = _diff(stored.get("MODEL", {}), now["MODEL"], "MODEL")
+    if model_diff:
+        raise ValueError(f"cannot resume {path}: it was trained with another model ({'; '.join(model_diff[:3])})")
+    if stored.get("TRAIN", {}).get("OPTIMIZER", now["TRAIN"]["OPTIMIZER"]) != now["TRAIN"]["OPTIMIZER"]:
+        raise ValueError(f"cannot resume {path}: it was trained with TRAIN.OPTIMIZER="
+                         f"{stored['TRAIN']['OPTIMIZER']}, the config asks for {now['TRAIN']['OPTIMIZER']}")
+    old_t = stored.get("TRAIN", {})
+    return [f"TRAIN.{k} {old_t[k]} -> {now['TRAIN'][k]}" for k in _SCHEDULE_KEYS
+            if k in old_t and _plain(old_t[k]) != _plain(now["TRAIN"][k])]
+
+
+def _plain(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def _diff(a: dict, b: dict, where: str) -> list:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _diff(x, y, f"{where}.{k}")
+        elif _plain(x) != _plain(y):
+            out.append(f"{where}.{k} {x} -> {y}")
+    return out
+
+
+def _apply_schedule(scheduler, optimizer, t) -> None:
+    """Point a resumed MultiStepLR at the config's LR, milestones and factor, and set the
+    current LR to what that schedule gives at the resumed epoch."""
+    from bisect import bisect_right
+    from collections import Counter
+    scheduler.base_lrs = [float(t.LR)] * len(optimizer.param_groups)
+    scheduler.milestones = Counter(int(m) for m in t.LR_STEP)
+    scheduler.gamma = float(t.LR_FACTOR)
+    lr = float(t.LR) * float(t.LR_FACTOR) ** bisect_right(sorted(scheduler.milestones.elements()),
+                                                         scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scheduler._last_lr = [lr] * len(optimizer.param_groups)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of writes that a killed run left behind (``atomic_save``)."""
+    for tmp in out.glob(".*.pth.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def _rng_state():
     """Every RNG's state as tensors and plain data, so that the checkpoint loads with
     ``weights_only=True`` (numpy's key array becomes a tensor)."""
@@ -172,6 +229,7 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     out = Path(out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
     h = cfg.HRFAST
     seed = int(h.SEED)
     torch.manual_seed(seed)
@@ -216,9 +274,14 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
                 ck if isinstance(ck, dict) else {})
             if missing:
                 raise ValueError(f"cannot resume: {ckpt_path} lacks {sorted(missing)} (not an hrfast training checkpoint)")
+            changed = _compare_resumed_config(ck.get("config") or {}, cfg, ckpt_path)
             model.load_state_dict(ck["model"])
             load_optimizer_state(optimizer, ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
+            if changed:   # the new schedule and LR apply from here on
+                _apply_schedule(scheduler, optimizer, t)
+                if main:
+                    warnings.warn(f"resuming {ckpt_path} with a changed schedule: {'; '.join(changed)}", stacklevel=2)
             scaler.load_state_dict(ck["scaler"])
             if ema is not None and ck.get("ema") is not None:
                 ema.model.load_state_dict(ck["ema"])
@@ -226,6 +289,8 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
             _set_rng_state(ck["rng"])
             if main:
                 print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+                # the log holds what the checkpoint holds: no epoch twice after a kill
+                (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
         elif resume:
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
 
@@ -308,6 +373,9 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
         last = epoch + 1 == end_epoch
         if (epoch + 1) % max(int(h.VAL_EVERY), 1) == 0 or last:
             eval_model = ema.model if ema is not None else model
+            if world > 1:   # every rank evaluates rank 0's weights and BN statistics: the saved ones
+                for tensor in list(eval_model.parameters()) + list(eval_model.buffers()):
+                    torch.distributed.broadcast(tensor.data, 0)
             stats = evaluate(eval_model, val_loader, ann_file, dev, bool(cfg.TEST.FLIP_TEST), h.DECODE,
                              results_file=out / "results_val.json" if main else None,
                              oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
@@ -318,8 +386,6 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
                 atomic_save(eval_model.state_dict(), out / "model_best.pth")   # unwrapped: no DDP/compile prefixes
         history.append(row)
         if main:
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
             if writer is not None:
                 for k, v in row.items():
                     if k != "epoch":
@@ -335,6 +401,8 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
                          "ema": ema.model.state_dict() if ema is not None else None,
                          "epoch": epoch + 1, "best_ap": best_ap, "history": history,
                          "rng": _rng_state(), "config": cfg.to_dict()}, ckpt_path)
+            with open(out / "metrics.jsonl", "a") as f:   # after the checkpoint that holds this epoch
+                f.write(json.dumps(row) + "\n")
     if main:
         atomic_save((ema.model if ema is not None else model).state_dict(), out / "final_state.pth")
     if world > 1:
