@@ -47,6 +47,12 @@ struct TargetWindow {
 HRFAST_HD TargetWindow target_window(double x, double y, double stride_x, double stride_y,
                                      double sigma, int64_t W, int64_t H, Encoding enc) {
   TargetWindow t;
+  if (!(x - x == 0.0) || !(y - y == 0.0)) {   // NaN or inf: not a place; the joint gets weight 0
+    t.mu_x = t.mu_y = 0.0;
+    t.ul_x = t.ul_y = t.br_x = t.br_y = 0;
+    t.outside = true;                         // (and no NaN reaches the integer casts below)
+    return t;
+  }
   const double tmp = sigma * 3.0;
   const int64_t cx = py_int(x / stride_x + 0.5), cy = py_int(y / stride_y + 0.5);
   t.ul_x = py_int(cx - tmp);

@@ -34,9 +34,11 @@ at::Tensor oks_nms_cpu(const at::Tensor& keypoints_in, const at::Tensor& scores_
   for (int64_t j = 0; j < K; ++j) vars[j] = std::pow(sg.data_ptr<double>()[j] * 2.0, 2);
 
   // Highest score first; equal scores: the later index first (a stable ascending sort reversed).
+  // A NaN score sorts as -inf, so it comes last (and the comparison stays a strict weak order).
   std::vector<int64_t> order(N);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return s[i] < s[j]; });
+  auto key = [&](int64_t i) { return std::isnan(s[i]) ? -INFINITY : s[i]; };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return key(i) < key(j); });
   std::reverse(order.begin(), order.end());
 
   const double spacing = std::nextafter(1.0, 2.0) - 1.0;  // np.spacing(1)

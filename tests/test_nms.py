@@ -67,3 +67,24 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.hrfast.oks_nms.default,
                           (torch.from_numpy(kp).float(), torch.from_numpy(scores), torch.from_numpy(areas),
                            0.5, COCO_SIGMAS, 0.2), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_nan_scores_come_last_in_both_paths():
+    """A NaN score sorts below every number (as -inf), in the native op and its twin; the
+    native comparison stays a strict weak order."""
+    torch.manual_seed(0)
+    kp = torch.rand(5, 17, 3) * 100
+    kp[..., 2] = 1.0
+    scores = torch.tensor([0.5, float("nan"), 0.9, float("nan"), 0.7])
+    areas = torch.full((5,), 5000.0)
+    keep_native = oks_nms(kp, scores, areas, 0.9)
+    keep_ref = oks_nms_ref(kp, scores, areas, 0.9)
+    assert keep_native.tolist() == keep_ref.tolist()
+    assert keep_native.tolist()[:3] == [2, 4, 0] and set(keep_native.tolist()[3:]) <= {1, 3}
+
+
+def test_flip_permutation_refuses_pairs_beyond_the_model():
+    from hrfast.data.coco_meta import flip_permutation
+    assert flip_permutation(17)[1:3] == [2, 1]
+    with pytest.raises(ValueError, match="beyond the model's 5"):
+        flip_permutation(5)

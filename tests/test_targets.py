@@ -119,3 +119,22 @@ def test_cuda_equals_cpu(encoding):
     tc, wc = gaussian_targets(joints.cuda(), visible.cuda(), (192, 256), (48, 64), encoding=encoding)
     torch.testing.assert_close(tc.cpu(), t, atol=1e-6, rtol=0)  # device exp may differ by 1 ulp
     assert torch.equal(wc.cpu(), w)
+
+
+@pytest.mark.parametrize("encoding", ["msra", "udp"])
+def test_non_finite_joints_get_weight_zero_in_both_paths(encoding):
+    """A NaN or inf joint is no place: weight 0 and an empty heatmap, native and twin alike
+    (the native op used to cast NaN to an integer, which C++ leaves undefined)."""
+    joints = torch.tensor([[[30.0, 40.0], [float("nan"), 10.0], [5.0, float("inf")], [float("-inf"), 0.0]]])
+    visible = torch.ones(1, 4)
+    for fn in (gaussian_targets, gaussian_targets_ref):
+        t, w = fn(joints, visible, (96, 128), (24, 32), 2.0, encoding)
+        assert w.tolist() == [[1.0, 0.0, 0.0, 0.0]], fn.__name__
+        assert t[0, 1:].abs().sum() == 0 and t[0, 0].max() > 0.9
+
+
+def test_window_cache_is_bounded():
+    from hrfast.ops import targets
+    for s in range(1, 3 * targets._MAX_WINDOWS):
+        msra_window(float(s))
+    assert len(targets._WINDOWS) <= targets._MAX_WINDOWS

@@ -15,8 +15,13 @@ JOINTS_WEIGHT = (1., 1., 1., 1., 1., 1., 1., 1.2, 1.2, 1.5, 1.5, 1., 1., 1.2, 1.
 
 
 def flip_permutation(num_joints: int = 17, pairs=FLIP_PAIRS):
-    """Index list p such that flipped[k] = original[p[k]]."""
+    """Index list p such that flipped[k] = original[p[k]]. A pair naming a joint the model does
+    not have is a ValueError: COCO's pairs cannot serve another keypoint set."""
     perm = list(range(num_joints))
+    beyond = [pair for pair in pairs if max(pair) >= num_joints or min(pair) < 0]
+    if beyond:
+        raise ValueError(f"flip pairs {beyond[:3]} name joints beyond the model's {num_joints}: give the "
+                         f"dataset's flip pairs (or run without the flip test)")
     for a, b in pairs:
         perm[a], perm[b] = b, a
     return perm

@@ -86,7 +86,8 @@ def _oks_nms_ref(kp, sc, ar, thr, sg, vt):
     use = use.expand_as(e)
     cnt = use.sum(-1)
     oks = torch.where(cnt > 0, (torch.exp(-e) * use).sum(-1) / cnt.clamp(min=1), torch.zeros_like(cnt, dtype=e.dtype))
-    order = torch.argsort(sc, stable=True).flip(0)
+    # highest first, ties: later index first; a NaN score sorts as -inf (last), as the native op
+    order = torch.argsort(torch.nan_to_num(sc, nan=float("-inf")), stable=True).flip(0)
     removed = torch.zeros(N, dtype=torch.bool)
     keep = []
     for i in order.tolist():

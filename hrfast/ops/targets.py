@@ -5,6 +5,7 @@ extension serves the input's device, else ``gaussian_targets_ref`` (pure PyTorch
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,7 +16,10 @@ from ._dispatch import check_tensor, native_available, size_pair
 ENCODINGS = ("msra", "udp")
 
 
-_WINDOWS: dict = {}
+# Windows by sigma, the most recent few: a sigma sweep must not hold every window it made
+# (five large sigmas once held 350 MB).
+_WINDOWS: "OrderedDict[float, torch.Tensor]" = OrderedDict()
+_MAX_WINDOWS = 8
 
 
 def _numpy_msra_window(sigma: float) -> torch.Tensor:
@@ -37,6 +41,9 @@ def _numpy_msra_window(sigma: float) -> torch.Tensor:
 def _msra_window_cpu(sigma: float) -> torch.Tensor:
     if sigma not in _WINDOWS:
         _WINDOWS[sigma] = _numpy_msra_window(sigma)
+        while len(_WINDOWS) > _MAX_WINDOWS:
+            _WINDOWS.popitem(last=False)
+    _WINDOWS.move_to_end(sigma)
     return _WINDOWS[sigma]
 
 
@@ -123,7 +130,8 @@ def _targets_ref(joints, visible, image_size, heatmap_size, sigma, encoding):
     centre = torch.trunc(j / stride + 0.5)          # Python int(): truncation toward zero
     ul = torch.trunc(centre - tmp)
     br = torch.trunc(centre + tmp + 1)
-    outside = (ul[..., 0] >= W) | (ul[..., 1] >= H) | (br[..., 0] < 0) | (br[..., 1] < 0)
+    # a NaN or inf joint is no place: weight 0, as the native op
+    outside = (ul[..., 0] >= W) | (ul[..., 1] >= H) | (br[..., 0] < 0) | (br[..., 1] < 0) | ~torch.isfinite(j).all(-1)
     weight = torch.where(outside, torch.zeros_like(visible), visible)
     paste = (~outside) & (visible > 0.5)
     xs = torch.arange(W, device=dev, dtype=torch.float64)
