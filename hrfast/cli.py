@@ -306,9 +306,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .models import HRNet
     from .predictor import PoseEstimator
 
-    for im in args.images:
-        if not Path(im).is_file():
-            raise FileNotFoundError(f"image file not found: {im}")
+    from .data.transforms import check_image_file
+    for im in args.images:   # every image is checked before any output is written
+        check_image_file(im)
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
     est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,

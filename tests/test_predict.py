@@ -176,3 +176,16 @@ def test_boxes_edge_cases(small_model, tmp_path, capsys):
     assert main(["predict", "--config", "w18_small_128x96", "--out", str(out), "--no-flip",
                  str(IMAGES[0]), str(twin)]) == 0
     assert (out / f"{IMAGES[0].stem}_pose.png").is_file() and (out / f"{IMAGES[0].stem}_2_pose.png").is_file()
+
+
+def test_truncated_images_are_refused_before_any_output(tmp_path, capsys):
+    cut = tmp_path / "cut.jpg"
+    data = IMAGES[0].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is truncated: its JPEG data ends before the end-of-image marker"):
+        load_image(cut)
+    out = tmp_path / "out"
+    assert main(["predict", "--config", "w18_small_128x96", "--out", str(out), str(IMAGES[0]), str(cut)]) == 2
+    assert "cut.jpg is truncated" in capsys.readouterr().err
+    assert not out.exists()      # nothing written for the good image either
+    assert load_image(IMAGES[0]).shape[2] == 3

@@ -102,15 +102,41 @@ def to_tensor(crop_rgb: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def _check_complete(data: bytes, path) -> None:
+    """Refuse a JPEG or PNG whose data stops before its end marker: libjpeg would decode the
+    rows it has, fill the rest with grey, and only warn."""
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise ValueError(f"image {path} is truncated: its JPEG data ends before the end-of-image marker")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise ValueError(f"image {path} is truncated: its PNG data ends before the IEND chunk")
+
+
+def check_image_file(path) -> None:
+    """The checks of :func:`read_image_rgb` that need no decoding (exists, complete), so that a
+    command can refuse a bad image before it writes anything."""
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(max(path.stat().st_size - 1024, 0))
+        _check_complete(head[:8] + f.read() if path.stat().st_size > 8 else head, path)
+
+
 def read_image_rgb(path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; a clear error if it is missing or unreadable."""
-    import os
+    """Decode an image file to (H, W, 3) uint8 RGB; a clear error if it is missing, truncated
+    or unreadable."""
+    from pathlib import Path
 
     import cv2
 
-    if not os.path.isfile(path):
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    _check_complete(data, path)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"could not decode image: {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
