@@ -112,19 +112,18 @@ class PoseEstimator:
         if len(boxes) == 0:     # zero people is an answer
             return np.zeros((0, self.num_joints, 3), np.float32)
         aspect = self.input_size[0] / self.input_size[1]
-        centers, scales, crops = [], [], []
-        for b in boxes:
-            c, s = box_to_center_scale(b[:4], aspect)
-            crop, _ = crop_person(img, c, s, self.input_size)
-            centers.append(c)
-            scales.append(s)
-            crops.append(to_tensor(crop))
         out = []
-        for i in range(0, len(crops), self.batch_size):
-            x = torch.stack(crops[i:i + self.batch_size]).to(self.device)
-            hm = infer_heatmaps(self.model, x, self.flip_test).cpu()
-            out.append(final_preds(hm, torch.from_numpy(np.stack(centers[i:i + self.batch_size])),
-                                   torch.from_numpy(np.stack(scales[i:i + self.batch_size])), self.method))
+        for i in range(0, len(boxes), self.batch_size):   # crops are made a batch at a time
+            centers, scales, crops = [], [], []
+            for b in boxes[i:i + self.batch_size]:
+                c, s = box_to_center_scale(b[:4], aspect)
+                crop, _ = crop_person(img, c, s, self.input_size)
+                centers.append(c)
+                scales.append(s)
+                crops.append(to_tensor(crop))
+            hm = infer_heatmaps(self.model, torch.stack(crops).to(self.device), self.flip_test).cpu()
+            out.append(final_preds(hm, torch.from_numpy(np.stack(centers)), torch.from_numpy(np.stack(scales)),
+                                   self.method))
         return torch.cat(out).numpy()
 
     def predict_many(self, images: Sequence[ImageLike], boxes: Optional[Sequence] = None) -> List[np.ndarray]:

@@ -189,3 +189,15 @@ def test_truncated_images_are_refused_before_any_output(tmp_path, capsys):
     assert "cut.jpg is truncated" in capsys.readouterr().err
     assert not out.exists()      # nothing written for the good image either
     assert load_image(IMAGES[0]).shape[2] == 3
+
+
+def test_crops_are_made_a_batch_at_a_time(small_model, monkeypatch):
+    """Memory is bounded by the batch: the first forward runs after batch_size crops, not N."""
+    import hrfast.predictor as P
+    made, seen = [0], []
+    crop, infer = P.crop_person, P.infer_heatmaps
+    monkeypatch.setattr(P, "crop_person", lambda *a, **k: (made.__setitem__(0, made[0] + 1), crop(*a, **k))[1])
+    monkeypatch.setattr(P, "infer_heatmaps", lambda *a, **k: (seen.append(made[0]), infer(*a, **k))[1])
+    est = PoseEstimator(small_model, flip_test=False, batch_size=2)
+    kp = est(load_image(IMAGES[0]), [[10, 10, 60, 120]] * 5)
+    assert kp.shape[0] == 5 and seen == [2, 4, 5]
