@@ -73,10 +73,12 @@ def test_training_variants_start_equal_and_use_their_optimizer():
 
 @pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="the dry run needs Triton's interpreter (make test sets TRITON_INTERPRET=1)")
-def test_exchange_gpu_report_dry_run(tmp_path):
+def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
     """benchmarks/exchange_gpu.py, which the GPU session runs, works end to end (tiny shapes on
     the CPU interpreter): a row per variant, the fused one with its launch count."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    # restored after the test: spawned processes inherit sys.path, and benchmarks/ has a
+    # conftest of its own that must not shadow tests/conftest.py there
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import exchange_gpu
     report = tmp_path / "exchange.md"
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer", "--report", str(report)])
