@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import hrfast
+from hrfast.bench import emit_report
 from hrfast.models.exchange import ExchangeUnit
 from hrfast.ops import _triton
 from hrfast.ops.conv import conv_bn_act
@@ -345,11 +346,7 @@ def main(argv=None) -> str:
     header = (f"Exchange units of W32 256x192 (branch 0 at {H}x{W}), batch {B}, bf16 channels_last, "
               f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3, same run).")
     text = report(unit_rows, disp, header)
-    print(text)
-    if args.report:
-        with open(args.report, "w") as f:
-            f.write(text + "\n")
-    return text
+    return emit_report(text, args.report)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from typing import Dict, List
 
 import torch
 
+from hrfast.bench import emit_report
+
 MMA = re.compile(r"\b(HGMMA\.\w+\.F32\.\w+|HMMA\.\w+\.F32\.\w+|DMMA\.\w+)")
 LOADS = re.compile(r"\b(LDGSTS\.E[.\w]*|LDG\.E[.\w]*)")
 
@@ -172,11 +174,7 @@ def main(argv=None) -> str:
         rows += compile_unit([32, 64, 128, 256][:stage], args.batch, 64, 48)
     text = report(rows, f"Kernels of the W32 exchange units (stages {args.stages}, batch {args.batch}, bf16 "
                         f"channels_last), compiled offline for sm_90a with Triton {triton.__version__}.")
-    print(text)
-    if args.report:
-        with open(args.report, "w") as f:
-            f.write(text + "\n")
-    return text
+    return emit_report(text, args.report)
 
 
 if __name__ == "__main__":

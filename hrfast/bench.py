@@ -11,6 +11,14 @@ import torch
 from torch import nn
 
 
+def emit_report(text: str, path=None) -> str:
+    """Print a Markdown report and, with ``path``, write it there too."""
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")
+    return text
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -224,7 +224,7 @@ def validate(cfg: Config, where: str) -> None:
 
 
 def _validate_training(cfg: Config, where: str) -> None:
-    t, h = cfg.TRAIN, cfg.HRFAST
+    t = cfg.TRAIN
     if not int(t.END_EPOCH) > int(t.BEGIN_EPOCH) >= 0:
         raise ConfigError(f"{where}: TRAIN.END_EPOCH must be greater than TRAIN.BEGIN_EPOCH >= 0, got "
                           f"{t.END_EPOCH} and {t.BEGIN_EPOCH}")

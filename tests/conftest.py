@@ -25,3 +25,13 @@ def official_w32_keys():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def tf32_off():
+    """cuDNN and the Triton kernels in IEEE float32 (both follow cudnn.allow_tf32): fp32 parity
+    tests on CUDA compare exact float32 arithmetic, not TF32's 10-bit mantissa."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old

@@ -22,20 +22,12 @@ from hrfast.models.hrnet import HighResolutionModule
 from hrfast.ops._triton import HAS_TRITON, LAUNCHES
 from hrfast.ops.exchange import FusedExchange, unit_supported
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.usefixtures("tf32_off"), pytest.mark.skipif(
     not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
-    reason="needs Triton with a CUDA GPU, or TRITON_INTERPRET=1 (make test sets it)")
+    reason="needs Triton with a CUDA GPU, or TRITON_INTERPRET=1 (make test sets it)")]
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 CHANNELS = [4, 6, 8, 10]
-
-
-@pytest.fixture(autouse=True)
-def tf32_off():
-    old = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = old
 
 
 def randomize(module):

@@ -19,19 +19,11 @@ from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_ref
 from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
 from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.usefixtures("tf32_off"), pytest.mark.skipif(
     not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
-    reason="needs Triton with a CUDA GPU, or TRITON_INTERPRET=1 (make test sets it)")
+    reason="needs Triton with a CUDA GPU, or TRITON_INTERPRET=1 (make test sets it)")]
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
-
-
-@pytest.fixture(autouse=True)
-def tf32_off():
-    old = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = old
 
 
 def rand(*shape, dtype=torch.float32, fmt=torch.contiguous_format, grad=True, scale=1.0):
