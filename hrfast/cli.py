@@ -479,7 +479,10 @@ def _one_line(exc: BaseException) -> str:
         return f"missing key {exc.args[0]!r}" if exc.args else "missing key"
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "worker" in lines[0]:
+        return f"{lines[-1]} (in a data-loading worker)"   # the worker's own error, not its traceback
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

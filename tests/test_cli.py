@@ -132,3 +132,19 @@ def test_missing_annotation_key_and_disk_full_are_one_line(tmp_path, capsys, mon
     assert code == 2 and err.startswith("hrfast: error: No space left on device: ") and "\n" not in err, err
     assert not list(out.glob(".*.tmp"))     # nothing half-written is left behind
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_worker_errors_and_bad_detections_are_one_line(tmp_path):
+    from hrfast.cli import _one_line
+    exc = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                     "  File \"x.py\", line 1, in f\nValueError: could not decode image: a.jpg")
+    assert _one_line(exc) == "ValueError: could not decode image: a.jpg (in a data-loading worker)"
+    import json
+
+    from conftest import COCO_MINI
+    from hrfast.data.coco import COCOKeypoints
+    bad = tmp_path / "dets.json"
+    bad.write_text(json.dumps([{"image_id": 785, "bbox": [1, 2, "x", 4], "score": 0.9}]))
+    with pytest.raises(ValueError, match=r"detection 0 must be \{image_id, bbox"):
+        COCOKeypoints(COCO_MINI / "annotations" / "person_keypoints.json", COCO_MINI / "images", (192, 256),
+                      (48, 64), det_file=bad)

@@ -139,7 +139,12 @@ class COCOKeypoints(Dataset):
         if not isinstance(dets, list):
             raise ValueError(f"det_file {det_file} must hold a list of detections")
         records, empty = [], 0
-        for d in dets:
+        for i, d in enumerate(dets):
+            bbox = d.get("bbox") if isinstance(d, dict) else None
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and "image_id" in d
+                    and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
+                raise ValueError(f"det_file {det_file}: detection {i} must be {{image_id, bbox: [x, y, w, h] "
+                                 f"finite, score}}, got {str(d)[:80]}")
             if d.get("category_id", 1) != 1 or d["image_id"] not in self.coco.imgs:
                 continue
             if float(d.get("score", 1.0)) < image_thre:
