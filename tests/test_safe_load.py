@@ -84,3 +84,19 @@ def test_plain_state_dicts_and_resume_state_load(tmp_path):
     before = (np.random.rand(), random.random(), torch.rand(1).item())
     _set_rng_state(load_checkpoint(path)["rng"])
     assert (np.random.rand(), random.random(), torch.rand(1).item()) == before
+
+
+def test_cli_resume_refuses_it_and_out_must_be_a_folder(evil, tmp_path, capsys):
+    path, marker = evil
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pth").write_bytes(path.read_bytes())
+    common = ["train", "--config", "w18_small_128x96", "--synthetic", "--workers", "0", "--quiet", "--epochs", "1",
+              "--set", "MODEL.IMAGE_SIZE=[64,64]", "--set", "MODEL.HEATMAP_SIZE=[16,16]"]
+    assert main([*common, "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume checkpoint" in err and "refusing to load it" in err and "\n" not in err
+    assert not marker.exists()
+    assert main([*common, "--out", str(path)]) == 2     # --out names a file
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hrfast: error: ") and str(path) in err and "\n" not in err
