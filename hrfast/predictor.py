@@ -14,6 +14,7 @@ import torch
 
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .engine.evaluate import infer_heatmaps
+from .data.coco_meta import FLIP_PAIRS, flip_permutation
 from .ops.decode import final_preds
 from .safe_load import load_checkpoint
 
@@ -82,13 +83,16 @@ class PoseEstimator:
         batch_size: crops per forward pass.
         optimize: None (run ``model`` as it is), or the ``runtime`` of :func:`hrfast.optimize`
             to run it through: ``"torch"``, ``"openvino"`` (CPU) or ``"auto"``.
+        flip_pairs: the left/right joint index pairs for the flip test; COCO's by default (a
+            model of another keypoint set needs its own, or ``flip_test=False``).
     Call ``estimator(image, boxes)`` with boxes (N, 4) ``[x, y, w, h]`` in image pixels (None: the
     whole image is one box). It returns (N, K, 3) float32: x, y and the joint score.
     """
 
     def __init__(self, model=None, config: str = "w32_256x192", checkpoint=None, device="cpu",
                  input_size: Optional[Sequence[int]] = None, flip_test: bool = True,
-                 method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None):
+                 method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None,
+                 flip_pairs=None):
         from .models import HRNet
         if model is None:
             model = HRNet.from_config(config)
@@ -101,6 +105,9 @@ class PoseEstimator:
             from .optimize import optimize as _optimize
             model = _optimize(model, device=self.device, runtime=optimize)
         self.num_joints = int(getattr(model, "num_joints", 17))
+        self.flip_pairs = FLIP_PAIRS if flip_pairs is None else tuple(tuple(p) for p in flip_pairs)
+        if flip_test:    # pairs that fit the model's joints, or a clear error now
+            flip_permutation(self.num_joints, self.flip_pairs)
         self.model = model
         self.flip_test, self.method, self.batch_size = flip_test, method, int(batch_size)
 
@@ -121,7 +128,8 @@ class PoseEstimator:
                 centers.append(c)
                 scales.append(s)
                 crops.append(to_tensor(crop))
-            hm = infer_heatmaps(self.model, torch.stack(crops).to(self.device), self.flip_test).cpu()
+            hm = infer_heatmaps(self.model, torch.stack(crops).to(self.device), self.flip_test,
+                                pairs=self.flip_pairs).cpu()
             out.append(final_preds(hm, torch.from_numpy(np.stack(centers)), torch.from_numpy(np.stack(scales)),
                                    self.method))
         return torch.cat(out).numpy()

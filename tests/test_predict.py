@@ -201,3 +201,13 @@ def test_crops_are_made_a_batch_at_a_time(small_model, monkeypatch):
     est = PoseEstimator(small_model, flip_test=False, batch_size=2)
     kp = est(load_image(IMAGES[0]), [[10, 10, 60, 120]] * 5)
     assert kp.shape[0] == 5 and seen == [2, 4, 5]
+
+
+def test_flip_pairs_come_from_the_dataset_or_the_caller():
+    """A 5-keypoint model flip-tests with its own pairs; COCO's 17 pairs are refused for it."""
+    m = HRNet.from_config("w18_small_128x96", num_joints=5).eval()
+    with pytest.raises(ValueError, match="beyond the model's 5"):
+        PoseEstimator(m)
+    est = PoseEstimator(m, flip_pairs=[(1, 2), (3, 4)])
+    assert est(load_image(IMAGES[0]), [[10, 10, 60, 120]]).shape == (1, 5, 3)
+    assert PoseEstimator(m, flip_test=False)(load_image(IMAGES[0]), []).shape == (0, 5, 3)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .coco_meta import FLIP_PAIRS, JOINTS_WEIGHT, LOWER_BODY, UPPER_BODY
+from .coco_meta import FLIP_PAIRS, JOINTS_WEIGHT, LOWER_BODY, UPPER_BODY, flip_permutation
 from .transforms import (affine_points, box_to_center_scale, get_affine_transform, read_image_rgb,
                          to_tensor)
 
@@ -60,7 +60,8 @@ class COCOKeypoints(Dataset):
                  train: bool = False, det_file=None, image_thre: float = 0.0, sigma: float = 2.0,
                  encoding: str = "msra", targets_on_device: bool = False,
                  augmentation: Optional[Augmentation] = None, use_joint_weights: bool = False,
-                 seed: int = 0, max_samples: Optional[int] = None, num_joints: int = 17):
+                 seed: int = 0, max_samples: Optional[int] = None, num_joints: int = 17,
+                 flip_pairs=FLIP_PAIRS):
         from pycocotools.coco import COCO
 
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
@@ -80,6 +81,8 @@ class COCOKeypoints(Dataset):
         self.targets_on_device = targets_on_device
         self.aug = augmentation or Augmentation()
         self.num_joints = num_joints
+        flip_permutation(num_joints, flip_pairs)   # pairs that fit the keypoints, or a clear error
+        self.flip_pairs = tuple(tuple(p) for p in flip_pairs)
         self.joint_weights = torch.tensor(JOINTS_WEIGHT[:num_joints]) if use_joint_weights else None
         self.seed, self.epoch = int(seed), 0
         if det_file is not None and not train:
@@ -209,7 +212,7 @@ class COCOKeypoints(Dataset):
         if a.flip and rng.random() <= 0.5:
             width = image.shape[1]
             image = image[:, ::-1]
-            joints, vis = flip_joints(joints, vis, width)
+            joints, vis = flip_joints(joints, vis, width, self.flip_pairs)
             center = center.copy()
             center[0] = width - center[0] - 1
         return image, joints, vis, center, scale, rot

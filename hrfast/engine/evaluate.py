@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.coco_meta import flip_permutation
+from ..data.coco_meta import FLIP_PAIRS, flip_permutation
 from ..ops.decode import final_preds
 from ..ops.nms import oks_nms, rescore
 
@@ -31,13 +31,14 @@ def flip_back(heatmaps: torch.Tensor, perm) -> torch.Tensor:
 
 @torch.no_grad()
 def infer_heatmaps(model, images: torch.Tensor, flip_test: bool = True, shift_heatmap: bool = True,
-                   perm=None) -> torch.Tensor:
+                   perm=None, pairs=FLIP_PAIRS) -> torch.Tensor:
     """(B, 3, H, W) -> (B, K, h, w) heatmaps, averaged with the flipped input's when
     ``flip_test``. ``shift_heatmap`` moves the flipped maps one pixel right, as the official
-    code does to undo the flip's half-pixel misalignment."""
+    code does to undo the flip's half-pixel misalignment. ``pairs``: the dataset's left/right
+    joint pairs (COCO's by default)."""
     out = model(images).float()
     if flip_test:
-        perm = perm or flip_permutation(out.shape[1])
+        perm = perm or flip_permutation(out.shape[1], pairs)
         flipped = flip_back(model(images.flip(3)).float(), perm)
         if shift_heatmap:
             flipped = torch.cat([flipped[..., :1], flipped[..., :-1]], dim=3)
@@ -53,13 +54,14 @@ def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_h
     ``score`` (box score), ``area`` (of the box, center/scale in pixels), ``center``, ``scale``."""
     model.eval()
     device = torch.device(device)
+    pairs = getattr(loader.dataset, "flip_pairs", FLIP_PAIRS)   # the dataset's, not always COCO's
     records = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         x = batch["image"].to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            hm = infer_heatmaps(model, x, flip_test, shift_heatmap)
+            hm = infer_heatmaps(model, x, flip_test, shift_heatmap, pairs=pairs)
         preds = final_preds(hm.cpu(), batch["center"], batch["scale"], method, blur_kernel)
         s = batch["scale"].double() * 200.0
         for i in range(preds.shape[0]):
