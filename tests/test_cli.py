@@ -85,6 +85,7 @@ def test_bench_compare_variants_are_checked(capsys):
     (["--set", "MODEL.IMAGE_SIZE=[a, b]"], "must be a list of numbers"),
     (["--set", "HRFAST.MAX_TRAIN_IMAGES=-3"], "HRFAST.MAX_TRAIN_IMAGES must be at least 0"),
     (["--set", "TRAIN.LR=true"], "config key 'TRAIN.LR' must be a number"),
+    (["--set", "MODEL.EXTRA.STAGE2.NUM_CHANNELS=[18]"], "MODEL.EXTRA.STAGE2.NUM_CHANNELS has 1"),
 ])
 def test_bad_numbers_are_one_line_before_any_work(tmp_path, capsys, args, message):
     """Zero is a value, not 'unset'; every value is checked before --synthetic writes data."""

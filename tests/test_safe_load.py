@@ -100,3 +100,13 @@ def test_cli_resume_refuses_it_and_out_must_be_a_folder(evil, tmp_path, capsys):
     assert main([*common, "--out", str(path)]) == 2     # --out names a file
     err = capsys.readouterr().err.strip()
     assert err.startswith("hrfast: error: ") and str(path) in err and "\n" not in err
+
+
+def test_truncated_checkpoint_through_predict_is_one_line(tmp_path, capsys):
+    path = tmp_path / "cut.pth"
+    torch.save({"w": torch.randn(4096)}, path)
+    path.write_bytes(path.read_bytes()[:3000])
+    image = str(sorted((COCO_MINI / "images").glob("*.jpg"))[0])
+    assert main(["predict", "--config", "w18_small_128x96", "--checkpoint", str(path), image]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cut.pth" in err and ("damaged" in err or "not a readable PyTorch file" in err) and "\n" not in err
