@@ -353,6 +353,19 @@ def _int_at_least(lo: int):
     return parse
 
 
+def _float_in(lo: float, hi: float):
+    """An argparse type: a number in [lo, hi]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo}, {hi}], got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo}, {hi}], got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hrfast", description=__doc__.split("\n")[0])
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
@@ -435,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     _optimize_arg(p)
-    p.add_argument("--threshold", type=float, default=0.2, help="joint score needed to draw a joint (default: 0.2)")
-    p.add_argument("--box-thre", type=float, default=0.5,
+    p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.2, help="joint score needed to draw a joint (default: 0.2)")
+    p.add_argument("--box-thre", type=_float_in(0.0, 1.0), default=0.5,
                    help="minimum detector score of COCO-detection boxes (default: 0.5)")
     p.set_defaults(func=cmd_predict)
     return parser

@@ -149,3 +149,13 @@ def test_worker_errors_and_bad_detections_are_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"detection 0 must be \{image_id, bbox"):
         COCOKeypoints(COCO_MINI / "annotations" / "person_keypoints.json", COCO_MINI / "images", (192, 256),
                       (48, 64), det_file=bad)
+
+
+def test_predict_thresholds_are_range_checked(capsys):
+    for flag in ("--threshold", "--box-thre"):
+        try:
+            code = main(["predict", "--config", "w18_small_128x96", flag, "1.5", "a.jpg"])
+        except SystemExit as exc:
+            code = exc.code
+        assert code == 2
+        assert f"argument {flag}: expected a number in [0.0, 1.0], got 1.5" in capsys.readouterr().err
