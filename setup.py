@@ -30,8 +30,10 @@ def extension():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define.append(("HRFAST_WITH_CUDA", None))
         nvcc = ["-O3", "-std=c++17", "-lineinfo"]  # no fast math: decode relies on exact NaN/log
+        # -fopenmp here too: the CPU ops of a CUDA build parallelize with at::parallel_for
         return cpp_extension.CUDAExtension("hrfast._C", sources, define_macros=define,
-                                           extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+                                           extra_compile_args={"cxx": cxx + ["-fopenmp"], "nvcc": nvcc},
+                                           extra_link_args=["-fopenmp"])
     return cpp_extension.CppExtension("hrfast._C", sources, define_macros=define,
                                       extra_compile_args={"cxx": cxx + ["-fopenmp"]},
                                       extra_link_args=["-fopenmp"])

@@ -11,10 +11,9 @@ from hrfast.cli import main
 
 
 def test_help_lists_commands(capsys):
-    try:
+    with pytest.raises(SystemExit) as exc:   # --help exits, with status 0
         main(["--help"])
-    except SystemExit as e:
-        assert e.code == 0
+    assert exc.value.code == 0
     out = capsys.readouterr().out
     for cmd in ("info", "bench", "demo"):
         assert cmd in out
