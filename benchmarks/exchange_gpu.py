@@ -329,6 +329,7 @@ def main(argv=None) -> str:
     ap.add_argument("--max-autotune", action="store_true", help="add torch.compile(mode='max-autotune-no-cudagraphs')")
     ap.add_argument("--no-dispatch", action="store_true", help="skip the per-shape dispatch measurements")
     ap.add_argument("--model", action="store_true", help="also the whole model: inference and training step")
+    ap.add_argument("--no-units", action="store_true", help="leave out the per-unit rows (with --model)")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny shapes in the Triton interpreter")
     ap.add_argument("--report", help="also write the Markdown report here")
     args = ap.parse_args(argv)
@@ -336,13 +337,13 @@ def main(argv=None) -> str:
     B, H, W = (1, 16, 8) if args.tiny else (args.batch, 64, 48)
     peak = matmul_peak(device)
     unit_rows = []
-    for stage in args.stages:
+    for stage in ([] if args.no_units else args.stages):
         for mode in args.modes:
             unit_rows += bench_unit(stage, mode, B, H, W, device, args.max_autotune, peak,
                                     channels=[4, 8, 16, 32][:stage] if args.tiny else None)
     if args.model:
         unit_rows += bench_model(B, device, args.tiny, peak)
-    disp = [] if (args.no_dispatch or args.tiny) else dispatch_rows(B, H, W, device)
+    disp = [] if (args.no_dispatch or args.tiny or args.no_units) else dispatch_rows(B, H, W, device)
     header = (f"Exchange units of W32 256x192 (branch 0 at {H}x{W}), batch {B}, bf16 channels_last, "
               f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3, same run).")
     text = report(unit_rows, disp, header)

@@ -6,10 +6,12 @@
 #     bash benchmarks/gpu_session.sh wheels      # .whl/: pycocotools for cp312, git-ignored
 # then one device call per stage, each with carry [".whl"] (at most 10 minutes a call). With
 # 15 minutes of device time in all, run `tests` then `exchange`; the others when time is left:
-#     bash benchmarks/gpu_session.sh tests       # build; the whole suite on CUDA; the C++/CUDA
-#                                                # ops again under compute-sanitizer memcheck
-#     bash benchmarks/gpu_session.sh exchange    # benchmarks/exchange_gpu.py: units, model,
-#                                                # launches, memory, the per-shape dispatch
+#     bash benchmarks/gpu_session.sh tests       # build; the GPU suites on CUDA (Triton kernels,
+#                                                # C++/CUDA ops, optimize); the C++/CUDA ops again
+#                                                # under compute-sanitizer memcheck
+#     bash benchmarks/gpu_session.sh exchange    # benchmarks/exchange_gpu.py: units, launches,
+#                                                # memory, the per-shape dispatch (about 5 min)
+#     EXCHANGE_ARGS="--model --no-units" bash benchmarks/gpu_session.sh exchange   # whole model
 #     bash benchmarks/gpu_session.sh model       # hrfast bench --compare (W32, W48; batch 1, 32)
 #         (max-autotune compiles every variant: if one call nears 10 minutes, split it, e.g.
 #         CONFIGS=w32_256x192 ... model, then CONFIGS=w48_384x288 ... model)
@@ -25,6 +27,8 @@ cd "$(dirname "$0")/.."
 stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
+GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
+           tests/test_nms.py tests/test_optimize.py)
 mkdir -p "$OUT"
 PY=${PY:-python3}
 
@@ -61,8 +65,11 @@ wheels)
     ;;
 tests)
     setup
-    # the Triton tests pick CUDA when it is there (no TRITON_INTERPRET); the GPU-only tests run too
-    PYTHONUNBUFFERED=1 $PY -m pytest -q tests -p no:cacheprovider -rs "$@" 2>&1 | tee "$OUT/tests.log" | tail -40
+    # The suites that touch the GPU (the Triton tests pick CUDA when it is there: no
+    # TRITON_INTERPRET; the GPU-only tests run too). The rest is CPU code that CI covers; pass
+    # "tests" as an argument for the whole suite when a call has the time.
+    PYTHONUNBUFFERED=1 timeout 480 $PY -m pytest -q -p no:cacheprovider -rs -x --durations=15 "${@:-${GPU_TESTS[@]}}" \
+        2>&1 | tee "$OUT/tests.log" | tail -40 || echo "gpu_session: tests failed or timed out (tests.log)"
     # the native ops' CUDA kernels against the CPU again, under the memory checker
     if command -v compute-sanitizer > /dev/null; then
         PYTHONUNBUFFERED=1 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
@@ -73,7 +80,9 @@ tests)
     ;;
 exchange)
     setup
-    PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --model --report "$OUT/exchange.md" \
+    # units of stages 2-4 and the per-shape dispatch; EXCHANGE_ARGS="--model --no-units" for the
+    # whole model in a call of its own (its torch.compile variants take minutes)
+    PYTHONUNBUFFERED=1 timeout 540 $PY benchmarks/exchange_gpu.py --batch 64 --report "$OUT/exchange.md" \
         ${EXCHANGE_ARGS:-} 2>&1 | tee "$OUT/exchange.log" | tail -60
     ;;
 model)
