@@ -169,3 +169,29 @@ def oks_nms(kpts, scores, areas, thresh, sigmas, in_vis_thre=None):
             ious.append(np.sum(np.exp(-e)) / e.shape[0] if e.shape[0] != 0 else 0.0)
         order = order[np.where(np.array(ious) <= thresh)[0] + 1]
     return keep
+
+
+def person_detections(all_boxes, image_thre, aspect_ratio, pixel_std=200):
+    """The official COCODataset._load_coco_person_detection_results + _box2cs/_xywh2cs
+    (lib/dataset/coco.py), transcribed: (image_id, center, scale, score) per kept detection."""
+    out = []
+    for det_res in all_boxes:
+        if det_res['category_id'] != 1:
+            continue
+        box = det_res['bbox']
+        score = det_res['score']
+        if score < image_thre:
+            continue
+        x, y, w, h = box[:4]
+        center = np.zeros((2), dtype=np.float32)
+        center[0] = x + w * 0.5
+        center[1] = y + h * 0.5
+        if w > aspect_ratio * h:
+            h = w * 1.0 / aspect_ratio
+        elif w < aspect_ratio * h:
+            w = h * aspect_ratio
+        scale = np.array([w * 1.0 / pixel_std, h * 1.0 / pixel_std], dtype=np.float32)
+        if center[0] != -1:
+            scale = scale * 1.25
+        out.append((det_res['image_id'], center, scale, score))
+    return out

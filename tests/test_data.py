@@ -161,3 +161,27 @@ def test_synthetic_is_deterministic_and_coco_loadable(tmp_path):
     assert set(np.unique(kps[..., 2])) <= {0.0, 1.0, 2.0}
     assert all(a["area"] > 0 and a["bbox"][2] > 0 for a in doc["annotations"])
     assert json.loads(paths["val_dets"].read_text())[0]["category_id"] == 1
+
+
+def test_detector_boxes_exactly_as_the_official_code(tmp_path):
+    """Detector boxes are cropped as the official code crops them (issue 14): no clipping, no
+    shrink, a zero-score box kept at threshold 0, boxes across the image border untouched."""
+    import json
+
+    from official_numpy import person_detections
+    ann = COCO_MINI / "annotations" / "person_keypoints.json"
+    ids = sorted(json.loads(ann.read_text())["images"], key=lambda i: i["id"])
+    im = ids[0]
+    dets = [{"image_id": im["id"], "category_id": 1, "bbox": [-20.5, -10.0, 100.0, 240.0], "score": 0.9},
+            {"image_id": im["id"], "category_id": 1, "bbox": [im["width"] - 30.0, 5.0, 80.0, 60.0], "score": 0.0},
+            {"image_id": im["id"], "category_id": 1, "bbox": [10.3, 20.7, 33.1, 44.9], "score": 0.5},
+            {"image_id": im["id"], "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.99}]
+    det_file = tmp_path / "dets.json"
+    det_file.write_text(json.dumps(dets))
+    ds = COCOKeypoints(ann, COCO_MINI / "images", (192, 256), (48, 64), det_file=det_file, image_thre=0.0)
+    want = person_detections(dets, 0.0, 192 / 256)
+    assert len(ds.records) == len(want) == 3
+    for r, (iid, center, scale, score) in zip(ds.records, want):
+        assert r["image_id"] == iid and r["score"] == score
+        np.testing.assert_array_equal(r["center"], center)
+        np.testing.assert_array_equal(r["scale"], scale)

@@ -152,9 +152,10 @@ class COCOKeypoints(Dataset):
                 continue
             if float(d.get("score", 1.0)) < image_thre:
                 continue
-            info = self.coco.imgs[d["image_id"]]
-            box = _clean_box(d["bbox"], info.get("width"), info.get("height"))
-            if box is None:
+            # as the official _load_coco_person_detection_results: the detector's box untouched
+            # (no clipping, no shrink); only a box without area cannot be cropped
+            box = [float(v) for v in bbox]
+            if box[2] <= 0 or box[3] <= 0:
                 empty += 1
                 continue
             center, scale = box_to_center_scale(box, self.aspect_ratio)
