@@ -28,7 +28,7 @@ import torch
 
 from hrfast.bench import emit_report
 
-MMA = re.compile(r"\b(HGMMA\.\w+\.F32\.\w+|HMMA\.\w+\.F32\.\w+|DMMA\.\w+)")
+MMA = re.compile(r"\b((?:HGMMA|HMMA|DMMA)\.[\w.]+)")   # fp16 operands carry no suffix: HGMMA.64x16x16.F32
 LOADS = re.compile(r"\b(LDGSTS\.E[.\w]*|LDG\.E[.\w]*)")
 
 
