@@ -18,7 +18,7 @@ import torch
 
 import hrfast
 from hrfast.engine.evaluate import evaluate
-from hrfast.engine.train import build_dataset, dataset_paths, make_loader
+from hrfast.engine.data import build_dataset, dataset_paths, make_loader
 from hrfast.ops.decode import decode_heatmaps
 from hrfast.optimize import optimize
 from hrfast.predictor import load_weights

@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .config import merge_config
     from .engine.evaluate import evaluate, format_stats
-    from .engine.train import build_dataset, dataset_paths, make_loader
+    from .engine.data import build_dataset, dataset_paths, make_loader
     from .models import HRNet
 
     cfg = _training_config(args)

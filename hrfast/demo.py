@@ -42,7 +42,8 @@ def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num
              batch: int = 32, workers: int = 1, overrides=(), progress: bool = True) -> dict:
     from .data.synthetic import make_synthetic_coco
     from .engine.evaluate import evaluate, format_stats
-    from .engine.train import build_dataset, make_loader, train
+    from .engine.data import build_dataset, make_loader
+    from .engine.train import train
 
     t_start = time.perf_counter()
     out = Path(out_dir)

@@ -12,7 +12,8 @@ from hrfast.data.coco import COCOKeypoints
 from hrfast.data.synthetic import make_synthetic_coco
 from hrfast.engine.evaluate import coco_eval, coco_results, flip_back, format_stats
 from hrfast.engine.loss import JointsMSELoss, JointsOHKMMSELoss
-from hrfast.engine.train import atomic_save, train
+from hrfast.engine.checkpoint import atomic_save
+from hrfast.engine.train import train
 from hrfast.ops.decode import final_preds
 from conftest import COCO_MINI
 

@@ -76,13 +76,13 @@ def test_bit_flip_is_caught_by_the_crc(tmp_path):
 def test_plain_state_dicts_and_resume_state_load(tmp_path):
     """What hrfast writes, and what the official code writes, loads as data: the resume
     checkpoint keeps its RNG states as tensors and plain values."""
-    from hrfast.engine.train import _rng_state, _set_rng_state
+    from hrfast.engine.checkpoint import rng_state, set_rng_state
     import numpy as np
     import random
     path = tmp_path / "ck.pth"
-    torch.save({"rng": _rng_state(), "model": {"a": torch.ones(2)}}, path)
+    torch.save({"rng": rng_state(), "model": {"a": torch.ones(2)}}, path)
     before = (np.random.rand(), random.random(), torch.rand(1).item())
-    _set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(load_checkpoint(path)["rng"])
     assert (np.random.rand(), random.random(), torch.rand(1).item()) == before
 
 

@@ -1,0 +1,62 @@
+"""Data for training and evaluation: where the config's datasets live, the dataset objects,
+and their loaders (sharded under DDP, shuffled as a function of (seed, epoch))."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..data.coco import Augmentation, COCOKeypoints
+
+
+def dataset_paths(cfg: Config, split: str):
+    """(ann_file, image_dir) of ``split`` ('train' or 'test'): explicit DATASET.*_ANN/*_IMAGES
+    or the official layout ROOT/annotations/person_keypoints_<SET>.json, ROOT/images/<SET>."""
+    d = cfg.DATASET
+    ann, images = (d.TRAIN_ANN, d.TRAIN_IMAGES) if split == "train" else (d.TEST_ANN, d.TEST_IMAGES)
+    name = d.TRAIN_SET if split == "train" else d.TEST_SET
+    root = Path(d.ROOT) if d.ROOT else None
+    if not ann:
+        if root is None:
+            raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_ANN must name the {split} data")
+        ann = root / "annotations" / f"person_keypoints_{name}.json"
+    if not images:
+        if root is None:
+            raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_IMAGES must name the {split} images")
+        images = root / "images" / name
+    return Path(ann), Path(images)
+
+
+def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> COCOKeypoints:
+    ann, images = dataset_paths(cfg, "train" if train else "test")
+    d = cfg.DATASET
+    det = None
+    if not train and not cfg.TEST.USE_GT_BBOX:
+        if not cfg.TEST.COCO_BBOX_FILE:
+            raise ValueError("config TEST.USE_GT_BBOX is false but TEST.COCO_BBOX_FILE is empty")
+        det = cfg.TEST.COCO_BBOX_FILE
+    aug = Augmentation(scale_factor=float(d.SCALE_FACTOR), rotation_factor=float(d.ROT_FACTOR),
+                       flip=bool(d.FLIP), prob_half_body=float(d.PROB_HALF_BODY),
+                       num_joints_half_body=int(d.NUM_JOINTS_HALF_BODY))
+    max_n = int(cfg.HRFAST.MAX_TRAIN_IMAGES) if train and cfg.HRFAST.MAX_TRAIN_IMAGES else None
+    return COCOKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
+                         det_file=det, image_thre=float(cfg.TEST.IMAGE_THRE), sigma=float(cfg.MODEL.SIGMA),
+                         encoding=cfg.HRFAST.TARGET_ENCODING, targets_on_device=targets_on_device,
+                         augmentation=aug, use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT),
+                         seed=int(cfg.HRFAST.SEED), max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS))
+
+
+def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,
+                seed: int, epoch: int = 0, pin_memory: bool = False):
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed)
+        sampler.set_epoch(epoch)
+    elif train:
+        # the shuffle order is a function of (seed, epoch): a resumed run sees the same order
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      drop_last=train, pin_memory=pin_memory, persistent_workers=False)
