@@ -31,7 +31,7 @@ def first_person(root: Path = COCO_MINI):
 
 
 def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Path = Path("outputs/demo")) -> int:
-    from .cli import resolve_config
+    from .config import resolve_config
 
     torch.manual_seed(0)
     cfg = resolve_config(config)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from .config import resolve_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COCO_MINI = REPO_ROOT / "data" / "coco-mini"
 
@@ -22,16 +24,6 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
     p.add_argument("--backend", default=backend_default, choices=["reference", "triton", "auto"],
                    help="exchange-unit implementation: triton = fused kernels (CUDA) (default: "
                         + (backend_default or "the config's HRFAST.BACKEND, auto") + ")")
-
-
-def resolve_config(name_or_path: str):
-    """A built-in config name or a YAML path -> Config."""
-    from .config import available_configs, get_config, load_config
-    if name_or_path in available_configs():
-        return get_config(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists():
-        return load_config(name_or_path)
-    return get_config(name_or_path)  # raises with the list of names
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -206,6 +206,15 @@ def available_configs() -> List[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def resolve_config(name_or_path: str) -> Config:
+    """A built-in config name or a YAML path -> :class:`Config` (what ``--config`` takes)."""
+    if name_or_path in available_configs():
+        return get_config(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists():
+        return load_config(name_or_path)
+    return get_config(name_or_path)  # raises with the list of names
+
+
 def get_config(name: str) -> Config:
     """The built-in configuration ``name``, e.g. ``"w32_256x192"``."""
     path = CONFIG_DIR / f"{name}.yaml"
