@@ -12,9 +12,9 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
-from .engine.evaluate import infer_heatmaps
 from .data.coco_meta import FLIP_PAIRS, flip_permutation
+from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
+from .inference import infer_heatmaps
 from .ops.decode import final_preds
 from .safe_load import load_checkpoint
 

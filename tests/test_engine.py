@@ -10,7 +10,8 @@ import torch
 from hrfast.config import get_config, merge_config
 from hrfast.data.coco import COCOKeypoints
 from hrfast.data.synthetic import make_synthetic_coco
-from hrfast.engine.evaluate import coco_eval, coco_results, flip_back, format_stats
+from hrfast.engine.evaluate import coco_eval, coco_results, format_stats
+from hrfast.inference import flip_back
 from hrfast.engine.loss import JointsMSELoss, JointsOHKMMSELoss
 from hrfast.engine.checkpoint import atomic_save
 from hrfast.engine.train import train
