@@ -204,8 +204,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .config import merge_config
-    from .engine.evaluate import evaluate, format_stats
     from .engine.data import build_dataset, dataset_paths, make_loader
+    from .engine.evaluate import evaluate, format_stats
     from .models import HRNet
 
     cfg = _training_config(args)
@@ -246,41 +246,6 @@ def _load_weights(model, checkpoint) -> None:
         load_weights(model, checkpoint)
 
 
-def _boxes_for(images, boxes_file, min_score: float = 0.0):
-    """Per image, its (N, 4) boxes from ``boxes_file``, or None (the whole image is one person).
-
-    The file is either {file name: [[x, y, w, h], ...]} or a COCO detection-results list
-    ({image_id, bbox, score}); for the list, image ids are the numeric stem of the file name
-    (COCO naming, e.g. 000000000785.jpg -> 785). An image that the file lists with no box, or
-    with no detection above ``min_score``, has zero people; one that a dict file does not list
-    is whole. Every box is checked (finite, positive size) before any work."""
-    from .data.coco import read_json
-    from .predictor import check_boxes
-    if boxes_file is None:
-        return [None] * len(images)
-    data = read_json(boxes_file, "--boxes file")
-    if not isinstance(data, (dict, list)):
-        raise ValueError(f"--boxes file {boxes_file} must hold a dict or a list of detections, "
-                         f"got {type(data).__name__}")
-    out = []
-    for im in images:
-        name = Path(im).name
-        where = f"--boxes file {boxes_file}, {name}"
-        if isinstance(data, dict):
-            b = data.get(name, data.get(str(im)))
-            out.append(None if b is None else check_boxes(b if isinstance(b, list) else [b], where))
-            continue
-        try:
-            iid = int(Path(im).stem)
-        except ValueError:
-            raise ValueError(f"--boxes holds COCO detections, but {name} has no numeric image id") from None
-        if not all(isinstance(d, dict) and "bbox" in d for d in data):
-            raise ValueError(f"--boxes file {boxes_file}: every detection needs a 'bbox'")
-        out.append(check_boxes([d["bbox"] for d in data if d.get("image_id") == iid
-                                and d.get("score", 1.0) >= min_score and d.get("category_id", 1) == 1], where))
-    return out
-
-
 def _output_names(images) -> List[str]:
     """Drawing names unique per call: two images named alike in different folders get
     ``_2``, ``_3``... rather than overwrite each other."""
@@ -295,17 +260,18 @@ def _output_names(images) -> List[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
+    from .data.boxes import boxes_for_images
+    from .data.transforms import check_image_file
     from .models import HRNet
     from .predictor import PoseEstimator
 
-    from .data.transforms import check_image_file
     for im in args.images:   # every image is checked before any output is written
         check_image_file(im)
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
     _load_weights(model, args.checkpoint)
     est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
                         flip_test=not args.no_flip, method=args.decode)
-    boxes = _boxes_for(args.images, args.boxes, args.box_thre)
+    boxes = boxes_for_images(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {out}")

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .data.boxes import check_boxes
 from .data.coco_meta import FLIP_PAIRS, flip_permutation
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .inference import infer_heatmaps
@@ -37,20 +38,6 @@ def load_image(image: ImageLike) -> np.ndarray:
             raise ValueError(f"image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         return image
     raise TypeError(f"image must be a path, numpy array or tensor, got {type(image).__name__}")
-
-
-def check_boxes(boxes, where: str = "boxes") -> np.ndarray:
-    """Person boxes as an (N, 4) float64 array [x, y, w, h] in image pixels; N may be 0.
-    Raise a ValueError naming ``where`` unless every box is finite with positive size."""
-    arr = np.asarray(boxes if len(boxes) else np.zeros((0, 4)), dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 4:
-        raise ValueError(f"{where} must be (N, 4) [x, y, w, h], got shape {arr.shape}")
-    arr = arr[:, :4]
-    bad = ~np.isfinite(arr).all(1) | (arr[:, 2] <= 0) | (arr[:, 3] <= 0)
-    if bad.any():
-        raise ValueError(f"{where}: box {int(np.argmax(bad))} must be finite with positive width and height, "
-                         f"got {arr[bad][0].tolist()}")
-    return arr
 
 
 def load_weights(model: torch.nn.Module, checkpoint) -> None:
