@@ -7,8 +7,12 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
-DEPS       := numpy pycocotools pyyaml tqdm pillow packaging opencv-python-headless ninja \
-              setuptools wheel pytest pytest-benchmark matplotlib onnx onnxruntime openvino
+# What to install is listed once, in pyproject.toml: the build requirements, the dependencies
+# and the "dev" extra, read here without torch (installed first, alone).
+PYPROJECT_REQS = $(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+                 r = p['build-system']['requires'] + p['project']['dependencies'] + \
+                 p['project']['optional-dependencies']['dev']; \
+                 print(' '.join(x for x in r if not x.startswith('torch')))"
 
 .PHONY: install demo test bench clean
 
@@ -16,9 +20,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first and alone, so that no later step lets pip resolve a different torch.
-$(VENV)/.deps: $(PY)
+$(VENV)/.deps: $(PY) pyproject.toml
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q $(DEPS)
+	$(PY) -m pip install -q $$($(PYPROJECT_REQS))
 	$(PY) -m pip install -q triton || echo "triton could not be installed: fused kernels disabled"
 	# int8 CPU inference (optimize(dtype="int8")); no deps: it must not pull another torch
 	$(PY) -m pip install -q --no-deps torchao==0.18.0 || echo "torchao could not be installed: int8 disabled"
@@ -34,6 +38,7 @@ demo: install
 	$(PY) -m hrfast demo
 
 test: install
+	$(PY) -m ruff check .
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
 
 bench: install

@@ -112,7 +112,8 @@ def make_inputs(channels, B, H, W, device, dtype, grad):
     sets = []
     for _ in range(ROTATE if device.type == "cuda" else 1):
         sets.append([torch.randn(B, c, H >> j, W >> j, device=device, dtype=dtype)
-                     .contiguous(memory_format=torch.channels_last).requires_grad_(grad) for j, c in enumerate(channels)])
+                     .contiguous(memory_format=torch.channels_last).requires_grad_(grad)
+                     for j, c in enumerate(channels)])
     return sets
 
 

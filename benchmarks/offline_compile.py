@@ -152,7 +152,8 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
 
 
 def report(rows: List[dict], header: str) -> str:
-    lines = [header, "", "| kernel | variant | regs | spill instr. | shared KiB | warps | stages | MMA | global loads |",
+    lines = [header, "",
+             "| kernel | variant | regs | spill instr. | shared KiB | warps | stages | MMA | global loads |",
              "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         mma = ", ".join(f"{k} x{v}" for k, v in r["mma"].items()) or "-"

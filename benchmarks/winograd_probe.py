@@ -44,7 +44,7 @@ def winograd_relu(x: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch
 
 def main(batch: int = 8) -> None:
     cpu = torch.device("cpu")
-    print(f"| channels | map | direct (ms) | GEMMs only (ms) | Inductor Winograd (ms) | max err direct / Winograd |")
+    print("| channels | map | direct (ms) | GEMMs only (ms) | Inductor Winograd (ms) | max err direct / Winograd |")
     print("|---:|---|---:|---:|---:|---|")
     for c, h, w in [(32, 64, 48), (64, 32, 24), (128, 16, 12), (256, 8, 6)]:   # W32 branches 1-4
         torch.manual_seed(0)

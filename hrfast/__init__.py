@@ -8,5 +8,6 @@ from .predictor import PoseEstimator
 
 __version__ = "0.1.0"
 
-__all__ = ["HRNet", "PoseEstimator", "optimize", "export", "ops", "Config", "ConfigError", "available_configs", "get_config", "load_config",
+__all__ = ["HRNet", "PoseEstimator", "optimize", "export", "ops", "Config", "ConfigError", "available_configs",
+           "get_config", "load_config",
            "HAS_EXTENSION", "__version__"]

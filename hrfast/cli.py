@@ -218,7 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ds = build_dataset(cfg, train=False)
     loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), 1, 0, 0)
     stats = evaluate(_maybe_optimized(model, args.optimize, device), loader, dataset_paths(cfg, "test")[0],
-                     device, not args.no_flip, args.decode, results_file=Path(args.out) / "results.json", oks_thre=float(cfg.TEST.OKS_THRE),
+                     device, not args.no_flip, args.decode, results_file=Path(args.out) / "results.json",
+                     oks_thre=float(cfg.TEST.OKS_THRE),
                      in_vis_thre=float(cfg.TEST.IN_VIS_THRE), progress=not args.quiet)
     print(format_stats(stats))
     return 0
@@ -364,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="build a model, round-trip its checkpoint, run it on a real COCO crop")
     p.add_argument("--config", default="w32_256x192", help="config name or YAML (default: w32_256x192)")
-    p.add_argument("--batch", type=_int_at_least(1), default=8, help="batch size for the throughput figure (default: 8)")
+    p.add_argument("--batch", type=_int_at_least(1), default=8,
+                   help="batch size for the throughput figure (default: 8)")
     p.add_argument("--out", default="outputs/check", help="output folder (default: outputs/check)")
     p.set_defaults(func=cmd_check)
 
@@ -390,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p, "outputs/eval")
     p.add_argument("--checkpoint", required=True, help="state_dict or hrfast checkpoint file")
     p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
-    p.add_argument("--decode", default="quarter", choices=["quarter", "dark", "udp"], help="decoding (default: quarter)")
+    p.add_argument("--decode", default="quarter", choices=["quarter", "dark", "udp"],
+                   help="decoding (default: quarter)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     _optimize_arg(p)
     p.set_defaults(func=cmd_eval, epochs=None)
@@ -398,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="keypoints of the people in images: a json and PNGs with skeletons")
     _add_model_args(p)
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--checkpoint", help="state_dict file (official pose_hrnet checkpoints work); random weights if omitted")
+    p.add_argument("--checkpoint",
+                   help="state_dict file (official pose_hrnet checkpoints work); random weights if omitted")
     p.add_argument("--boxes", help="json of person boxes: {file name: [[x,y,w,h],...]} or COCO detections; "
                                    "default: the whole image is one person")
     p.add_argument("--out", default="outputs/predict", help="output folder (default: outputs/predict)")
@@ -406,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
     p.add_argument("--no-flip", action="store_true", help="no flip test")
     _optimize_arg(p)
-    p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.2, help="joint score needed to draw a joint (default: 0.2)")
+    p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.2,
+                   help="joint score needed to draw a joint (default: 0.2)")
     p.add_argument("--box-thre", type=_float_in(0.0, 1.0), default=0.5,
                    help="minimum detector score of COCO-detection boxes (default: 0.5)")
     p.set_defaults(func=cmd_predict)

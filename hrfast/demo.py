@@ -29,7 +29,8 @@ def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
     cfg = merge_config(get_config(DEMO_CONFIG), {
         "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
                     "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
-        "TRAIN": {"END_EPOCH": epochs, "LR_STEP": [max(1, round(epochs * 170 / 210)), max(1, round(epochs * 200 / 210))],
+        "TRAIN": {"END_EPOCH": epochs,
+                  "LR_STEP": [max(1, round(epochs * 170 / 210)), max(1, round(epochs * 200 / 210))],
                   "BATCH_SIZE_PER_GPU": batch},
         "TEST": {"BATCH_SIZE_PER_GPU": 64, "COCO_BBOX_FILE": str(paths["val_dets"])},
         "WORKERS": workers,

@@ -256,7 +256,8 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
             raise ValueError(f"dtype must be one of {sorted(set(_DTYPES))} or None, got {dtype!r}")
         dt, why = _DTYPES[dtype], "requested"
     if dt == torch.int8 and (mode != "inference" or device.type != "cpu"):
-        raise ValueError("dtype='int8' is for inference on the CPU (x86 oneDNN int8); use bf16 on CUDA and for training")
+        raise ValueError("dtype='int8' is for inference on the CPU (x86 oneDNN int8); "
+                         "use bf16 on CUDA and for training")
     if dt == torch.int8 and not compile:
         raise ValueError("dtype='int8' needs compile=True: only Inductor lowers the quantized graph to int8 kernels")
     choices.append((f"dtype {str(dt).replace('torch.', '')}", why))

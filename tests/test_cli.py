@@ -52,7 +52,8 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
                  "--report", str(report), "--png", str(png)]) == 0
     text = report.read_text()
     for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize fp32 |", "| optimize |",
-                "| optimize(mode='training') |", "| eager fp32, fused Adam |", "| onnxruntime fp32 |", "| openvino fp32 |", "| optimize int8 |", "End-to-end predict"):
+                "| optimize(mode='training') |", "| eager fp32, fused Adam |", "| onnxruntime fp32 |",
+                "| openvino fp32 |", "| optimize int8 |", "End-to-end predict"):
         assert row in text
     # the peak-memory column holds a MiB figure where the probe works, else n/a (not a crash)
     eager = next(ln for ln in text.splitlines() if ln.startswith("| eager fp32 |"))
@@ -115,7 +116,8 @@ def test_missing_annotation_key_and_disk_full_are_one_line(tmp_path, capsys, mon
     bad.write_text(json.dumps(ann))
     weights = tmp_path / "w.pth"
     torch.save(HRNet.from_config("w18_small_128x96").state_dict(), weights)
-    assert main(["eval", "--config", "w18_small_128x96", "--checkpoint", str(weights), "--set", f"DATASET.TEST_ANN={bad}",
+    assert main(["eval", "--config", "w18_small_128x96", "--checkpoint", str(weights),
+                 "--set", f"DATASET.TEST_ANN={bad}",
                  "--set", f"DATASET.TEST_IMAGES={COCO_MINI / 'images'}", "--out", str(tmp_path / "e"),
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -36,7 +36,8 @@ def test_keys_are_case_insensitive(tmp_path):
     ("MODEL:\n  EXTRA:\n    STAGE2:\n      NUM_CHANNEL: [1]\n", r"MODEL.EXTRA.STAGE2.NUM_CHANNEL"),
     ("TRAIN:\n  LR: fast\n", r"'TRAIN.LR' must be a number"),
     ("MODEL: 3\n", r"'MODEL' must be a mapping"),
-    ("MODEL:\n  EXTRA:\n    STAGE2:\n      NUM_BRANCHES: 3\n", r"STAGE2.NUM_BLOCKS has 1 entries but NUM_BRANCHES is 3"),
+    ("MODEL:\n  EXTRA:\n    STAGE2:\n      NUM_BRANCHES: 3\n",
+     r"STAGE2.NUM_BLOCKS has 1 entries but NUM_BRANCHES is 3"),
     ("MODEL:\n  IMAGE_SIZE: [100, 256]\n", r"multiples of 32"),
     ("- a\n- b\n", r"top level must be a mapping"),
 ])

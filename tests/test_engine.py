@@ -247,7 +247,8 @@ def test_resume_applies_a_new_schedule_refuses_another_model_and_tidies(tmp_path
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     with pytest.raises(ValueError, match=r"cannot resume .* another model \(MODEL.EXTRA.STAGE2.NUM_CHANNELS"):
-        train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3}, "MODEL": {"EXTRA": {"STAGE2": {"NUM_CHANNELS": [16, 32]}}}}),
+        train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3},
+                                 "MODEL": {"EXTRA": {"STAGE2": {"NUM_CHANNELS": [16, 32]}}}}),
               run, resume=True, progress=False, max_steps_per_epoch=1)
     with pytest.raises(ValueError, match="TRAIN.OPTIMIZER=adam, the config asks for sgd"):
         train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3, "OPTIMIZER": "sgd"}}), run, resume=True, progress=False)

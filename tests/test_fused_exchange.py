@@ -281,7 +281,8 @@ def test_models_do_not_import_ops():
         assert not re.search(r"from \.\.ops|import hrfast\.ops|from hrfast\.ops", path.read_text()), path.name
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="real W32 shapes need a CUDA GPU (too slow in the interpreter)")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="real W32 shapes need a CUDA GPU (too slow in the interpreter)")
 # fp32 1e-4: TF32 off, B*H*W-long sums in another order; bf16: within twice eager's error
 @pytest.mark.parametrize("batch", [32, 64])
 @pytest.mark.parametrize("mode", ["train", "eval"])

@@ -34,13 +34,15 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         color = tuple(float(c) for c in rng.uniform(0, 255, 3))
         kind = rng.integers(0, 3)
         if kind == 0:
-            p1 = rng.integers(0, [w, h]); p2 = p1 + rng.integers(-60, 60, 2)
+            p1 = rng.integers(0, [w, h])
+            p2 = p1 + rng.integers(-60, 60, 2)
             cv2.rectangle(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, -1)
         elif kind == 1:
             c = rng.integers(0, [w, h])
             cv2.circle(img, (int(c[0]), int(c[1])), int(rng.integers(4, 30)), color, -1)
         else:
-            p1 = rng.integers(0, [w, h]); p2 = p1 + rng.integers(-80, 80, 2)
+            p1 = rng.integers(0, [w, h])
+            p2 = p1 + rng.integers(-80, 80, 2)
             cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, int(rng.integers(2, 9)))
     img += rng.normal(0, 6, img.shape).astype(np.float32)     # sensor-like noise / texture
     return img

@@ -30,7 +30,8 @@ if HAS_TRITON:
 
 def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],
                  running_var: Sequence[torch.Tensor], num_batches_tracked: Sequence[torch.Tensor],
-                 widths: Sequence[int], momentum: Sequence[Optional[float]], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                 widths: Sequence[int], momentum: Sequence[Optional[float]],
+                 update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Eager twin of :func:`bn_stats`."""
     P, N = part_mean.shape
     tile = stats_tile(count, P)
@@ -100,7 +101,8 @@ def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Se
     require_triton(part_mean.device, "bn_stats")
     bns = list(bns) if update else []
     return torch.ops.hrfast.bn_stats(
-        part_mean.detach(), part_m2.detach(), int(count), [bn.running_mean for bn in bns], [bn.running_var for bn in bns],
+        part_mean.detach(), part_m2.detach(), int(count), [bn.running_mean for bn in bns],
+        [bn.running_var for bn in bns],
         [bn.num_batches_tracked for bn in bns], [bn.num_features for bn in bns],
         [-1.0 if bn.momentum is None else float(bn.momentum) for bn in bns], bool(update))
 

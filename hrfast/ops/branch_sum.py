@@ -29,7 +29,8 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_SEGMENTS, MAX_TERMS, Affine, Segment, Term, acc_dtype, affine_lists,
+from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_SEGMENTS, MAX_TERMS, Affine, Segment, Term, acc_dtype,
+                      affine_lists,
                       empty_like_layout, launch_fused_gemm, needs_int64, on_gpu, require_triton, tl_dtype, view)
 
 if HAS_TRITON:
