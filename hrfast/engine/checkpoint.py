@@ -16,7 +16,7 @@ import torch
 
 from ..config import Config
 
-_SCHEDULE_KEYS = ("LR", "LR_STEP", "LR_FACTOR", "END_EPOCH")
+_SCHEDULE_KEYS = ("LR", "LR_STEP", "LR_FACTOR")   # END_EPOCH: a longer run is what resuming is for
 
 
 def atomic_save(obj, path: Path) -> None:
