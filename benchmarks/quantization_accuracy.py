@@ -20,7 +20,7 @@ import hrfast
 from hrfast.engine.evaluate import evaluate
 from hrfast.engine.data import build_dataset, dataset_paths, make_loader
 from hrfast.ops.decode import decode_heatmaps
-from hrfast.optimize import optimize
+from hrfast import optimize
 from hrfast.predictor import load_weights
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     ann, _ = dataset_paths(cfg, "test")
     with torch.no_grad():
         ref = model(crops)
-    variants = [("fp32 eager", model), ("optimize bf16", optimize(model, dtype="bf16")),
+    variants = [("fp32 eager", model), ("optimize bf16", optimize(model, dtype="bf16", runtime="torch")),
                 ("optimize int8", optimize(model, dtype="int8", calibration=calibration))]
     if importlib.util.find_spec("openvino") is not None:
         variants += [(f"optimize openvino {d}", optimize(model, dtype=d, runtime="openvino")) for d in ("fp32", "bf16")]

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, of_peak
+from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, training_table
 
 
 def main() -> None:
@@ -33,11 +33,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.iters} interleaved rounds. GFLOP/s count "
           f"a step as 3x the forward's conv FLOPs; the peak is a large 3x3 conv in the row's dtype, "
           f"measured after the rounds.\n")
-    print("| variant | images/s | vs eager fp32 | GFLOP/s | of the conv peak | peak MiB |\n"
-          "|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-              f"{of_peak(r, peak32, peak16)} | {r['peak_mib']:.0f} |")
+    print(training_table(rows, peak32, peak16))
 
 
 if __name__ == "__main__":

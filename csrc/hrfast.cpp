@@ -1,6 +1,10 @@
 // The hrfast operator library: every schema lives here; CPU kernels register in their own
 // files (csrc/<op>.cpp), CUDA kernels in csrc/cuda/<op>.cu.
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace hrfast {
 
@@ -12,10 +16,23 @@ bool cuda_built() {
 #endif
 }
 
+// How many threads at::parallel_for gives this library's CPU kernels: ATen's parallel_for is
+// inlined into the extension, so a build without -fopenmp runs it on one thread whatever
+// torch.get_num_threads() says.
+int64_t parallel_threads() {
+  std::vector<char> seen(std::max(1, at::get_num_threads()), 0);
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
+    size_t t = static_cast<size_t>(at::get_thread_num());
+    if (t < seen.size()) seen[t] = 1;
+  });
+  return static_cast<int64_t>(std::count(seen.begin(), seen.end(), 1));
+}
+
 }  // namespace hrfast
 
 TORCH_LIBRARY(hrfast, m) {
   m.def("cuda_built() -> bool", &hrfast::cuda_built);
+  m.def("parallel_threads() -> int", &hrfast::parallel_threads);
   // joints (B, K, 2) float32 in input-image pixels, visible (B, K) float32;
   // image_size / heatmap_size are (width, height). encoding: "msra" or "udp".
   // window: the (S, S) float32 msra Gaussian (S = len(arange(0, 6 sigma + 1))), made once per

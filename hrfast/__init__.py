@@ -2,8 +2,8 @@
 from ._extension import HAS_EXTENSION
 from .config import Config, ConfigError, available_configs, get_config, load_config
 from .models import HRNet
-from . import export, ops
-from .optimize import optimize  # the function; its module stays importable as hrfast.optimize
+from . import ops
+from .deploy import export, optimize
 from .predictor import PoseEstimator
 
 __version__ = "0.1.0"

@@ -8,10 +8,8 @@ import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
 try:
     from . import _C  # noqa: F401  (registers torch.ops.hrfast.* on import)
     HAS_EXTENSION = True
-    IMPORT_ERROR = None
 except ImportError as exc:  # a source checkout that was not built, or a failed build
     HAS_EXTENSION = False
-    IMPORT_ERROR = exc
     warnings.warn(f"hrfast._C extension not available ({exc}); using the pure-PyTorch reference "
                   "ops (build with `pip install --no-build-isolation -e .`)", RuntimeWarning,
                   stacklevel=2)
@@ -22,3 +20,11 @@ def has_cuda_ops() -> bool:
     if not HAS_EXTENSION:
         return False
     return bool(torch.ops.hrfast.cuda_built())
+
+
+def parallel_threads() -> int:
+    """Threads the extension's CPU ops run on (``at::parallel_for``); 1 for a build without
+    OpenMP, 0 without the extension."""
+    if not HAS_EXTENSION:
+        return 0
+    return int(torch.ops.hrfast.parallel_threads())

@@ -3,12 +3,25 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import importlib.util
+import json
+import platform
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from .deploy import make_plan, optimize
+from .device import cpu_has_native_bf16
+from .engine.optim import build_optimizer
+from .models import HRNet
+from .predictor import PoseEstimator, load_image
+from .profile import count_macs
+from .tables import markdown_table
 
 
 def emit_report(text: str, path=None) -> str:
@@ -58,7 +71,6 @@ def measure_interleaved(fns, device: torch.device, iters: int = 5, progress: boo
     times = [[] for _ in fns]
     rounds = range(iters)
     if progress:
-        from tqdm import tqdm
         rounds = tqdm(rounds, desc="  timed rounds", leave=False)
     for _ in rounds:
         for fn, t in zip(fns, times):
@@ -97,7 +109,6 @@ def gemm_peak(device="cpu", dtype=torch.float32, n: int = 4096, iters: int = 3) 
     nothing about the peak; the conv probe still runs."""
     device = torch.device(device)
     if device.type == "cpu" and dtype == torch.bfloat16:
-        from .device import cpu_has_native_bf16
         if not cpu_has_native_bf16():
             return float("nan")
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -118,61 +129,40 @@ def conv_peak(device="cpu", dtype=torch.float32, iters: int = 3) -> float:
     return 2.0 * 8 * 64 * 64 * 256 * 256 * 9 / sec
 
 
-INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize fp32", "optimize")
+# "optimize" is the default call, whose runtime "auto" picks; the torch rows pin the torch
+# path (on CUDA and where no other runtime is installed they are the default's plan)
+INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize torch fp32", "optimize torch", "optimize")
 # CPU-only variants and the package each needs
 CPU_VARIANTS = {"optimize int8": "torchao", "onnxruntime fp32": "onnxruntime",
                 "openvino fp32": "openvino", "openvino bf16": "openvino"}
 
 
 def available_inference_variants(device) -> tuple:
-    """INFERENCE_VARIANTS, plus on the CPU: "optimize int8" when torchao is installed,
-    "onnxruntime fp32" when onnxruntime is, and "openvino fp32" / "openvino bf16" (bf16 on CPUs
-    with native bf16) when openvino is. The last three are the deployment alternatives to
-    ``optimize``: the ONNX export of the same weights, run by another CPU runtime."""
-    import importlib.util
-
-    if torch.device(device).type != "cpu":
-        return INFERENCE_VARIANTS
-    from .device import cpu_has_native_bf16
-
+    """INFERENCE_VARIANTS, less "optimize torch" where the default plan is that one, plus on
+    the CPU: "optimize int8" when torchao is installed, "onnxruntime fp32" when onnxruntime
+    is, and "openvino fp32" / "openvino bf16" (bf16 on CPUs with native bf16) when openvino
+    is. The last three are the ONNX export of the same weights, run by another CPU runtime."""
+    device = torch.device(device)
+    names = INFERENCE_VARIANTS
+    if make_plan(device=device).runtime == "torch":
+        names = tuple(n for n in names if n != "optimize torch")
+    if device.type != "cpu":
+        return names
     extra = [name for name, module in CPU_VARIANTS.items() if importlib.util.find_spec(module) is not None
              and (name != "openvino bf16" or cpu_has_native_bf16())]   # else the plugin runs f32
-    return INFERENCE_VARIANTS + tuple(extra)
-
-
-def _onnxruntime_runner(model: nn.Module) -> Callable:
-    """``model`` exported to ONNX (hrfast.export.onnx) and run by onnxruntime on the CPU with
-    as many intra-op threads as torch uses, so the two compete on equal terms."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from .export import onnx
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with tempfile.TemporaryDirectory() as tmp:     # the session holds the graph once built
-        path = onnx(copy.deepcopy(model).cpu(), Path(tmp) / "hrnet.onnx", check=False)
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(sess.run(None, {"image": x.detach().cpu().float().numpy()})[0])
-    return run
+    return names + tuple(extra)
 
 
 def inference_variant(model: nn.Module, name: str, device) -> Callable:
     """The callable that ``name`` (one of INFERENCE_VARIANTS) times for ``model`` on ``device``.
 
     eager fp32: the reference model; eager AMP: the same under bf16 autocast; torch.compile:
-    ``torch.compile`` of the reference; optimize fp32 / optimize: :func:`hrfast.optimize`
-    with dtype fp32 / its own dtype choice; optimize int8: ``optimize(dtype="int8")``
-    calibrated on random crops (CPU only); onnxruntime fp32: the ONNX export run by
-    onnxruntime; openvino fp32 / bf16: ``optimize(dtype=..., runtime="openvino")``, the same
-    graph compiled by OpenVINO's CPU plugin at that precision; the last three CPU only, see
+    ``torch.compile`` of the reference; optimize torch fp32 / optimize torch: :func:`hrfast.optimize`
+    on the torch runtime with dtype fp32 / its own dtype choice; optimize: the default call;
+    optimize int8: ``optimize(dtype="int8")`` calibrated on random crops (CPU only);
+    onnxruntime fp32 / openvino fp32 / openvino bf16: ``optimize(dtype=..., runtime=...)``,
+    the ONNX export run by that CPU runtime at that precision; the last three CPU only, see
     :func:`available_inference_variants`."""
-    from .optimize import optimize
-
     device = torch.device(device)
     if name == "eager fp32":
         return model
@@ -183,8 +173,10 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         return amp
     if name == "torch.compile":
         return torch.compile(model)
-    if name == "optimize fp32":
-        return optimize(model, dtype="fp32", device=device)
+    if name == "optimize torch fp32":
+        return optimize(model, dtype="fp32", device=device, runtime="torch")
+    if name == "optimize torch":
+        return optimize(model, device=device, runtime="torch")
     if name == "optimize":
         return optimize(model, device=device)
     if name == "optimize int8":
@@ -196,10 +188,9 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         return optimize(model, dtype="int8", device=device, calibration=calibration)
     if name in CPU_VARIANTS and device.type != "cpu":
         raise ValueError(f"the {name} variant runs on the CPU only")
-    if name == "onnxruntime fp32":
-        return _onnxruntime_runner(model)
-    if name in ("openvino fp32", "openvino bf16"):
-        return optimize(model, dtype=name.split()[-1], device=device, runtime="openvino")
+    if name in ("onnxruntime fp32", "openvino fp32", "openvino bf16"):
+        runtime, dtype = name.split()
+        return optimize(model, dtype=dtype, device=device, runtime=runtime)
     raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + tuple(CPU_VARIANTS)}")
 
 
@@ -246,9 +237,6 @@ def compare_inference(config: str = "w32_256x192", batch: int = 8, device="cpu",
     Every variant is built and called once first (compile time, reported as ``first_call_s``),
     then timed in ``iters`` interleaved rounds (:func:`measure_interleaved`); ``peak_mib`` is
     :func:`peak_memory_mib` of one call."""
-    from .models import HRNet
-    from .profile import count_macs
-
     device = torch.device(device)
     variants = variants or available_inference_variants(device)
     torch.manual_seed(0)
@@ -294,9 +282,6 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of
     ``model``, so variants built from one model start from the same weights and do not disturb
     each other."""
-    from .engine.optim import build_optimizer
-    from .optimize import optimize
-
     known = TRAINING_VARIANTS + (COMPILED_TRAINING,)
     if name not in known:
         raise ValueError(f"unknown training variant {name!r}; choose from {known}")
@@ -328,9 +313,6 @@ def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", 
     state exists by then).
     ``gflops_per_s`` counts a step as 3x the forward's conv FLOPs (forward, input gradient,
     weight gradient; the stem's input gradient, 0.3% of W32's, is not computed)."""
-    from .models import HRNet
-    from .profile import count_macs
-
     torch.manual_seed(0)
     model = HRNet.from_config(config)
     flops = 3 * count_macs(model, model.input_size)["flops"] * batch
@@ -383,13 +365,6 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     eager model, ``optimize`` and, on the CPU with openvino installed,
     ``optimize(runtime="openvino")``, timed in interleaved rounds. Rows give people/s and images/s
     (random weights: the work does not depend on them)."""
-    import json
-
-    import numpy as np
-
-    from .models import HRNet
-    from .optimize import optimize
-    from .predictor import PoseEstimator, load_image
 
     root = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
     dets = json.loads((root / "annotations" / "person_detections.json").read_text())
@@ -401,8 +376,8 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     torch.manual_seed(0)
     model = HRNet.from_config(config).to(device).eval()
     nets = {"eager fp32": model, "optimize": optimize(model, device=device)}
-    if "openvino fp32" in available_inference_variants(device):      # CPU with openvino installed
-        nets["optimize(runtime='openvino')"] = optimize(model, device=device, runtime="openvino")
+    if make_plan(device=device).runtime != "torch":       # the default runs elsewhere: torch's row too
+        nets["optimize(runtime='torch')"] = optimize(model, device=device, runtime="torch")
     runs = []
     for net in nets.values():
         est = PoseEstimator(net, device=device, method=method, input_size=model.input_size)
@@ -416,3 +391,58 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     rows = [{"variant": name, "people": people, "people_per_s": people / sec, "images_per_s": len(data) / sec}
             for name, sec in zip(nets, measure_interleaved(runs, device, iters))]
     return _with_ratios(rows, "people_per_s")
+
+
+def _mib(v: float) -> str:
+    return "n/a" if v != v else f"{v:.0f}"          # NaN: not measurable here
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.machine()}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}"
+
+
+def compare_report(config: str, batch: int, device, variants=None, iters: int = 5, train: bool = False):
+    """``hrfast bench --compare``: the peaks, then :func:`compare_inference`, with ``train``
+    :func:`compare_training`, and :func:`compare_predict`, in one run, as Markdown. Returns
+    (text, the inference rows)."""
+    device = torch.device(device)
+    name = machine_name(device)
+    print(f"{config}, batch {batch}, {name}, torch {torch.__version__}")
+    g32, g16 = gemm_peak(device, torch.float32), gemm_peak(device, torch.bfloat16)
+    c32, c16 = conv_peak(device, torch.float32), conv_peak(device, torch.bfloat16)
+    # a NaN GEMM figure was not measured (emulated bf16): the conv probe is the peak then
+    peak32, peak16 = (max(v for v in pair if v == v) for pair in ((g32, c32), (g16, c16)))
+    rows = compare_inference(config, batch, device, variants=variants, iters=iters)
+    parts = [f"Inference, {config}, batch {batch}, {name}, torch {torch.__version__}. "
+             f"Peak in this run: 4096^3 GEMM {g32 / 1e9:.0f} GFLOP/s fp32 / {g16 / 1e9:.0f} bf16, large 3x3 conv "
+             f"{c32 / 1e9:.0f} fp32 / {c16 / 1e9:.0f} bf16; the larger is the peak below.",
+             markdown_table(["variant", "images/s", "vs eager fp32", "GFLOP/s", "of the peak in its dtype",
+                             "first call (s)", "peak MiB"],
+                            [[r["variant"], f"{r['images_per_s']:.1f}", f"{r['ratio']:.2f}x",
+                              f"{r['gflops_per_s']:.0f}", of_peak(r, peak32, peak16), f"{r['first_call_s']:.1f}",
+                              _mib(r["peak_mib"])]
+                             for r in rows]),
+             "Peak MiB: memory one call adds above the weights and the input (activations and "
+             "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
+    if train:
+        parts += [f"Training step (forward, loss, backward, Adam: torch's default step for eager fp32, "
+                  f"the training engine's fused step for the others), batch {batch}:",
+                  training_table(compare_training(config, batch, device, iters=iters), peak32, peak16),
+                  "Training GFLOP/s count a step as 3x the forward's conv FLOPs (forward, input and "
+                  "weight gradients)."]
+    pred = compare_predict(config, device, iters=max(2, iters // 2))
+    parts += [f"End-to-end predict (coco-mini: 4 real images, {pred[0]['people']} detector boxes, flip test, "
+              "DARK decoding, from decoded image to image keypoints):",
+              markdown_table(["variant", "people/s", "images/s", "vs eager"],
+                             [[r["variant"], f"{r['people_per_s']:.1f}", f"{r['images_per_s']:.2f}",
+                               f"{r['ratio']:.2f}x"] for r in pred])]
+    return "\n\n".join(parts), rows
+
+
+def training_table(rows: list, peak32: float, peak16: float) -> str:
+    """The rows of :func:`compare_training` as Markdown."""
+    return markdown_table(["variant", "images/s", "vs eager fp32", "GFLOP/s", "of the peak in its dtype", "peak MiB"],
+                          [[r["variant"], f"{r['images_per_s']:.2f}", f"{r['ratio']:.2f}x", f"{r['gflops_per_s']:.0f}",
+                            of_peak(r, peak32, peak16), _mib(r["peak_mib"])] for r in rows])

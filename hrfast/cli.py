@@ -6,15 +6,33 @@ Errors the user can fix (a wrong path, an unknown config key, bad arguments) pri
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .config import resolve_config
+import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-COCO_MINI = REPO_ROOT / "data" / "coco-mini"
+from . import __version__
+from ._extension import HAS_EXTENSION, has_cuda_ops, parallel_threads
+from .bench import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
+from .check import model_check
+from .config import ConfigError, available_configs, merge_config, merge_dotted, resolve_config
+from .data.boxes import boxes_for_images
+from .data.synthetic import make_synthetic_coco
+from .data.transforms import check_image_file
+from .demo import run_demo
+from .deploy import optimize
+from .deploy.plan import RUNTIMES
+from .device import cpu_has_native_bf16
+from .engine.data import build_dataset, dataset_paths, make_loader
+from .engine.evaluate import evaluate, format_stats
+from .engine.train import train
+from .models import HRNet
+from .predictor import PoseEstimator, load_weights
+from .profile import count_macs, count_parameters
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
@@ -27,22 +45,13 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import importlib.metadata
-
-    import torch
-
-    from . import HAS_EXTENSION, __version__, available_configs
-    from ._extension import has_cuda_ops
-    from .device import cpu_has_native_bf16
-    from .models import HRNet
-    from .profile import count_macs, count_parameters
-
     print(f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
+          f"(on {parallel_threads()} of {torch.get_num_threads()} threads)  "
           f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
           f"CPU native bf16: {cpu_has_native_bf16()}")
     # the optional packages behind optimize's paths and bench's rows
     optional = {"triton": "fused exchange units (CUDA)", "torchao": "optimize(dtype='int8')",
-                "openvino": "optimize(runtime='openvino')", "onnxruntime": "ONNX check, bench row"}
+                "openvino": "optimize's default CPU runtime", "onnxruntime": "optimize(runtime='onnxruntime')"}
     found = []
     for pkg, use in optional.items():
         try:
@@ -61,13 +70,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
     if args.compare:
         return _bench_compare(args)
-
-    from .bench import inference_throughput
-    from .models import HRNet
 
     torch.manual_seed(0)
     cfg = resolve_config(args.config)
@@ -80,69 +84,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mib(v: float) -> str:
-    return "n/a" if v != v else f"{v:.0f}"          # NaN: not measurable here
-
-
 def _bench_compare(args: argparse.Namespace) -> int:
-    import platform
-
-    import torch
-
-    from .bench import (available_inference_variants, bar_chart, compare_inference, compare_predict,
-                        compare_training, conv_peak, gemm_peak, of_peak)
-    from .device import cpu_has_native_bf16
-
     dev = torch.device(args.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else \
-        f"CPU {platform.machine()}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}"
-    print(f"{args.config}, batch {args.batch}, {name}, torch {torch.__version__}")
     variants = None
     if args.variants:
         variants = tuple(v.strip() for v in args.variants.split(","))
         known = available_inference_variants(dev)
-        unknown = [v for v in variants if v not in known]
-        if unknown or variants[0] != "eager fp32":
-            print(f"error: --variants must start with 'eager fp32' (the baseline) and name only {', '.join(known)}; "
-                  f"got {args.variants!r}", file=sys.stderr)
-            return 2
-    g32, g16 = gemm_peak(dev, torch.float32), gemm_peak(dev, torch.bfloat16)
-    c32, c16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
-    # a NaN GEMM figure was not measured (emulated bf16): the conv probe is the peak then
-    peak32, peak16 = (max(v for v in pair if v == v) for pair in ((g32, c32), (g16, c16)))
-    rows = compare_inference(args.config, args.batch, dev, variants=variants, iters=args.iters)
-    lines = [f"Inference, {args.config}, batch {args.batch}, {name}, torch {torch.__version__}. "
-             f"Peak in this run: 4096^3 GEMM {g32 / 1e9:.0f} GFLOP/s fp32 / {g16 / 1e9:.0f} bf16, large 3x3 conv "
-             f"{c32 / 1e9:.0f} fp32 / {c16 / 1e9:.0f} bf16; the larger is the peak below.", "",
-             "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | first call (s) | peak MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-                     f"{of_peak(r, peak32, peak16)} "
-                     f"| {r['first_call_s']:.1f} | {_mib(r['peak_mib'])} |")
-    lines += ["", "Peak MiB: memory one call adds above the weights and the input (activations and "
-                  "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
-    if args.train:
-        lines += ["", f"Training step (forward, loss, backward, Adam: torch's default step for eager fp32, "
-                  f"the training engine's fused step for the others), batch {args.batch}:", "",
-                  "| variant | images/s | vs eager fp32 | GFLOP/s | of the peak in its dtype | peak MiB |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['variant']} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x | {r['gflops_per_s']:.0f} | "
-                  f"{of_peak(r, peak32, peak16)} | {_mib(r['peak_mib'])} |"
-                  for r in compare_training(args.config, args.batch, dev, iters=args.iters)]
-        lines += ["", "Training GFLOP/s count a step as 3x the forward's conv FLOPs (forward, input and "
-                      "weight gradients)."]
-    pred = compare_predict(args.config, dev, iters=max(2, args.iters // 2))
-    lines += ["", f"End-to-end predict (coco-mini: 4 real images, {pred[0]['people']} detector boxes, flip test, "
-                  "DARK decoding, from decoded image to image keypoints):", "",
-              "| variant | people/s | images/s | vs eager |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['people_per_s']:.1f} | {r['images_per_s']:.2f} | {r['ratio']:.2f}x |"
-              for r in pred]
-    text = "\n".join(lines)
-    print(text)
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(text + "\n")
+        if any(v not in known for v in variants) or variants[0] != "eager fp32":
+            raise ValueError(f"--variants must start with 'eager fp32' (the baseline) and name only "
+                             f"{', '.join(known)}; got {args.variants!r}")
+    text, rows = compare_report(args.config, args.batch, dev, variants, args.iters, args.train)
+    emit_report(text, args.report)
     if args.png:
         bar_chart(rows, args.png, f"{args.config} inference, batch {args.batch}, {dev.type}")
         print(f"chart written to {args.png}")
@@ -150,19 +102,16 @@ def _bench_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import model_check
     return model_check(config=args.config, batch=args.batch, out_dir=Path(args.out))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
     run_demo(args.out, epochs=args.epochs, num_train=args.num_train, num_val=args.num_val,
              batch=args.batch, workers=args.workers, overrides=args.set, progress=not args.quiet)
     return 0
 
 
 def _training_config(args: argparse.Namespace):
-    from .config import merge_config, merge_dotted
     cfg = resolve_config(args.config)
     over = {}
     if getattr(args, "data", None):
@@ -181,7 +130,6 @@ def _training_config(args: argparse.Namespace):
         over["HRFAST"] = {"BACKEND": args.backend}
     cfg = merge_dotted(merge_config(cfg, over), args.set)   # every value checked before any work
     if getattr(args, "synthetic", False):
-        from .data.synthetic import make_synthetic_coco
         p = make_synthetic_coco(Path(args.out) / "data", progress=not args.quiet)
         cfg = merge_config(cfg, {"DATASET": {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
                                              "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])},
@@ -190,8 +138,6 @@ def _training_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.evaluate import format_stats
-    from .engine.train import train
     cfg = _training_config(args)
     r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if r["rank"] == 0:
@@ -201,13 +147,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from .config import merge_config
-    from .engine.data import build_dataset, dataset_paths, make_loader
-    from .engine.evaluate import evaluate, format_stats
-    from .models import HRNet
-
     cfg = _training_config(args)
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
@@ -226,24 +165,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _maybe_optimized(model, runtime, device):
-    """``model``, or ``hrfast.optimize`` of it on ``runtime`` ("torch" / "openvino" / "auto"),
+    """``model``, or ``hrfast.optimize`` of it on ``runtime`` (one of ``deploy.plan.RUNTIMES``),
     which prints what it applied."""
     if not runtime:
         return model
-    from .optimize import optimize
     return optimize(model.to(device), device=device, runtime=runtime, verbose=True)
 
 
 def _optimize_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--optimize", choices=["torch", "openvino", "auto"],
+    p.add_argument("--optimize", choices=RUNTIMES,
                    help="run the network through hrfast.optimize on this runtime (default: eager; "
-                        "openvino: CPU only, needs the openvino package; auto: openvino where it "
-                        "applies and is installed, else torch)")
+                        "auto: the fastest installed, which is openvino for CPU inference when "
+                        "installed; openvino and onnxruntime: CPU only, need their packages)")
 
 
 def _load_weights(model, checkpoint) -> None:
     if checkpoint is not None:
-        from .predictor import load_weights
         load_weights(model, checkpoint)
 
 
@@ -259,13 +196,6 @@ def _output_names(images) -> List[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
-
-    from .data.boxes import boxes_for_images
-    from .data.transforms import check_image_file
-    from .models import HRNet
-    from .predictor import PoseEstimator
-
     for im in args.images:   # every image is checked before any output is written
         check_image_file(im)
     model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
@@ -422,7 +352,6 @@ def _check_device(name: Optional[str]) -> None:
     """--device names a device this machine has (torch's own error is a traceback)."""
     if not name:
         return
-    import torch
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -434,8 +363,6 @@ def _check_device(name: Optional[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .config import ConfigError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

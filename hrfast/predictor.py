@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import deploy
 from .data.boxes import check_boxes
 from .data.coco_meta import FLIP_PAIRS, flip_permutation
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
@@ -89,8 +90,7 @@ class PoseEstimator:
         self.input_size = tuple(input_size or getattr(model, "input_size", (192, 256)))
         model = model.to(self.device).eval()
         if optimize is not None:
-            from .optimize import optimize as _optimize
-            model = _optimize(model, device=self.device, runtime=optimize)
+            model = deploy.optimize(model, device=self.device, runtime=optimize)
         self.num_joints = int(getattr(model, "num_joints", 17))
         self.flip_pairs = FLIP_PAIRS if flip_pairs is None else tuple(tuple(p) for p in flip_pairs)
         if flip_test:    # pairs that fit the model's joints, or a clear error now

@@ -51,7 +51,7 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     assert main(["bench", "--compare", "--train", "--config", "w18_small_128x96", "--batch", "2", "--iters", "1",
                  "--report", str(report), "--png", str(png)]) == 0
     text = report.read_text()
-    for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize fp32 |", "| optimize |",
+    for row in ("| eager fp32 |", "| eager AMP |", "| torch.compile |", "| optimize torch fp32 |", "| optimize |",
                 "| optimize(mode='training') |", "| eager fp32, fused Adam |", "| onnxruntime fp32 |",
                 "| openvino fp32 |", "| optimize int8 |", "End-to-end predict"):
         assert row in text
@@ -60,7 +60,9 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     cell = eager.rstrip(" |").split("|")[-1].strip()
     assert cell.isdigit() or (cell == "n/a" and math.isnan(peak_memory_mib(lambda: None, "cpu")))
     if importlib.util.find_spec("openvino") is not None:
-        assert "| optimize(runtime='openvino') |" in text.split("End-to-end predict")[1]
+        # the default runs on OpenVINO here, so the torch path gets rows of its own
+        assert "| optimize torch |" in text.split("End-to-end predict")[0]
+        assert "| optimize(runtime='torch') |" in text.split("End-to-end predict")[1]
     # the training rows give GFLOP/s as a fraction of the peak in their dtype (bf16 under autocast)
     train_row = next(ln for ln in text.splitlines() if ln.startswith("| optimize(mode='training') |"))
     cells = [c.strip() for c in train_row.strip(" |").split("|")]

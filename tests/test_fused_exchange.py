@@ -318,7 +318,7 @@ def test_w32_stage4_unit_on_cuda(batch, mode):
 def test_folded_batchnorm_runs_fused():
     """After hrfast.optimize's BN folding (BN -> Identity, conv bias), the fused inference plan
     applies each conv's bias as its epilogue: the same outputs as the unfolded reference."""
-    from hrfast.optimize import fold_batchnorm
+    from hrfast.deploy import fold_batchnorm
     ref = randomize(HRNet(TINY_SPEC)).to(DEV, memory_format=CL).eval()
     folded = copy.deepcopy(ref)
     fold_batchnorm(folded)
@@ -334,7 +334,7 @@ def test_folded_batchnorm_runs_fused():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_optimize_without_compile_replays_a_cuda_graph():
     from hrfast import optimize
-    from hrfast.optimize import CudaGraphNet
+    from hrfast.deploy import CudaGraphNet
     ref = randomize(HRNet(TINY_SPEC)).cuda().eval()
     opt = optimize(ref, compile=False, device="cuda", dtype="fp32")
     assert isinstance(opt.net, CudaGraphNet)

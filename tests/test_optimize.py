@@ -7,7 +7,8 @@ import torch
 
 from hrfast import HRNet
 from hrfast.ops.decode import decode_heatmaps
-from hrfast.optimize import RuntimeNet, _functional_relus, fold_batchnorm, optimize
+from hrfast.deploy import RuntimeNet, fold_batchnorm, optimize
+from hrfast.deploy.int8 import _functional_relus
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_folded_bn_equals_unfolded(trained_like):
 
 def test_optimize_fp32_parity_and_report(trained_like, capsys):
     x = torch.randn(2, 3, 128, 96)
-    opt = optimize(trained_like, dtype="fp32", compile=False, verbose=True)
+    opt = optimize(trained_like, dtype="fp32", compile=False, verbose=True, runtime="torch")
     out = capsys.readouterr().out
     assert "folded" in out and "channels_last" in out and "dtype float32" in out
     with torch.no_grad():
@@ -55,7 +56,7 @@ def test_optimize_fp32_parity_and_report(trained_like, capsys):
 
 def test_optimize_bf16_keypoint_drift_is_bounded(trained_like):
     x = torch.randn(4, 3, 128, 96)
-    opt = optimize(trained_like, dtype="bf16", compile=False)
+    opt = optimize(trained_like, dtype="bf16", compile=False, runtime="torch")
     with torch.no_grad():
         ref, got = trained_like(x), opt(x)
     # the output-scale relative error of bf16 (8-bit mantissa) through ~40 layers
@@ -69,7 +70,7 @@ def test_optimize_bf16_keypoint_drift_is_bounded(trained_like):
 
 def test_optimize_compiled_matches(trained_like):
     x = torch.randn(1, 3, 128, 96)
-    opt = optimize(trained_like, dtype="fp32", compile=True)
+    opt = optimize(trained_like, dtype="fp32", compile=True, runtime="torch")
     with torch.no_grad():
         ref, got = trained_like(x), opt(x)
     torch.testing.assert_close(got, ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-3)
@@ -112,7 +113,7 @@ def test_optimize_bad_arguments(trained_like):
 def test_onnx_round_trip(trained_like, tmp_path):
     import numpy as np
     import onnxruntime as ort
-    from hrfast.export import onnx
+    from hrfast.deploy.export import onnx
     path = onnx(trained_like, tmp_path / "m.onnx", check=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 128, 96)                   # another batch size: the batch axis is dynamic
@@ -126,7 +127,7 @@ def test_readme_entry_points():
     """The README calls these as hrfast.optimize(...) and hrfast.export.onnx(...) after `import hrfast`."""
     import hrfast
     assert hrfast.optimize is optimize
-    from hrfast.export import onnx
+    from hrfast.deploy.export import onnx
     assert hrfast.export.onnx is onnx
 
 
@@ -149,7 +150,8 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
     ov = pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
     from hrfast.bench import inference_variant
     from hrfast.device import cpu_has_native_bf16
-    from hrfast.export import openvino, openvino_runner
+    from hrfast.deploy.export import openvino
+    from hrfast.deploy.openvino import openvino_runner
     x = torch.randn(3, 3, 128, 96)                   # batch 3: the exported batch axis is dynamic
     with torch.no_grad():
         ref = trained_like(x)
@@ -204,17 +206,57 @@ def test_optimize_on_openvino(trained_like, capsys, monkeypatch):
         optimize(trained_like, runtime="openvino", device="cuda")
     with pytest.raises(ValueError, match="runs fp32 or bf16, got dtype float16"):
         optimize(trained_like, dtype="fp16", runtime="openvino")
-    with pytest.raises(ValueError, match="runtime must be 'torch', 'openvino' or 'auto', got 'tensorrt'"):
+    with pytest.raises(ValueError, match="runtime='onnxruntime' runs fp32, got dtype bfloat16"):
+        optimize(trained_like, dtype="bf16", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="runtime must be one of 'auto', 'torch', 'openvino', 'onnxruntime', "
+                                         "got 'tensorrt'"):
         optimize(trained_like, runtime="tensorrt")
-    # auto: OpenVINO where it applies, torch for training (and for int8, CUDA, fp16)
-    auto = optimize(trained_like, dtype="fp32", runtime="auto")
-    assert isinstance(auto.net, RuntimeNet) and ("runtime openvino (auto)", ) == auto.choices[1][:1]
+    with pytest.raises(ValueError, match="dtype='int8' runs on torch"):
+        optimize(trained_like, dtype="int8", runtime="openvino", calibration=torch.randn(2, 3, 128, 96))
+    # the default (auto): OpenVINO where it applies, torch for training (and for int8, CUDA, fp16)
+    auto = optimize(trained_like, dtype="fp32")
+    assert isinstance(auto.net, RuntimeNet) and auto.plan.runtime == "openvino"
     # training shares (and switches to train mode) the model it gets: a copy keeps the fixture
-    train_auto = optimize(copy.deepcopy(trained_like), mode="training", dtype="fp32", compile=False, runtime="auto")
-    assert not isinstance(train_auto.net, RuntimeNet) and train_auto.choices[1][0] == "runtime torch (auto)"
+    train_auto = optimize(copy.deepcopy(trained_like), mode="training", dtype="fp32", compile=False)
+    assert not isinstance(train_auto.net, RuntimeNet) and train_auto.plan.runtime == "torch"
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)   # as if not installed
     with pytest.raises(ImportError, match="pip install openvino"):
         optimize(trained_like, dtype="fp32", runtime="openvino")
+
+
+def test_plan_is_pure_and_picks_the_fastest_installed_runtime(monkeypatch):
+    """make_plan builds nothing; with runtime "auto" CPU inference goes to OpenVINO exactly
+    when it is installed and the dtype is one it runs."""
+    import hrfast.deploy.plan as plan_module
+    from hrfast.deploy import make_plan
+    installed = {"openvino": True}
+    monkeypatch.setattr(plan_module, "_installed", lambda name: installed.get(name, False))
+    assert make_plan(dtype="fp32").runtime == "openvino"
+    assert make_plan(dtype="bf16").runtime == "openvino"
+    assert make_plan(dtype="fp16").runtime == "torch"
+    assert make_plan(dtype="int8").runtime == "int8"
+    assert make_plan(mode="training", dtype="fp32").runtime == "torch"
+    assert make_plan(dtype="fp32", device="cuda").runtime == "torch"
+    plan = make_plan(dtype="fp32", runtime="torch", compile=False)
+    assert (plan.runtime, plan.compile, plan.channels_last) == ("torch", False, True)
+    assert "runtime torch: requested" in plan.report()
+    installed["openvino"] = False
+    auto = make_plan(dtype="fp32")
+    assert auto.runtime == "torch" and "pip install openvino" in auto.report()
+    assert not make_plan(dtype="fp32", runtime="openvino").compile    # the runtime compiles itself
+
+
+def test_optimize_on_onnxruntime(trained_like):
+    """optimize(runtime="onnxruntime"): the same call and function (fp32), any batch size."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (CI installs it)")
+    fast = optimize(trained_like, dtype="fp32", runtime="onnxruntime")
+    assert isinstance(fast.net, RuntimeNet) and fast.dtype == torch.float32
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 128, 96)
+        with torch.no_grad():
+            ref = trained_like(x)
+        # fp32; onnxruntime folds BN and fuses conv+ReLU, so only rounding differs
+        torch.testing.assert_close(fast(x), ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-4)
 
 
 def test_functional_relus_keep_the_function(trained_like):

@@ -4,11 +4,12 @@
 The exchange units run their reference path for export, and the custom ops (targets, decoding)
 are not part of the network. With onnxruntime installed, ``check=True`` runs the file and
 compares its heatmaps with PyTorch's. ``hrfast.export.openvino(model, path)`` converts that
-graph to OpenVINO's IR (``.xml`` + ``.bin``), for Intel's CPU runtime; ``openvino_runner``
-compiles a model for it in memory.
+graph to OpenVINO's IR (``.xml`` + ``.bin``), for Intel's CPU runtime. The runtimes that run
+these graphs in memory are ``hrfast.deploy.openvino`` and ``hrfast.deploy.onnxruntime``.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -59,7 +60,7 @@ def onnx(model: nn.Module, path, input_size: Optional[Sequence[int]] = None, bat
     return path
 
 
-def _openvino_package():
+def openvino_package():
     try:
         import openvino
     except ImportError:
@@ -67,11 +68,9 @@ def _openvino_package():
     return openvino
 
 
-def _openvino_model(model: nn.Module, input_size, batch: int, dynamic_batch: bool):
+def openvino_model(model: nn.Module, input_size, batch: int, dynamic_batch: bool):
     """``model`` through :func:`onnx` into an ``openvino.Model`` (graph and weights in memory)."""
-    import tempfile
-
-    ov = _openvino_package()
+    ov = openvino_package()
     with tempfile.TemporaryDirectory() as tmp:
         path = onnx(model, Path(tmp) / "hrnet.onnx", input_size, batch, dynamic_batch=dynamic_batch, check=False)
         return ov.convert_model(str(path))     # reads the file completely; the folder can go
@@ -85,34 +84,7 @@ def openvino(model: nn.Module, path, input_size: Optional[Sequence[int]] = None,
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"path must end in .xml (OpenVINO IR), got {str(path)!r}")
-    converted = _openvino_model(model, input_size, batch, dynamic_batch)
+    converted = openvino_model(model, input_size, batch, dynamic_batch)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _openvino_package().save_model(converted, str(path), compress_to_fp16=False)
+    openvino_package().save_model(converted, str(path), compress_to_fp16=False)
     return path
-
-
-def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[int] = None):
-    """``model`` compiled by OpenVINO's CPU plugin, as a callable (N, 3, H, W) float tensor ->
-    (N, J, H/4, W/4) float32 heatmaps tensor.
-
-    Args:
-        precision: the plugin's ``INFERENCE_PRECISION_HINT``: ``"f32"``, or ``"bf16"`` (native
-            on CPUs with avx512_bf16/AMX; the plugin's default there, hence set explicitly).
-        threads: inference threads (default: torch's, so the two compete on equal terms).
-    """
-    if precision not in ("f32", "bf16"):
-        raise ValueError(f"precision must be 'f32' or 'bf16', got {precision!r}")
-    converted = _openvino_model(model, None, 1, True)
-    w, h = getattr(model, "input_size", (192, 256))     # the export fixes H and W (batch is free)
-    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    compiled = _openvino_package().Core().compile_model(converted, "CPU", config)
-    request = compiled.create_infer_request()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, h, w):
-            raise ValueError(f"x must be (N, 3, {h}, {w}) (the exported input size), got {tuple(x.shape)}")
-        out = request.infer({0: x.detach().cpu().float().contiguous().numpy()})
-        return torch.from_numpy(out[0].copy())        # the request reuses its output buffer
-    run.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    return run

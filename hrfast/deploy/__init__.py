@@ -1,0 +1,60 @@
+"""``hrfast.deploy``: make a trained model fast where it runs, keeping its outputs.
+
+:func:`optimize` makes a :class:`~hrfast.deploy.plan.Plan` (pure, printed with
+``verbose=True``) and hands it to the module of its runtime:
+
+- ``torch_runtime``: BN folded, channels_last, the fused Triton exchange units on CUDA,
+  ``torch.compile`` or CUDA graphs; training keeps BN and runs under autocast;
+- ``int8``: torchao's post-training int8 graph, compiled by Inductor (x86 CPUs);
+- ``openvino`` and ``onnxruntime``: the ONNX export compiled by those CPU runtimes;
+- ``export``: ONNX files and OpenVINO IR (``hrfast.export``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from . import export, int8, onnxruntime, openvino, torch_runtime
+from .fold import fold_batchnorm
+from .int8 import quantize_int8
+from .model import CudaGraphNet, OptimizedModel, RuntimeNet
+from .plan import Plan, make_plan
+
+_BUILDERS = {"torch": torch_runtime.build, "int8": int8.build, "openvino": openvino.build,
+             "onnxruntime": onnxruntime.build}
+
+__all__ = ["optimize", "make_plan", "Plan", "OptimizedModel", "CudaGraphNet", "RuntimeNet", "fold_batchnorm",
+           "quantize_int8", "export"]
+
+
+def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] = None,
+             compile: bool = True, device=None, verbose: bool = False, calibration=None,
+             runtime: str = "auto") -> OptimizedModel:
+    """Return a fast version of ``model`` for ``mode`` = ``"inference"`` or ``"training"``.
+
+    Args:
+        dtype: ``None`` picks (bf16 on CUDA and native-bf16 CPUs, else fp32); or ``"fp32"``,
+            ``"bf16"``, ``"fp16"``, or ``"int8"`` (CPU inference only, needs ``calibration``
+            and torchao: :func:`quantize_int8`).
+        calibration: for int8, a (N, 3, H, W) float tensor or an iterable of them, normalized
+            like the model's inputs (a few hundred real crops are plenty).
+        compile: ``torch.compile`` the torch network (inference: ``max-autotune`` with CUDA
+            graphs on GPU for fixed shapes, freezing on the CPU). Without it, CUDA inference
+            replays CUDA graphs.
+        device: where it will run (default: the model's device).
+        runtime: ``"auto"`` (default): the fastest runtime installed for the mode, device and
+            dtype, which is OpenVINO for CPU inference in fp32/bf16 when the openvino package
+            is installed, and torch otherwise; or ``"torch"``, ``"openvino"`` (CPU inference,
+            fp32/bf16), ``"onnxruntime"`` (CPU inference, fp32).
+    Inference folds BN and leaves ``model`` untouched (it works on a copy). Training keeps BN,
+    shares ``model``'s parameters (so an optimizer over ``model.parameters()`` trains it), and
+    runs forward under autocast.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    plan = make_plan(mode, dtype, compile, device, runtime)
+    out = _BUILDERS[plan.runtime](model, plan, calibration=calibration)
+    if verbose:
+        print(plan.report())
+    return out
