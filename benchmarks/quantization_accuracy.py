@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 import hrfast
-from hrfast.engine.evaluate import evaluate
-from hrfast.engine.data import build_dataset, dataset_paths, make_loader
-from hrfast.ops.decode import decode_heatmaps
 from hrfast import optimize
+from hrfast.engine.data import build_dataset, dataset_paths, make_loader
+from hrfast.engine.evaluate import evaluate
+from hrfast.ops.decode import decode_heatmaps
 from hrfast.predictor import load_weights
 
 

@@ -7,8 +7,8 @@ fraction of the peak, the per-shape dispatch).
 """
 import pytest
 import torch
-
 from exchange_gpu import W32, make_inputs, unit_variants
+
 from hrfast.ops._triton import HAS_TRITON
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),

@@ -17,8 +17,15 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.bench import (CPU_VARIANTS, INFERENCE_VARIANTS, TRAINING_VARIANTS, available_inference_variants,
-                          inference_variant, peak_memory_mib, training_variant)
+from hrfast.bench import (
+    CPU_VARIANTS,
+    INFERENCE_VARIANTS,
+    TRAINING_VARIANTS,
+    available_inference_variants,
+    inference_variant,
+    peak_memory_mib,
+    training_variant,
+)
 
 CONFIG = os.environ.get("HRFAST_BENCH_CONFIG", "w18_small_128x96")
 BATCHES = [int(b) for b in os.environ.get("HRFAST_BENCH_BATCH", "1,32").split(",")]

@@ -4,7 +4,6 @@ Each case is timed twice in the same run (group = case): ``hrfast`` and ``offici
 their medians is the speed-up. ``python benchmarks/ops_report.py`` prints the ratios as a table.
 """
 import pytest
-
 from ops_cases import SIZES, cases
 
 CASES = {(size, name): fns for size in SIZES for name, fns in cases(size).items()}

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .bench import inference_throughput
+from .config import resolve_config
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .models import HRNet
 from .profile import count_macs, count_parameters
@@ -31,8 +32,6 @@ def first_person(root: Path = COCO_MINI):
 
 
 def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Path = Path("outputs/demo")) -> int:
-    from .config import resolve_config
-
     torch.manual_seed(0)
     cfg = resolve_config(config)
     t0 = time.perf_counter()

@@ -15,8 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
 
 from .config import get_config, merge_config, merge_dotted
+from .data.coco import quiet
+from .data.synthetic import make_synthetic_coco
+from .data.transforms import read_image_rgb
+from .device import fast_training_settings
+from .engine.data import build_dataset, make_loader
+from .engine.evaluate import evaluate, format_stats
+from .engine.train import train
+from .predictor import PoseEstimator
+from .visualize import draw_skeleton, save_grid
 
 DEMO_CONFIG = "w18_small_128x96"
 
@@ -25,7 +35,6 @@ def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
     """The demo's training config: the small net on the synthetic data; LR decays at the official
     170/210 and 200/210 of the epochs; channels_last, and bf16 autocast where the CPU has native
     bf16 (``hrfast.device``)."""
-    from .device import fast_training_settings
     cfg = merge_config(get_config(DEMO_CONFIG), {
         "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
                     "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
@@ -41,11 +50,6 @@ def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
 
 def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num_val: int = 100,
              batch: int = 32, workers: int = 1, overrides=(), progress: bool = True) -> dict:
-    from .data.synthetic import make_synthetic_coco
-    from .engine.evaluate import evaluate, format_stats
-    from .engine.data import build_dataset, make_loader
-    from .engine.train import train
-
     t_start = time.perf_counter()
     out = Path(out_dir)
     paths = make_synthetic_coco(out / "data", num_train, num_val, progress=progress)
@@ -86,14 +90,7 @@ def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num
 
 def draw_predictions(model, paths, png, count: int = 8) -> Path:
     """Predictions on the first ``count`` val images (ground-truth boxes) drawn into one PNG."""
-    from pycocotools.coco import COCO
-
-    from .data.coco import _quiet
-    from .predictor import PoseEstimator
-    from .data.transforms import read_image_rgb
-    from .visualize import draw_skeleton, save_grid
-
-    with _quiet():
+    with quiet():
         coco = COCO(str(paths["val_ann"]))
     est = PoseEstimator(model, method="dark")
     tiles = []

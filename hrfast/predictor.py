@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -17,8 +18,10 @@ from .data.boxes import check_boxes
 from .data.coco_meta import FLIP_PAIRS, flip_permutation
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .inference import infer_heatmaps
+from .models import HRNet
 from .ops.decode import final_preds
 from .safe_load import load_checkpoint
+from .visualize import draw_skeleton
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 
@@ -81,7 +84,6 @@ class PoseEstimator:
                  input_size: Optional[Sequence[int]] = None, flip_test: bool = True,
                  method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None,
                  flip_pairs=None):
-        from .models import HRNet
         if model is None:
             model = HRNet.from_config(config)
             if checkpoint is not None:
@@ -131,10 +133,8 @@ class PoseEstimator:
     @staticmethod
     def draw(image: ImageLike, keypoints, path=None, threshold: float = 0.2) -> np.ndarray:
         """Skeletons drawn on the image (RGB uint8); also written as PNG when ``path`` is given."""
-        from .visualize import draw_skeleton
         out = draw_skeleton(load_image(image), keypoints, threshold)
         if path is not None:
-            import cv2
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .data.coco_meta import COCO_SKELETON
@@ -26,7 +27,6 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
 
     keypoints: (N, K, 3) or (K, 3) x, y in image pixels and a score (or COCO visibility);
     joints whose score is not above ``threshold`` are not drawn."""
-    import cv2
     out = np.ascontiguousarray(image.copy())
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.ndim == 2:
@@ -49,7 +49,6 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
 
 def save_grid(images: Sequence[np.ndarray], path, columns: int = 4, cell: int = 256) -> Path:
     """Tile RGB images (resized to ``cell`` px high) into one PNG at ``path``."""
-    import cv2
     if not images:
         raise ValueError("save_grid: no images to draw")
     tiles = []

@@ -108,8 +108,8 @@ def test_missing_annotation_key_and_disk_full_are_one_line(tmp_path, capsys, mon
     import shutil
 
     import torch
-
     from conftest import COCO_MINI
+
     from hrfast import HRNet
     ann = json.loads((COCO_MINI / "annotations" / "person_keypoints.json").read_text())
     for a in ann["annotations"]:
@@ -146,6 +146,7 @@ def test_worker_errors_and_bad_detections_are_one_line(tmp_path):
     import json
 
     from conftest import COCO_MINI
+
     from hrfast.data.coco import COCOKeypoints
     bad = tmp_path / "dets.json"
     bad.write_text(json.dumps([{"image_id": 785, "bbox": [1, 2, "x", 4], "score": 0.9}]))

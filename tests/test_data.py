@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import COCO_MINI
 
 from hrfast.data.coco import Augmentation, COCOKeypoints, flip_joints, half_body_box
 from hrfast.data.coco_meta import FLIP_PAIRS, flip_permutation
 from hrfast.data.synthetic import make_synthetic_coco, render_image
 from hrfast.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from conftest import COCO_MINI
 
 ANN = COCO_MINI / "annotations" / "person_keypoints.json"
 DETS = COCO_MINI / "annotations" / "person_detections.json"

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
+from official_numpy import dark_decode, quarter_decode, udp_decode
 
 from hrfast._extension import HAS_EXTENSION
 from hrfast.data.transforms import affine_points, get_affine_transform
 from hrfast.ops.decode import decode_heatmaps, decode_heatmaps_ref, final_preds
-from official_numpy import dark_decode, quarter_decode, udp_decode
-from conftest import requires_cuda
 
 needs_ext = pytest.mark.skipif(not HAS_EXTENSION, reason="hrfast._C not built")
 DECODERS = {"quarter": quarter_decode, "dark": dark_decode, "udp": udp_decode}

@@ -6,17 +6,17 @@ import socket
 import numpy as np
 import pytest
 import torch
+from conftest import COCO_MINI
 
 from hrfast.config import get_config, merge_config
 from hrfast.data.coco import COCOKeypoints
 from hrfast.data.synthetic import make_synthetic_coco
-from hrfast.engine.evaluate import coco_eval, coco_results, format_stats
-from hrfast.inference import flip_back
-from hrfast.engine.loss import JointsMSELoss, JointsOHKMMSELoss
 from hrfast.engine.checkpoint import atomic_save
+from hrfast.engine.evaluate import coco_eval, coco_results, format_stats
+from hrfast.engine.loss import JointsMSELoss, JointsOHKMMSELoss
 from hrfast.engine.train import train
+from hrfast.inference import flip_back
 from hrfast.ops.decode import final_preds
-from conftest import COCO_MINI
 
 ANN = COCO_MINI / "annotations" / "person_keypoints.json"
 IMAGES = COCO_MINI / "images"

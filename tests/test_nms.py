@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from official_numpy import oks_nms as numpy_oks_nms
 
 from hrfast._extension import HAS_EXTENSION
 from hrfast.ops.nms import COCO_SIGMAS, oks_nms, oks_nms_ref, rescore
-from official_numpy import oks_nms as numpy_oks_nms
 
 needs_ext = pytest.mark.skipif(not HAS_EXTENSION, reason="hrfast._C not built")
 

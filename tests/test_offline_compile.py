@@ -27,8 +27,8 @@ print(json.dumps(compile_unit([32, 64], 2, 16, 12)))
 
 def _nvidia_backend() -> bool:
     try:
-        import triton.backends.nvidia  # noqa: F401
         import triton
+        import triton.backends.nvidia  # noqa: F401
     except ImportError:
         return False
     return (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump").is_file()

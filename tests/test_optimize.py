@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hrfast import HRNet
-from hrfast.ops.decode import decode_heatmaps
 from hrfast.deploy import RuntimeNet, fold_batchnorm, optimize
 from hrfast.deploy.int8 import _functional_relus
+from hrfast.ops.decode import decode_heatmaps
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,7 @@ def test_optimize_bad_arguments(trained_like):
 def test_onnx_round_trip(trained_like, tmp_path):
     import numpy as np
     import onnxruntime as ort
+
     from hrfast.deploy.export import onnx
     path = onnx(trained_like, tmp_path / "m.onnx", check=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -149,9 +150,9 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
     ``hrfast bench --compare`` compute the reference function."""
     ov = pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
     from hrfast.bench import inference_variant
-    from hrfast.device import cpu_has_native_bf16
     from hrfast.deploy.export import openvino
     from hrfast.deploy.openvino import openvino_runner
+    from hrfast.device import cpu_has_native_bf16
     x = torch.randn(3, 3, 128, 96)                   # batch 3: the exported batch axis is dynamic
     with torch.no_grad():
         ref = trained_like(x)

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import COCO_MINI
 
 from hrfast import HRNet
 from hrfast.cli import main
 from hrfast.data.transforms import box_to_center_scale
 from hrfast.predictor import PoseEstimator, load_image
-from conftest import COCO_MINI
 
 IMAGES = sorted((COCO_MINI / "images").glob("*.jpg"))
 DETS = COCO_MINI / "annotations" / "person_detections.json"

@@ -4,8 +4,8 @@ import builtins
 
 import pytest
 import torch
-
 from conftest import COCO_MINI
+
 from hrfast import PoseEstimator
 from hrfast.cli import main
 from hrfast.engine.train import train
@@ -76,9 +76,11 @@ def test_bit_flip_is_caught_by_the_crc(tmp_path):
 def test_plain_state_dicts_and_resume_state_load(tmp_path):
     """What hrfast writes, and what the official code writes, loads as data: the resume
     checkpoint keeps its RNG states as tensors and plain values."""
-    from hrfast.engine.checkpoint import rng_state, set_rng_state
-    import numpy as np
     import random
+
+    import numpy as np
+
+    from hrfast.engine.checkpoint import rng_state, set_rng_state
     path = tmp_path / "ck.pth"
     torch.save({"rng": rng_state(), "model": {"a": torch.ones(2)}}, path)
     before = (np.random.rand(), random.random(), torch.rand(1).item())

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
+from official_numpy import msra_target, udp_target
 
 from hrfast._extension import HAS_EXTENSION
 from hrfast.ops.targets import gaussian_targets, gaussian_targets_ref, msra_window
-from official_numpy import msra_target, udp_target
-from conftest import requires_cuda
 
 needs_ext = pytest.mark.skipif(not HAS_EXTENSION, reason="hrfast._C not built")
 

@@ -9,19 +9,23 @@ not depend on the worker that loads it or on a restart, and a resumed run sees t
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
+from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from ..ops.targets import gaussian_targets
 from .coco_meta import FLIP_PAIRS, JOINTS_WEIGHT, LOWER_BODY, UPPER_BODY, flip_permutation
-from .transforms import (affine_points, box_to_center_scale, get_affine_transform, read_image_rgb,
-                         to_tensor)
+from .transforms import affine_points, box_to_center_scale, get_affine_transform, read_image_rgb, to_tensor
 
 
 @dataclass
@@ -62,15 +66,13 @@ class COCOKeypoints(Dataset):
                  augmentation: Optional[Augmentation] = None, use_joint_weights: bool = False,
                  seed: int = 0, max_samples: Optional[int] = None, num_joints: int = 17,
                  flip_pairs=FLIP_PAIRS):
-        from pycocotools.coco import COCO
-
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         if not self.ann_file.is_file():
             raise FileNotFoundError(f"ann_file not found: {self.ann_file}")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image_dir not found: {self.image_dir}")
         try:
-            with _quiet():
+            with quiet():
                 self.coco = COCO(str(self.ann_file))
         except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
             raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
@@ -183,7 +185,6 @@ class COCOKeypoints(Dataset):
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, joints, vis, center, scale, rot = self._augment(rng, image, joints, vis, center, scale)
-        import cv2
         m = get_affine_transform(center, scale, rot, self.image_size)
         crop = cv2.warpAffine(image, m, self.image_size, flags=cv2.INTER_LINEAR)
         joints_in = affine_points(joints, m).astype(np.float32)
@@ -194,7 +195,6 @@ class COCOKeypoints(Dataset):
                 "area": torch.tensor(rec["area"], dtype=torch.float32),
                 "image_id": torch.tensor(rec["image_id"], dtype=torch.long)}
         if not self.targets_on_device:
-            from ..ops.targets import gaussian_targets
             t, w = gaussian_targets(item["joints"][None], item["joints_vis"][None], self.image_size,
                                     self.heatmap_size, self.sigma, self.encoding,
                                     joint_weights=self.joint_weights)
@@ -275,12 +275,10 @@ def _clean_box(bbox, width, height):
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-class _quiet:
+class quiet:
     """Silence pycocotools' prints ("loading annotations into memory...")."""
 
     def __enter__(self):
-        import contextlib
-        import io
         self._cm = contextlib.redirect_stdout(io.StringIO())
         self._cm.__enter__()
 

@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON
 
@@ -27,7 +29,6 @@ GENERATOR_VERSION = 1
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    import cv2
     grid = rng.uniform(40, 220, size=(rng.integers(3, 7), rng.integers(3, 7), 3)).astype(np.float32)
     img = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
     for _ in range(rng.integers(4, 12)):          # clutter: shapes and limb-like strokes
@@ -84,7 +85,6 @@ def _figure(rng: np.random.Generator, cx: float, hip_y: float, height: float) ->
 
 def _draw_figure(img: np.ndarray, rng: np.random.Generator, j: np.ndarray, height: float) -> np.ndarray:
     """Draw the figure; return its mask (H, W) bool."""
-    import cv2
     mask = np.zeros(img.shape[:2], np.uint8)
     pt = lambda p: (int(round(p[0] * 4)), int(round(p[1] * 4)))      # noqa: E731 (shift=2 sub-pixel)
     col = lambda: tuple(float(c) for c in rng.uniform(0, 255, 3))     # noqa: E731
@@ -135,7 +135,6 @@ def _draw_figure(img: np.ndarray, rng: np.random.Generator, j: np.ndarray, heigh
 def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: int = 3
                  ) -> Tuple[np.ndarray, List[Dict]]:
     """One image (H, W, 3) uint8 RGB and its person annotations (COCO fields, no ids)."""
-    import cv2
     w, h = size
     img = _background(rng, h, w)
     n = int(rng.integers(1, max_people + 1))
@@ -195,9 +194,6 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
 
     Returns the paths: ``train_ann``, ``train_images``, ``val_ann``, ``val_images``, ``val_dets``.
     """
-    import cv2
-    from tqdm import tqdm
-
     root = Path(root)
     meta = {"version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
             "image_size": list(image_size), "seed": seed}

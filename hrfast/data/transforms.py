@@ -7,9 +7,12 @@ network input (width, height), keeping the aspect ratio (the box is padded to it
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence, Tuple
 
+import cv2
 import numpy as np
+import torch
 
 PIXEL_STD = 200.0
 # ImageNet normalization of RGB images in [0, 1].
@@ -53,8 +56,6 @@ def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: f
     half a box-width above it, and the point turned 90 degrees from that) fix the transform;
     only ``scale[0]`` (the width) is used, as in the official code.
     """
-    import cv2
-
     center = np.asarray(center, dtype=np.float32)
     src_w = float(scale[0]) * PIXEL_STD
     dst_w, dst_h = float(output_size[0]), float(output_size[1])
@@ -87,8 +88,6 @@ def crop_person(image: np.ndarray, center, scale, output_size: Sequence[int], ro
 
     Returns the crop (height, width, 3) and the 2x3 image->crop matrix.
     """
-    import cv2
-
     m = get_affine_transform(center, scale, rot, output_size)
     crop = cv2.warpAffine(image, m, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR)
     return crop, m
@@ -96,8 +95,6 @@ def crop_person(image: np.ndarray, center, scale, output_size: Sequence[int], ro
 
 def to_tensor(crop_rgb: np.ndarray):
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 tensor, ImageNet-normalized."""
-    import torch
-
     x = (crop_rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
@@ -114,7 +111,6 @@ def _check_complete(data: bytes, path) -> None:
 def check_image_file(path) -> None:
     """The checks of :func:`read_image_rgb` that need no decoding (exists, complete), so that a
     command can refuse a bad image before it writes anything."""
-    from pathlib import Path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
@@ -127,10 +123,6 @@ def check_image_file(path) -> None:
 def read_image_rgb(path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; a clear error if it is missing, truncated
     or unreadable."""
-    from pathlib import Path
-
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")

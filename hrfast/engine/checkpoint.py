@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+from bisect import bisect_right
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +72,6 @@ def _diff(a: dict, b: dict, where: str) -> list:
 def apply_schedule(scheduler, optimizer, t) -> None:
     """Point a resumed MultiStepLR at the config's LR, milestones and factor, and set the
     current LR to what that schedule gives at the resumed epoch."""
-    from bisect import bisect_right
-    from collections import Counter
     scheduler.base_lrs = [float(t.LR)] * len(optimizer.param_groups)
     scheduler.milestones = Counter(int(m) for m in t.LR_STEP)
     scheduler.gamma = float(t.LR_FACTOR)

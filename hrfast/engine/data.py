@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from ..config import Config
 from ..data.coco import Augmentation, COCOKeypoints
@@ -49,7 +50,6 @@ def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> 
 
 def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,
                 seed: int, epoch: int = 0, pin_memory: bool = False):
-    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed)
         sampler.set_epoch(epoch)

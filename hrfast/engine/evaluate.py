@@ -14,8 +14,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
+from ..data.coco import quiet
 from ..data.coco_meta import FLIP_PAIRS
 from ..inference import infer_heatmaps
 from ..ops.decode import final_preds
@@ -72,18 +75,13 @@ def coco_results(records: List[Dict], in_vis_thre: float = 0.2, oks_thre: float 
 
 def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None) -> Dict[str, float]:
     """COCOeval keypoints of ``results`` against ``ann_file``; returns the ten standard stats."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from ..data.coco import _quiet
-
     if not results:
         return {k: 0.0 for k in STATS_NAMES}
     if results_file is not None:
         results_file = Path(results_file)
         results_file.parent.mkdir(parents=True, exist_ok=True)
         results_file.write_text(json.dumps(results))
-    with _quiet():
+    with quiet():
         gt = COCO(str(ann_file))
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")

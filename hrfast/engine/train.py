@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -36,8 +37,14 @@ from ..config import Config
 from ..models import HRNet
 from ..ops.targets import gaussian_targets
 from ..safe_load import load_checkpoint
-from .checkpoint import (apply_schedule, atomic_save, compare_resumed_config, remove_stale_temporaries,
-                         rng_state, set_rng_state)
+from .checkpoint import (
+    apply_schedule,
+    atomic_save,
+    compare_resumed_config,
+    remove_stale_temporaries,
+    rng_state,
+    set_rng_state,
+)
 from .data import build_dataset, dataset_paths, make_loader
 from .evaluate import evaluate
 from .loss import JointsMSELoss, JointsOHKMMSELoss
@@ -301,7 +308,6 @@ def _loaders(run: Run):
         # OpenCV's own thread pool in every loader process would compete with the training
         # threads. Set it here, before the workers fork: calling it inside a forked worker
         # can deadlock on the parent's pool.
-        import cv2
         cv2.setNumThreads(1)
     val_loader = make_loader(val_set, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), run.world,
                              run.rank, int(h.SEED))

@@ -9,7 +9,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..config import Config, model_spec, get_config
+from ..config import Config, get_config, model_spec
 from .backends import backend_names, install_backend
 from .blocks import BLOCKS, batch_norm, conv3x3, make_blocks
 from .exchange import ExchangeUnit

@@ -25,7 +25,7 @@ from ._triton import HAS_TRITON, LAUNCHES, acc_dtype, needs_int64, on_gpu, requi
 if HAS_TRITON:
     import triton
 
-    from hrfast.kernels.batchnorm import bn_finalize_kernel, bn_partials_kernel, block_rows
+    from hrfast.kernels.batchnorm import block_rows, bn_finalize_kernel, bn_partials_kernel
 
 
 def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],

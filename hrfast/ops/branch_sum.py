@@ -29,15 +29,36 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_SEGMENTS, MAX_TERMS, Affine, Segment, Term, acc_dtype,
-                      affine_lists,
-                      empty_like_layout, launch_fused_gemm, needs_int64, on_gpu, require_triton, tl_dtype, view)
+from ._triton import (
+    FLOATS,
+    HAS_TRITON,
+    LAUNCHES,
+    MAX_SEGMENTS,
+    MAX_TERMS,
+    Affine,
+    Segment,
+    Term,
+    acc_dtype,
+    affine_lists,
+    empty_like_layout,
+    launch_fused_gemm,
+    needs_int64,
+    on_gpu,
+    require_triton,
+    tl_dtype,
+    view,
+)
 
 if HAS_TRITON:
     import triton
 
-    from hrfast.kernels.batchnorm import block_rows, bn_bwd_apply_kernel, relu_mask_kernel, sum_rows_kernel, \
-        term_bwd_reduce_kernel
+    from hrfast.kernels.batchnorm import (
+        block_rows,
+        bn_bwd_apply_kernel,
+        relu_mask_kernel,
+        sum_rows_kernel,
+        term_bwd_reduce_kernel,
+    )
 
 
 def _up_shape(z: torch.Tensor, f: int):

@@ -23,10 +23,28 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._triton import (FLOATS, HAS_TRITON, LAUNCHES, MAX_GROUPS, Affine, Segment, acc_dtype, affine_lists, dot_precision,
-                      dot_upcast,
-                      empty_like_layout, gemm_tiles, launch_fused_gemm, needs_int64, on_gpu, require_triton, tl_dtype,
-                      view, weight_view, wgrad_tiles)
+from ._triton import (
+    FLOATS,
+    HAS_TRITON,
+    LAUNCHES,
+    MAX_GROUPS,
+    Affine,
+    Segment,
+    acc_dtype,
+    affine_lists,
+    dot_precision,
+    dot_upcast,
+    empty_like_layout,
+    gemm_tiles,
+    launch_fused_gemm,
+    needs_int64,
+    on_gpu,
+    require_triton,
+    tl_dtype,
+    view,
+    weight_view,
+    wgrad_tiles,
+)
 
 if HAS_TRITON:
     import triton

@@ -12,6 +12,7 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .._extension import HAS_EXTENSION
 from ._dispatch import check_tensor, native_available
 
 METHODS = ("quarter", "dark", "udp")
@@ -189,7 +190,6 @@ def final_preds(heatmaps: torch.Tensor, center, scale, method: str = "quarter",
 
 
 def _register_fake() -> None:
-    from .._extension import HAS_EXTENSION
     if not HAS_EXTENSION:
         return
 

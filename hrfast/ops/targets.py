@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .._extension import HAS_EXTENSION
 from ._dispatch import check_tensor, native_available, size_pair
 
 ENCODINGS = ("msra", "udp")
@@ -155,7 +156,6 @@ def _targets_ref(joints, visible, image_size, heatmap_size, sigma, encoding):
 
 
 def _register_fake() -> None:
-    from .._extension import HAS_EXTENSION
     if not HAS_EXTENSION:
         return
 
