@@ -1,6 +1,7 @@
 # Set-up and the main jobs on a fresh machine with nothing but Python 3.
 #   make demo    the main job (see README)
-#   make test    the test suite (Triton kernels run in the Triton interpreter on CPU)
+#   make test    lint, then the test suite (Triton kernels run in the Triton interpreter on CPU)
+#   make lint    ruff (pyflakes, pycodestyle, import order; pyproject.toml [tool.ruff])
 #   make bench   the benchmark suites (benchmarks/)
 # TORCH_SPEC picks PyTorch, e.g. TORCH_SPEC="torch==2.11.0 --index-url <your CUDA wheel index>".
 PYTHON     ?= python3
@@ -8,13 +9,14 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 # What to install is listed once, in pyproject.toml: the build requirements, the dependencies
-# and the "dev" extra, read here without torch (installed first, alone).
-PYPROJECT_REQS = $(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
-                 r = p['build-system']['requires'] + p['project']['dependencies'] + \
-                 p['project']['optional-dependencies']['dev']; \
-                 print(' '.join(x for x in r if not x.startswith('torch')))"
+# and the extras, read here without torch (installed first, alone). $(call REQS,<extra>)
+# gives one extra; $(call REQS) the build requirements, the dependencies and "dev".
+REQS = $$($(PY) -c "import re, tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+       x = p['project']['optional-dependencies']; \
+       r = x['$(1)'] if '$(1)' else p['build-system']['requires'] + p['project']['dependencies'] + x['dev']; \
+       print(' '.join(v for v in r if re.split('[<>=!~ ;]', v)[0] != 'torch'))")
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +24,10 @@ $(PY):
 # torch first and alone, so that no later step lets pip resolve a different torch.
 $(VENV)/.deps: $(PY) pyproject.toml
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q $$($(PYPROJECT_REQS))
-	$(PY) -m pip install -q triton || echo "triton could not be installed: fused kernels disabled"
+	$(PY) -m pip install -q $(call REQS)
+	$(PY) -m pip install -q $(call REQS,triton) || echo "triton could not be installed: fused kernels disabled"
 	# int8 CPU inference (optimize(dtype="int8")); no deps: it must not pull another torch
-	$(PY) -m pip install -q --no-deps torchao==0.18.0 || echo "torchao could not be installed: int8 disabled"
+	$(PY) -m pip install -q --no-deps $(call REQS,int8) || echo "torchao could not be installed: int8 disabled"
 	touch $@
 
 $(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
@@ -37,8 +39,10 @@ install: $(VENV)/.hrfast
 demo: install
 	$(PY) -m hrfast demo
 
-test: install
+lint: install
 	$(PY) -m ruff check .
+
+test: lint
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests
 
 bench: install
