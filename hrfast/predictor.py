@@ -7,7 +7,7 @@ test, decodes, and maps the keypoints back to the original image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -123,14 +123,6 @@ class PoseEstimator:
                                    self.method))
         return torch.cat(out).numpy()
 
-    def predict_many(self, images: Sequence[ImageLike], boxes: Optional[Sequence] = None) -> List[np.ndarray]:
-        """One (N_i, K, 3) array per image."""
-        boxes = boxes if boxes is not None else [None] * len(images)
-        if len(boxes) != len(images):
-            raise ValueError(f"boxes must hold one entry per image ({len(images)}), got {len(boxes)}")
-        return [self(im, b) for im, b in zip(images, boxes)]
-
-    @staticmethod
     def draw(image: ImageLike, keypoints, path=None, threshold: float = 0.2) -> np.ndarray:
         """Skeletons drawn on the image (RGB uint8); also written as PNG when ``path`` is given."""
         out = draw_skeleton(load_image(image), keypoints, threshold)

@@ -201,11 +201,24 @@ def test_final_preds_bad_center():
         final_preds(torch.zeros(2, 17, 8, 6), torch.zeros(3, 2), torch.ones(2, 2))
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def op_samples(device):
+    """Arguments of torch.ops.hrfast.decode_heatmaps: each method on a small batch, on odd
+    1-joint maps, on a 1-pixel map and on an empty batch, with two blur sizes."""
+    shapes = [(2, 3, 16, 12), (1, 1, 7, 5), (1, 2, 1, 1), (0, 17, 8, 6)]
+    for i, (B, K, H, W) in enumerate(shapes):
+        hm = torch.from_numpy(render(max(B, 1), K, H, W, seed=10 + i)[0])[:B].to(device)
+        for method in ("quarter", "dark", "udp"):
+            yield hm, method, 5 if i % 2 else 11
+
+
 @needs_ext
-@pytest.mark.parametrize("method", ["quarter", "dark", "udp"])
-def test_opcheck(method):
-    hm, _ = render(2, 3, 16, 12, seed=10)
-    torch.library.opcheck(torch.ops.hrfast.decode_heatmaps.default, (torch.from_numpy(hm), method, 5))
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for args in op_samples(device):
+        torch.library.opcheck(torch.ops.hrfast.decode_heatmaps.default, args)
 
 
 @needs_ext

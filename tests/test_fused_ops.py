@@ -262,10 +262,11 @@ def _opcheck(op, args):
                                                 "test_aot_dispatch_dynamic"))
 
 
-def test_opcheck_every_op():
+# the samples of every op: NHWC (what a channels_last model passes) and NCHW
+@pytest.mark.parametrize("cl", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_opcheck_every_op(cl):
     """Schema, fake impl (strides included), autograd registration and AOT dispatch of each
-    op on a small sample, NHWC."""
-    cl = torch.channels_last
+    op on small samples, in both layouts."""
     x = rand(2, 4, 6, 5, fmt=cl)
     ws = [rand(3, 4, 3, 3), rand(2, 4, 3, 3)]
     _opcheck(torch.ops.hrfast.conv.default, (x, ws, 2, False))

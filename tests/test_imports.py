@@ -115,3 +115,16 @@ def test_dependencies_point_one_way():
             if LAYERS[other] > LAYERS[top]:
                 wrong.append(f"{module} -> {target}")
     assert not wrong, wrong
+
+
+def test_engine_and_deploy_functions_fit_on_a_screen():
+    """The training loop and the optimize path stay readable: no function over 60 lines."""
+    long = []
+    for sub in ("engine", "deploy"):
+        for path in sorted((PKG / sub).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > 60:
+                        long.append(f"{sub}/{path.name}:{node.name} ({lines} lines)")
+    assert not long, long

@@ -61,12 +61,20 @@ def test_rescore_official_rule():
     torch.testing.assert_close(s, torch.tensor([0.5 * 1.7 / 3, 0.0, 0.8]))
 
 
+def op_samples():
+    """Arguments of torch.ops.hrfast.oks_nms: a crowd, one person, nobody, 5 joints; with and
+    without a visibility threshold."""
+    for i, (N, K, thr, vis) in enumerate([(9, 17, 0.5, 0.2), (1, 17, 0.9, 0.2), (0, 17, 0.9, 0.2), (6, 5, 0.3, 0.0)]):
+        kp, scores, areas = random_people(max(N, 1), i, K=K)
+        sigmas = COCO_SIGMAS[:K].clone()
+        yield (torch.from_numpy(kp[:N]).float(), torch.from_numpy(scores[:N]), torch.from_numpy(areas[:N]),
+               thr, sigmas, vis)
+
+
 @needs_ext
 def test_opcheck():
-    kp, scores, areas = random_people(9, 1)
-    torch.library.opcheck(torch.ops.hrfast.oks_nms.default,
-                          (torch.from_numpy(kp).float(), torch.from_numpy(scores), torch.from_numpy(areas),
-                           0.5, COCO_SIGMAS, 0.2), test_utils=("test_schema", "test_faketensor"))
+    for args in op_samples():   # a CPU op (the host decides what to keep): no autograd to check
+        torch.library.opcheck(torch.ops.hrfast.oks_nms.default, args, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_nan_scores_come_last_in_both_paths():

@@ -94,11 +94,26 @@ def test_bad_arguments(kwargs, err, match):
         gaussian_targets(**args)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def op_samples(device):
+    """Arguments of torch.ops.hrfast.gaussian_targets: the common case, three joints on an odd
+    map with UDP, a batch of 17 joints at a small size, joints in no image."""
+    cases = [(2, 5, (192, 256), (48, 64), 2.0, "msra"), (1, 3, (95, 127), (23, 31), 3.0, "udp"),
+             (3, 17, (96, 128), (24, 32), 1.5, "msra"), (0, 17, (192, 256), (48, 64), 2.0, "udp")]
+    for i, (B, K, image, heatmap, sigma, encoding) in enumerate(cases):
+        joints, visible = sample_inputs(max(B, 1), K, image, seed=5 + i)
+        window = msra_window(sigma) if encoding == "msra" else torch.empty(0)
+        yield (joints[:B].to(device), visible[:B].to(device), list(image), list(heatmap), sigma, encoding,
+               window.to(device))
+
+
 @needs_ext
-def test_opcheck():
-    joints, visible = sample_inputs(2, 5, (192, 256), seed=5)
-    torch.library.opcheck(torch.ops.hrfast.gaussian_targets.default,
-                          (joints, visible, [192, 256], [48, 64], 2.0, "msra", msra_window(2.0)))
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for args in op_samples(device):
+        torch.library.opcheck(torch.ops.hrfast.gaussian_targets.default, args)
 
 
 @needs_ext
