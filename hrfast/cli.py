@@ -21,7 +21,8 @@ from .bench import available_inference_variants, bar_chart, compare_report, emit
 from .check import model_check
 from .config import ConfigError, available_configs, merge_config, merge_dotted, resolve_config
 from .data.boxes import boxes_for_images
-from .data.synthetic import make_synthetic_coco
+from .data.keypoints import KeypointSet
+from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco
 from .data.transforms import check_image_file
 from .demo import run_demo
 from .deploy import optimize
@@ -130,7 +131,11 @@ def _training_config(args: argparse.Namespace):
         over["HRFAST"] = {"BACKEND": args.backend}
     cfg = merge_dotted(merge_config(cfg, over), args.set)   # every value checked before any work
     if getattr(args, "synthetic", False):
-        p = make_synthetic_coco(Path(args.out) / "data", progress=not args.quiet)
+        k = int(args.synthetic_keypoints)
+        if int(cfg.MODEL.NUM_JOINTS) != k:
+            cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": k}})
+        p = make_synthetic_coco(Path(args.out) / "data" / ("" if k == 17 else f"k{k}"), progress=not args.quiet,
+                                keypoints=k)
         cfg = merge_config(cfg, {"DATASET": {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
                                              "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])},
                                  "TEST": {"COCO_BBOX_FILE": str(p["val_dets"])}})
@@ -198,10 +203,14 @@ def _output_names(images) -> List[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     for im in args.images:   # every image is checked before any output is written
         check_image_file(im)
-    model = HRNet.from_config(resolve_config(args.config), backend=args.backend)
+    cfg = merge_dotted(resolve_config(args.config), args.set)
+    keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
+    if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
+        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
+    model = HRNet.from_config(cfg, backend=args.backend)
     _load_weights(model, args.checkpoint)
     est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
-                        flip_test=not args.no_flip, method=args.decode)
+                        flip_test=not args.no_flip, method=args.decode, keypoints=keypoints)
     boxes = boxes_for_images(args.images, args.boxes, args.box_thre)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -304,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_args(p, backend_default=None)
         p.add_argument("--data", help="COCO root (annotations/person_keypoints_<SET>.json, images/<SET>/)")
         p.add_argument("--synthetic", action="store_true", help="use (generate) the synthetic dataset in OUT/data")
+        p.add_argument("--synthetic-keypoints", type=int, choices=sorted(KEYPOINT_SETS), default=17,
+                       help="with --synthetic: COCO's 17 keypoints, or a COCO-format set of 5 (head, hands, "
+                            "feet; sets MODEL.NUM_JOINTS) (default: 17)")
         p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
         p.add_argument("--batch", type=_int_at_least(1), help="batch size per process (default: from the config)")
         p.add_argument("--workers", type=_int_at_least(0), help="data-loading processes (default: config WORKERS)")
@@ -335,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="state_dict file (official pose_hrnet checkpoints work); random weights if omitted")
     p.add_argument("--boxes", help="json of person boxes: {file name: [[x,y,w,h],...]} or COCO detections; "
                                    "default: the whole image is one person")
+    p.add_argument("--keypoints", help="the model's keypoint set: the keypoint_set.json that train writes, or a "
+                                       "COCO annotation file; sets MODEL.NUM_JOINTS (default: COCO's 17)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override in dotted form, e.g. --set MODEL.NUM_JOINTS=5 (repeatable)")
     p.add_argument("--out", default="outputs/predict", help="output folder (default: outputs/predict)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")

@@ -65,7 +65,11 @@ _DEFAULTS: Dict[str, Any] = {
                 "DATA_FORMAT": "jpg", "HYBRID_JOINTS_TYPE": "", "SELECT_DATA": False,
                 "FLIP": True, "SCALE_FACTOR": 0.35, "ROT_FACTOR": 45, "PROB_HALF_BODY": 0.3,
                 "NUM_JOINTS_HALF_BODY": 8, "COLOR_RGB": True, "TRAIN_ANN": "", "TEST_ANN": "",
-                "TRAIN_IMAGES": "", "TEST_IMAGES": ""},
+                "TRAIN_IMAGES": "", "TEST_IMAGES": "",
+                # the keypoint set, where the annotation file cannot say it (hrfast.data.keypoints);
+                # empty: COCO's for COCO's 17 names, else derived (left/right names, leg names,
+                # uniform OKS sigma 0.089, weights 1)
+                "FLIP_PAIRS": [], "SIGMAS": [], "JOINT_WEIGHTS": [], "UPPER_BODY": []},
     "TRAIN": {"LR_FACTOR": 0.1, "LR_STEP": [170, 200], "LR": 0.001, "OPTIMIZER": "adam",
               "MOMENTUM": 0.9, "WD": 0.0001, "NESTEROV": False, "GAMMA1": 0.99, "GAMMA2": 0.0,
               "BEGIN_EPOCH": 0, "END_EPOCH": 210, "RESUME": False, "CHECKPOINT": "",
@@ -230,6 +234,25 @@ def validate(cfg: Config, where: str) -> None:
     code cannot use: the model's shape, and the training ranges."""
     _validate_model(cfg, where)
     _validate_training(cfg, where)
+    _validate_keypoints(cfg, where)
+
+
+def _validate_keypoints(cfg: Config, where: str) -> None:
+    d, k = cfg.DATASET, int(cfg.MODEL.NUM_JOINTS)
+    for pair in d.FLIP_PAIRS:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(j, int) for j in pair)):
+            raise ConfigError(f"{where}: DATASET.FLIP_PAIRS must be a list of [a, b] joint indices, got {pair!r}")
+        if not all(0 <= j < k for j in pair):
+            raise ConfigError(f"{where}: DATASET.FLIP_PAIRS {list(pair)} names a joint outside 0..{k - 1} "
+                              f"(MODEL.NUM_JOINTS is {k})")
+    for key in ("SIGMAS", "JOINT_WEIGHTS"):
+        values = d[key]
+        if values and len(values) != k:
+            raise ConfigError(f"{where}: DATASET.{key} must hold MODEL.NUM_JOINTS = {k} values, got {len(values)}")
+        if any(not _is_number(v) or v <= 0 for v in values):
+            raise ConfigError(f"{where}: DATASET.{key} must be positive numbers, got {list(values)}")
+    if any(not isinstance(j, int) or not 0 <= j < k for j in d.UPPER_BODY):
+        raise ConfigError(f"{where}: DATASET.UPPER_BODY must list joints in 0..{k - 1}, got {list(d.UPPER_BODY)}")
 
 
 def _validate_training(cfg: Config, where: str) -> None:

@@ -15,7 +15,8 @@ import torch
 
 from . import deploy
 from .data.boxes import check_boxes
-from .data.coco_meta import FLIP_PAIRS, flip_permutation
+from .data.coco_meta import flip_permutation
+from .data.keypoints import COCO17, KeypointSet
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .inference import infer_heatmaps
 from .models import HRNet
@@ -74,8 +75,12 @@ class PoseEstimator:
         batch_size: crops per forward pass.
         optimize: None (run ``model`` as it is), or the ``runtime`` of :func:`hrfast.optimize`
             to run it through: ``"torch"``, ``"openvino"`` (CPU) or ``"auto"``.
-        flip_pairs: the left/right joint index pairs for the flip test; COCO's by default (a
-            model of another keypoint set needs its own, or ``flip_test=False``).
+        keypoints: the model's keypoint set (:class:`~hrfast.data.keypoints.KeypointSet`, or a
+            json path for :meth:`KeypointSet.load <hrfast.data.keypoints.KeypointSet.load>`:
+            the ``keypoint_set.json`` that ``hrfast train`` writes, or a COCO annotation file); its
+            flip pairs serve the flip test and its skeleton the drawing. COCO's 17 by default.
+        flip_pairs: left/right joint index pairs for the flip test, overriding the set's (a
+            model of another keypoint set needs its set or its pairs, or ``flip_test=False``).
     Call ``estimator(image, boxes)`` with boxes (N, 4) ``[x, y, w, h]`` in image pixels (None: the
     whole image is one box). It returns (N, K, 3) float32: x, y and the joint score.
     """
@@ -83,7 +88,7 @@ class PoseEstimator:
     def __init__(self, model=None, config: str = "w32_256x192", checkpoint=None, device="cpu",
                  input_size: Optional[Sequence[int]] = None, flip_test: bool = True,
                  method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None,
-                 flip_pairs=None):
+                 flip_pairs=None, keypoints: Union[KeypointSet, str, Path, None] = None):
         if model is None:
             model = HRNet.from_config(config)
             if checkpoint is not None:
@@ -94,7 +99,13 @@ class PoseEstimator:
         if optimize is not None:
             model = deploy.optimize(model, device=self.device, runtime=optimize)
         self.num_joints = int(getattr(model, "num_joints", 17))
-        self.flip_pairs = FLIP_PAIRS if flip_pairs is None else tuple(tuple(p) for p in flip_pairs)
+        if isinstance(keypoints, (str, Path)):
+            keypoints = KeypointSet.load(keypoints)
+        self.keypoints = keypoints or COCO17
+        if keypoints is not None and keypoints.num_joints != self.num_joints:
+            raise ValueError(f"keypoints describe {keypoints.num_joints} joints but the model predicts "
+                             f"{self.num_joints}")
+        self.flip_pairs = self.keypoints.flip_pairs if flip_pairs is None else tuple(tuple(p) for p in flip_pairs)
         if flip_test:    # pairs that fit the model's joints, or a clear error now
             flip_permutation(self.num_joints, self.flip_pairs)
         self.model = model
@@ -123,9 +134,10 @@ class PoseEstimator:
                                    self.method))
         return torch.cat(out).numpy()
 
-    def draw(image: ImageLike, keypoints, path=None, threshold: float = 0.2) -> np.ndarray:
-        """Skeletons drawn on the image (RGB uint8); also written as PNG when ``path`` is given."""
-        out = draw_skeleton(load_image(image), keypoints, threshold)
+    def draw(self, image: ImageLike, keypoints, path=None, threshold: float = 0.2) -> np.ndarray:
+        """Skeletons (of the estimator's keypoint set) drawn on the image (RGB uint8); also
+        written as PNG when ``path`` is given."""
+        out = draw_skeleton(load_image(image), keypoints, threshold, keypoint_set=self.keypoints)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))

@@ -7,26 +7,19 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .data.coco_meta import COCO_SKELETON
+from .data.keypoints import COCO17, KeypointSet
 
-# left limbs warm, right limbs cool, centre green (BGR-free: RGB tuples)
-_LEFT, _RIGHT, _MID = (255, 128, 0), (0, 160, 255), (60, 220, 60)
-
-
-def _limb_color(a: int, b: int):
-    if a % 2 == 1 and b % 2 == 1 and a > 0 and b > 0:   # both left joints (odd 0-based ids)
-        return _LEFT
-    if a % 2 == 0 and b % 2 == 0 and a > 0 and b > 0:
-        return _RIGHT
-    return _MID
+# left limbs warm, right limbs cool, centre green (RGB tuples)
+_COLORS = {"left": (255, 128, 0), "right": (0, 160, 255), "mid": (60, 220, 60)}
 
 
 def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: int = 3,
-                  thickness: int = 2) -> np.ndarray:
+                  thickness: int = 2, keypoint_set: KeypointSet = COCO17) -> np.ndarray:
     """Draw people on a copy of ``image`` (H, W, 3) uint8 RGB.
 
     keypoints: (N, K, 3) or (K, 3) x, y in image pixels and a score (or COCO visibility);
-    joints whose score is not above ``threshold`` are not drawn."""
+    joints whose score is not above ``threshold`` are not drawn. The limbs and the joints'
+    sides (colours) come from ``keypoint_set``."""
     out = np.ascontiguousarray(image.copy())
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.ndim == 2:
@@ -34,14 +27,15 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
     scale = max(1, round(max(out.shape[:2]) / 400))
     for person in kp:
         ok = person[:, 2] > threshold
-        for a1, b1 in COCO_SKELETON:
-            a, b = a1 - 1, b1 - 1
+        side = [keypoint_set.side(k) if k < keypoint_set.num_joints else "mid" for k in range(len(person))]
+        for a, b in keypoint_set.skeleton:
             if a < len(person) and b < len(person) and ok[a] and ok[b]:
+                color = _COLORS[side[a] if side[a] == side[b] else "mid"]
                 cv2.line(out, tuple(int(v) for v in person[a, :2]), tuple(int(v) for v in person[b, :2]),
-                         _limb_color(a, b), thickness * scale, cv2.LINE_AA)
+                         color, thickness * scale, cv2.LINE_AA)
         for k, (x, y, _) in enumerate(person):
             if ok[k]:
-                color = _LEFT if k % 2 == 1 else (_RIGHT if k > 0 else _MID)
+                color = _COLORS[side[k]]
                 cv2.circle(out, (int(x), int(y)), radius * scale, color, -1, cv2.LINE_AA)
                 cv2.circle(out, (int(x), int(y)), radius * scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

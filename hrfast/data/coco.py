@@ -24,7 +24,8 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..ops.targets import gaussian_targets
-from .coco_meta import FLIP_PAIRS, JOINTS_WEIGHT, LOWER_BODY, UPPER_BODY, flip_permutation
+from .coco_meta import FLIP_PAIRS
+from .keypoints import COCO17, KeypointSet
 from .transforms import affine_points, box_to_center_scale, get_affine_transform, read_image_rgb, to_tensor
 
 
@@ -52,8 +53,14 @@ class COCOKeypoints(Dataset):
         image_thre: minimum detection score (official default 0.0; COCO test uses 0.0).
         sigma, encoding: Gaussian targets (``hrfast.ops.gaussian_targets``).
         targets_on_device: skip targets in the workers (the training step makes them).
-        use_joint_weights: multiply target weights by the official per-joint weights.
+        use_joint_weights: multiply target weights by the keypoint set's per-joint weights.
         max_samples: keep only the first N samples (quick runs).
+        num_joints: the keypoints the model predicts (``MODEL.NUM_JOINTS``); the file's
+            category must name as many, else a ``ValueError``.
+        flip_pairs, sigmas, joint_weights, upper_body: what the file cannot say about its
+            keypoints (config ``DATASET.*``); None derives them (:mod:`hrfast.data.keypoints`).
+    ``keypoints`` is the resulting :class:`~hrfast.data.keypoints.KeypointSet`: names and
+    skeleton from the file's category, and ``category_id`` the category the samples come from.
     Each item is a dict: ``image`` (3, H, W) float32 ImageNet-normalized, ``joints`` (K, 2)
     in input pixels, ``joints_vis`` (K,), and ``target`` (K, h, w) / ``target_weight`` (K,)
     unless ``targets_on_device``; plus ``center``, ``scale`` (2,), ``score``, ``area``,
@@ -65,7 +72,7 @@ class COCOKeypoints(Dataset):
                  encoding: str = "msra", targets_on_device: bool = False,
                  augmentation: Optional[Augmentation] = None, use_joint_weights: bool = False,
                  seed: int = 0, max_samples: Optional[int] = None, num_joints: int = 17,
-                 flip_pairs=FLIP_PAIRS):
+                 flip_pairs=None, sigmas=None, joint_weights=None, upper_body=None):
         self.ann_file, self.image_dir = Path(ann_file), Path(image_dir)
         if not self.ann_file.is_file():
             raise FileNotFoundError(f"ann_file not found: {self.ann_file}")
@@ -83,9 +90,10 @@ class COCOKeypoints(Dataset):
         self.targets_on_device = targets_on_device
         self.aug = augmentation or Augmentation()
         self.num_joints = num_joints
-        flip_permutation(num_joints, flip_pairs)   # pairs that fit the keypoints, or a clear error
-        self.flip_pairs = tuple(tuple(p) for p in flip_pairs)
-        self.joint_weights = torch.tensor(JOINTS_WEIGHT[:num_joints]) if use_joint_weights else None
+        self.category_id, self.keypoints = self._keypoint_set(
+            num_joints, dict(flip_pairs=flip_pairs, sigmas=sigmas, joint_weights=joint_weights, upper_body=upper_body))
+        self.flip_pairs = self.keypoints.flip_pairs
+        self.joint_weights = torch.tensor(self.keypoints.joint_weights) if use_joint_weights else None
         self.seed, self.epoch = int(seed), 0
         if det_file is not None and not train:
             self.records = self._detection_records(Path(det_file), image_thre)
@@ -96,6 +104,22 @@ class COCOKeypoints(Dataset):
         if not self.records:
             raise ValueError(f"no usable person samples in {self.ann_file}"
                              + (f" with detections {det_file}" if det_file else ""))
+
+    def _keypoint_set(self, num_joints: int, known: Dict):
+        """(category id, KeypointSet) of the file's keypoint category; a file that names no
+        keypoints gets COCO's 17 (what the official loader assumes) or unnamed joints."""
+        categories = [c for c in self.coco.dataset.get("categories", []) if c.get("keypoints")]
+        if categories:
+            cat = next((c for c in categories if c.get("id") == 1), categories[0])
+            names = cat["keypoints"]
+            if len(names) != num_joints:
+                raise ValueError(f"MODEL.NUM_JOINTS is {num_joints} but {self.ann_file.name} category "
+                                 f"{cat.get('name', cat.get('id'))!r} has {len(names)} keypoints: set "
+                                 f"MODEL.NUM_JOINTS to {len(names)}")
+            return int(cat.get("id", 1)), KeypointSet.from_category(cat, **known)
+        if num_joints == 17 and not any(known.values()):
+            return 1, COCO17
+        return 1, KeypointSet.unnamed(num_joints, **known)
 
     # -- records -------------------------------------------------------------------------
     def _image_path(self, image_id: int) -> Path:
@@ -115,7 +139,7 @@ class COCOKeypoints(Dataset):
             info = self.coco.imgs[image_id]
             w, h = info.get("width"), info.get("height")
             for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False)):
-                if ann.get("category_id", 1) != 1:
+                if ann.get("category_id", 1) != self.category_id:
                     continue
                 kps = np.asarray(ann.get("keypoints", []), dtype=np.float64)
                 if kps.size != self.num_joints * 3:
@@ -150,7 +174,7 @@ class COCOKeypoints(Dataset):
                     and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
                 raise ValueError(f"det_file {det_file}: detection {i} must be {{image_id, bbox: [x, y, w, h] "
                                  f"finite, score}}, got {str(d)[:80]}")
-            if d.get("category_id", 1) != 1 or d["image_id"] not in self.coco.imgs:
+            if d.get("category_id", 1) != self.category_id or d["image_id"] not in self.coco.imgs:
                 continue
             if float(d.get("score", 1.0)) < image_thre:
                 continue
@@ -204,7 +228,7 @@ class COCOKeypoints(Dataset):
     def _augment(self, rng, image, joints, vis, center, scale):
         a = self.aug
         if (vis > 0).sum() > a.num_joints_half_body and rng.random() < a.prob_half_body:
-            hb = half_body_box(joints, vis, self.aspect_ratio, rng)
+            hb = half_body_box(joints, vis, self.aspect_ratio, rng, self.keypoints)
             if hb is not None:
                 center, scale = hb
         sf, rf = a.scale_factor, a.rotation_factor
@@ -241,10 +265,10 @@ def flip_joints(joints: np.ndarray, vis: np.ndarray, width: int, pairs=FLIP_PAIR
     return joints, vis
 
 
-def half_body_box(joints, vis, aspect_ratio, rng):
+def half_body_box(joints, vis, aspect_ratio, rng, keypoints: KeypointSet = COCO17):
     """The official half-body crop: center/scale around the visible upper or lower body."""
-    upper = [k for k in UPPER_BODY if k < len(vis) and vis[k] > 0]
-    lower = [k for k in LOWER_BODY if k < len(vis) and vis[k] > 0]
+    upper = [k for k in keypoints.upper_body if k < len(vis) and vis[k] > 0]
+    lower = [k for k in keypoints.lower_body if k < len(vis) and vis[k] > 0]
     pick = upper if (rng.random() < 0.5 and len(upper) > 2) else (lower if len(lower) > 2 else upper)
     if len(pick) < 2:
         return None

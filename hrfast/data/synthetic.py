@@ -10,6 +10,10 @@ segmentation area. The output goes through exactly the same COCO code path as re
 ``images/<split>/*.jpg``, ``annotations/person_keypoints_<split>.json`` and, for val,
 ``annotations/person_detections_<split>.json`` (jittered ground-truth boxes plus a few false
 positives, in the COCO detection-results format).
+
+``keypoints=5`` writes a COCO-format set of another keypoint count from the same figures:
+head (the nose), hands (the wrists) and feet (the ankles), with its own names and skeleton in
+the category, so the code paths that must not assume COCO's 17 joints are tested end to end.
 """
 from __future__ import annotations
 
@@ -26,6 +30,12 @@ from tqdm import tqdm
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON
 
 GENERATOR_VERSION = 1
+# keypoint sets the generator writes: count -> (names, 1-based skeleton, indices into COCO's 17)
+KEYPOINT_SETS = {
+    17: (tuple(COCO_KEYPOINTS), tuple(COCO_SKELETON), tuple(range(17))),
+    5: (("head", "left_hand", "right_hand", "left_foot", "right_foot"),
+        ((1, 2), (1, 3), (1, 4), (1, 5)), (0, 9, 10, 15, 16)),
+}
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -180,6 +190,15 @@ def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: in
     return img, anns
 
 
+def _keypoint_subset(ann: Dict, subset: Tuple[int, ...]) -> Dict:
+    """``ann`` with only the keypoints ``subset`` of its 17."""
+    if len(subset) == 17:
+        return ann
+    kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)[list(subset)]
+    return {**ann, "keypoints": [round(float(v), 2) for v in kps.reshape(-1)],
+            "num_keypoints": int((kps[:, 2] > 0).sum())}
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     # Several processes (torchrun ranks) may generate the same deterministic dataset at once:
     # each file appears whole, by rename, so no reader sees a partly written file.
@@ -189,14 +208,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_size=(256, 256),
-                        seed: int = 0, progress: bool = True) -> Dict[str, Path]:
-    """Write (or reuse, when the same parameters were written before) the dataset under ``root``.
+                        seed: int = 0, progress: bool = True, keypoints: int = 17) -> Dict[str, Path]:
+    """Write (or reuse, when the same parameters were written before) the dataset under ``root``,
+    with ``keypoints`` (a count of :data:`KEYPOINT_SETS`) per figure.
 
     Returns the paths: ``train_ann``, ``train_images``, ``val_ann``, ``val_images``, ``val_dets``.
     """
+    if keypoints not in KEYPOINT_SETS:
+        raise ValueError(f"keypoints must be one of {sorted(KEYPOINT_SETS)} (the synthetic keypoint sets), "
+                         f"got {keypoints!r}")
+    names, skeleton, subset = KEYPOINT_SETS[keypoints]
     root = Path(root)
     meta = {"version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
-            "image_size": list(image_size), "seed": seed}
+            "image_size": list(image_size), "seed": seed, "keypoints": keypoints}
     paths = {"train_ann": root / "annotations" / "person_keypoints_train.json",
              "train_images": root / "images" / "train",
              "val_ann": root / "annotations" / "person_keypoints_val.json",
@@ -207,7 +231,7 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
         return paths
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": 1, "name": "person", "supercategory": "person",
-                   "keypoints": list(COCO_KEYPOINTS), "skeleton": [list(s) for s in COCO_SKELETON]}]
+                   "keypoints": list(names), "skeleton": [list(s) for s in skeleton]}]
     for split, count, offset in (("train", num_train, 0), ("val", num_val, 1_000_000)):
         out = paths[f"{split}_images"]
         out.mkdir(parents=True, exist_ok=True)
@@ -223,6 +247,9 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
             _write_atomic(out / name, buf.tobytes())
             images.append({"id": image_id, "file_name": name, "width": image_size[0], "height": image_size[1]})
             for p in people:
+                p = _keypoint_subset(p, subset)
+                if len(subset) < 17 and p["num_keypoints"] == 0:   # none of the subset labelled
+                    continue
                 anns.append({"id": len(anns) + 1 + offset, "image_id": image_id, **p})
                 x, y, bw, bh = p["bbox"]
                 jit = rng.normal(0, 0.05, 4) * [bw, bh, bw, bh]

@@ -45,7 +45,15 @@ def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> 
                          det_file=det, image_thre=float(cfg.TEST.IMAGE_THRE), sigma=float(cfg.MODEL.SIGMA),
                          encoding=cfg.HRFAST.TARGET_ENCODING, targets_on_device=targets_on_device,
                          augmentation=aug, use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT),
-                         seed=int(cfg.HRFAST.SEED), max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS))
+                         seed=int(cfg.HRFAST.SEED), max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS),
+                         **keypoint_overrides(cfg))
+
+
+def keypoint_overrides(cfg: Config) -> dict:
+    """The config's ``DATASET`` keypoint keys as COCOKeypoints arguments (None where empty)."""
+    d = cfg.DATASET
+    return {"flip_pairs": [tuple(p) for p in d.FLIP_PAIRS] or None, "sigmas": list(d.SIGMAS) or None,
+            "joint_weights": list(d.JOINT_WEIGHTS) or None, "upper_body": list(d.UPPER_BODY) or None}
 
 
 def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from ..data.coco import quiet
-from ..data.coco_meta import FLIP_PAIRS
+from ..data.keypoints import COCO17
 from ..inference import infer_heatmaps
 from ..ops.decode import final_preds
 from ..ops.nms import oks_nms, rescore
@@ -35,7 +35,7 @@ def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_h
     ``score`` (box score), ``area`` (of the box, center/scale in pixels), ``center``, ``scale``."""
     model.eval()
     device = torch.device(device)
-    pairs = getattr(loader.dataset, "flip_pairs", FLIP_PAIRS)   # the dataset's, not always COCO's
+    pairs = getattr(loader.dataset, "keypoints", COCO17).flip_pairs   # the dataset's, not always COCO's
     records = []
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         x = batch["image"].to(device, non_blocking=True)
@@ -53,9 +53,12 @@ def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_h
 
 
 def coco_results(records: List[Dict], in_vis_thre: float = 0.2, oks_thre: float = 0.9,
-                 use_nms: bool = True) -> List[Dict]:
+                 use_nms: bool = True, sigmas: Optional[Sequence[float]] = None,
+                 category_id: int = 1) -> List[Dict]:
     """Official post-processing: rescore each person (box score x mean confident joint score),
-    OKS NMS per image, then the COCO results format (category 1, flat keypoints)."""
+    OKS NMS per image with the keypoint set's ``sigmas`` (COCO's when None), then the COCO
+    results format (``category_id``, flat keypoints)."""
+    sigmas = None if sigmas is None else torch.tensor(list(sigmas), dtype=torch.float64)
     by_image = defaultdict(list)
     for r in records:
         by_image[r["image_id"]].append(r)
@@ -65,16 +68,18 @@ def coco_results(records: List[Dict], in_vis_thre: float = 0.2, oks_thre: float 
         scores = rescore(kp, torch.tensor([p["score"] for p in people], dtype=torch.float64), in_vis_thre)
         keep = range(len(people))
         if use_nms and len(people) > 1:
-            keep = oks_nms(kp, scores, torch.tensor([p["area"] for p in people]), oks_thre).tolist()
+            keep = oks_nms(kp, scores, torch.tensor([p["area"] for p in people]), oks_thre, sigmas).tolist()
         for i in keep:
-            out.append({"image_id": int(image_id), "category_id": 1,
+            out.append({"image_id": int(image_id), "category_id": int(category_id),
                         "keypoints": [round(float(v), 3) for v in kp[i].reshape(-1)],
                         "score": float(scores[i])})
     return out
 
 
-def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None) -> Dict[str, float]:
-    """COCOeval keypoints of ``results`` against ``ann_file``; returns the ten standard stats."""
+def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None,
+              sigmas: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    """COCOeval keypoints of ``results`` against ``ann_file`` with the OKS ``sigmas`` of the
+    keypoint set (COCOeval's COCO-17 ones when None); returns the ten standard stats."""
     if not results:
         return {k: 0.0 for k in STATS_NAMES}
     if results_file is not None:
@@ -86,6 +91,8 @@ def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")
         ev.params.useSegm = None
+        if sigmas is not None:
+            ev.params.kpt_oks_sigmas = np.asarray(list(sigmas), dtype=np.float64)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -122,5 +129,7 @@ def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, meth
                 if key not in seen:
                     seen.add(key)
                     records.append(r)
-    results = coco_results(records, in_vis_thre, oks_thre)
-    return coco_eval(ann_file, results, results_file)
+    keypoints = getattr(loader.dataset, "keypoints", COCO17)
+    results = coco_results(records, in_vis_thre, oks_thre, sigmas=keypoints.sigmas,
+                           category_id=getattr(loader.dataset, "category_id", 1))
+    return coco_eval(ann_file, results, results_file, sigmas=keypoints.sigmas)

@@ -13,7 +13,9 @@ together: :func:`build_run` (model, loss, optimizer, scheduler, scaler, EMA), :f
 Files in ``out_dir``: ``checkpoint.pth`` (everything needed to resume, rewritten atomically at
 the end of each epoch), ``model_best.pth`` (a plain state_dict of the best-AP weights,
 loadable like an official checkpoint), ``final_state.pth``, ``metrics.jsonl`` (one line per
-checkpointed epoch), ``config.yaml``, and the COCO results json of the last evaluation.
+checkpointed epoch), ``config.yaml``, ``keypoint_set.json`` (the dataset's keypoint set, which
+``predict --keypoints`` and ``PoseEstimator(keypoints=...)`` read), and the COCO results json of
+the last evaluation.
 """
 from __future__ import annotations
 
@@ -338,6 +340,7 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     writer = None
     if run.main:
         (run.out / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=1))
+        train_set.keypoints.save(run.out / "keypoint_set.json")    # for predict --keypoints
         writer = _tensorboard(run.out)
     stats: Dict[str, float] = {}
     for epoch in range(run.start_epoch, end):
