@@ -19,21 +19,23 @@ from . import __version__
 from ._extension import HAS_EXTENSION, has_cuda_ops, parallel_threads
 from .bench import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
 from .check import model_check
-from .config import ConfigError, available_configs, merge_config, merge_dotted, resolve_config
+from .config import DATASETS, ConfigError, available_configs, merge_config, merge_dotted, resolve_config
 from .data.boxes import boxes_for_images
 from .data.keypoints import KeypointSet
-from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco
+from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco, make_synthetic_mpii
 from .data.transforms import check_image_file
 from .demo import run_demo
 from .deploy import optimize
 from .deploy.plan import RUNTIMES
+from .detect import LAYOUTS, build_detector
 from .device import cpu_has_native_bf16
 from .engine.data import build_dataset, dataset_paths, make_loader
 from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
 from .models import HRNet
-from .predictor import PoseEstimator, load_weights
+from .predictor import PoseEstimator, load_image, load_weights
 from .profile import count_macs, count_parameters
+from .video import is_footage, run_video
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
@@ -130,16 +132,29 @@ def _training_config(args: argparse.Namespace):
     if getattr(args, "backend", None):
         over["HRFAST"] = {"BACKEND": args.backend}
     cfg = merge_dotted(merge_config(cfg, over), args.set)   # every value checked before any work
+    if getattr(args, "dataset", None):
+        cfg = merge_config(cfg, {"DATASET": {"DATASET": args.dataset}})
     if getattr(args, "synthetic", False):
-        k = int(args.synthetic_keypoints)
-        if int(cfg.MODEL.NUM_JOINTS) != k:
-            cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": k}})
-        p = make_synthetic_coco(Path(args.out) / "data" / ("" if k == 17 else f"k{k}"), progress=not args.quiet,
-                                keypoints=k)
-        cfg = merge_config(cfg, {"DATASET": {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
-                                             "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])},
-                                 "TEST": {"COCO_BBOX_FILE": str(p["val_dets"])}})
+        cfg = _synthetic_data(cfg, args)
     return cfg
+
+
+def _synthetic_data(cfg, args: argparse.Namespace):
+    """Generate (or reuse) the synthetic data under OUT/data in the config's dataset format,
+    and point the config at it."""
+    data = Path(args.out) / "data"
+    if cfg.DATASET.DATASET == "mpii":
+        p = make_synthetic_mpii(data / "mpii", progress=not args.quiet)
+        return merge_config(cfg, {"MODEL": {"NUM_JOINTS": 16}, "DATASET": {
+            "ROOT": str(p["root"]), "TRAIN_SET": "train", "TEST_SET": "valid", "TRAIN_ANN": "", "TEST_ANN": "",
+            "TRAIN_IMAGES": "", "TEST_IMAGES": ""}})
+    k = int(args.synthetic_keypoints)
+    if int(cfg.MODEL.NUM_JOINTS) != k:
+        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": k}})
+    p = make_synthetic_coco(data / ("" if k == 17 else f"k{k}"), progress=not args.quiet, keypoints=k)
+    return merge_config(cfg, {"DATASET": {"TRAIN_ANN": str(p["train_ann"]), "TRAIN_IMAGES": str(p["train_images"]),
+                                          "TEST_ANN": str(p["val_ann"]), "TEST_IMAGES": str(p["val_images"])},
+                              "TEST": {"COCO_BBOX_FILE": str(p["val_dets"])}})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -147,7 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if r["rank"] == 0:
         print(format_stats(r["stats"]) if r["stats"] else "(no evaluation)")
-        print(f"best AP {r['best_ap']:.3f}; checkpoints in {args.out}")
+        metric = "PCKh" if r["stats"] and "AP" not in r["stats"] else "AP"
+        print(f"best {metric} {r['best_ap']:.3f}; checkpoints in {args.out}")
     return 0
 
 
@@ -201,23 +217,26 @@ def _output_names(images) -> List[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    for im in args.images:   # every image is checked before any output is written
-        check_image_file(im)
-    cfg = merge_dotted(resolve_config(args.config), args.set)
-    keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
-    if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
-        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
-    model = HRNet.from_config(cfg, backend=args.backend)
-    _load_weights(model, args.checkpoint)
-    est = PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
-                        flip_test=not args.no_flip, method=args.decode, keypoints=keypoints)
-    boxes = boxes_for_images(args.images, args.boxes, args.box_thre)
+    footage = [im for im in args.images if is_footage(im)]
+    if footage and len(args.images) > 1:
+        raise ValueError(f"a video, webcam or frame folder ({footage[0]}) is predicted alone, not with other inputs")
+    if not footage:
+        for im in args.images:   # every image is checked before any output is written
+            check_image_file(im)
+    est = _estimator(args)
+    detector = build_detector(args.detector or "hog", args.detector_format, args.det_thre) \
+        if footage or args.detector else None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {out}")
+    if footage:
+        return _predict_footage(args, est, detector, out)
+    boxes = boxes_for_images(args.images, args.boxes, args.box_thre)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
+        if b is None and detector is not None and args.boxes is None:
+            b = detector(load_image(im))[:, :4]
         kp = est(im, b)
         png = out / f"{stem}_pose.png"
         est.draw(im, kp, png, threshold=args.threshold)
@@ -226,6 +245,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{im}: {len(kp)} people -> {png}")
     (out / "keypoints.json").write_text(json.dumps(records))
     print(f"keypoints written to {out / 'keypoints.json'}")
+    return 0
+
+
+def _estimator(args: argparse.Namespace) -> PoseEstimator:
+    cfg = merge_dotted(resolve_config(args.config), args.set)
+    keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
+    if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
+        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
+    model = HRNet.from_config(cfg, backend=args.backend)
+    _load_weights(model, args.checkpoint)
+    return PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
+                         flip_test=not args.no_flip, method=args.decode, keypoints=keypoints)
+
+
+def _predict_footage(args: argparse.Namespace, est: PoseEstimator, detector, out: Path) -> int:
+    sync = torch.cuda.synchronize if est.device.type == "cuda" else None
+    r = run_video(args.images[0], est, detector, out, detect_every=args.detect_every,
+                  batch_frames=args.batch_frames, threshold=args.threshold, progress=not args.quiet, sync=sync)
+    print(f"{args.images[0]}: {r['frames']} frames, {r['people']} people -> {r['video']}, {r['jsonl']}")
+    print(r["timer"].report())
     return 0
 
 
@@ -311,8 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(p, out_default):
         _add_model_args(p, backend_default=None)
-        p.add_argument("--data", help="COCO root (annotations/person_keypoints_<SET>.json, images/<SET>/)")
-        p.add_argument("--synthetic", action="store_true", help="use (generate) the synthetic dataset in OUT/data")
+        p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/) "
+                                      "or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
+        p.add_argument("--dataset", choices=DATASETS,
+                       help="dataset kind (DATASET.DATASET): coco = any COCO-format keypoint file, mpii = the "
+                            "official MPII layout (default: the config's)")
+        p.add_argument("--synthetic", action="store_true",
+                       help="use (generate) the synthetic dataset in OUT/data, in the --dataset format")
         p.add_argument("--synthetic-keypoints", type=int, choices=sorted(KEYPOINT_SETS), default=17,
                        help="with --synthetic: COCO's 17 keypoints, or a COCO-format set of 5 (head, hands, "
                             "feet; sets MODEL.NUM_JOINTS) (default: 17)")
@@ -340,9 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
     _optimize_arg(p)
     p.set_defaults(func=cmd_eval, epochs=None)
 
-    p = sub.add_parser("predict", help="keypoints of the people in images: a json and PNGs with skeletons")
+    p = sub.add_parser("predict", help="keypoints of the people in images (a json and PNGs with skeletons), or in "
+                                       "a video, webcam or frame folder (an annotated mp4 and JSON lines, tracked)")
     _add_model_args(p)
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files; or one video file, webcam index (0) or folder of frames")
+    p.add_argument("--detector", help="person detector for footage and for images without --boxes: hog (OpenCV's "
+                                      "embedded HOG, weak) or an .onnx export of YOLOX, RTMDet or YOLOv8 "
+                                      "(default for footage: hog)")
+    p.add_argument("--detector-format", default="auto", choices=["auto", *LAYOUTS],
+                   help="the ONNX detector's output layout (default: told from its output shapes)")
+    p.add_argument("--det-thre", type=_float_in(0.0, 1.0), default=0.3,
+                   help="minimum detector score (default: 0.3)")
+    p.add_argument("--detect-every", type=_int_at_least(1), default=5,
+                   help="footage: run the detector every N frames; the frames between take boxes from the "
+                        "previous frame's keypoints, and a lost track detects again at once (default: 5)")
+    p.add_argument("--batch-frames", type=_int_at_least(1), default=4,
+                   help="footage: frames whose crops go through the network together (default: 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint",
                    help="state_dict file (official pose_hrnet checkpoints work); random weights if omitted")
     p.add_argument("--boxes", help="json of person boxes: {file name: [[x,y,w,h],...]} or COCO detections; "

@@ -237,8 +237,14 @@ def validate(cfg: Config, where: str) -> None:
     _validate_keypoints(cfg, where)
 
 
+DATASETS = ("coco", "mpii")
+
+
 def _validate_keypoints(cfg: Config, where: str) -> None:
     d, k = cfg.DATASET, int(cfg.MODEL.NUM_JOINTS)
+    if d.DATASET not in DATASETS:
+        raise ConfigError(f"{where}: DATASET.DATASET must be one of {', '.join(DATASETS)} (coco: any COCO-format "
+                          f"keypoint file), got {d.DATASET!r}")
     for pair in d.FLIP_PAIRS:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(j, int) for j in pair)):
             raise ConfigError(f"{where}: DATASET.FLIP_PAIRS must be a list of [a, b] joint indices, got {pair!r}")

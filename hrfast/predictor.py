@@ -7,7 +7,7 @@ test, decodes, and maps the keypoints back to the original image.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -17,11 +17,19 @@ from . import deploy
 from .data.boxes import check_boxes
 from .data.coco_meta import flip_permutation
 from .data.keypoints import COCO17, KeypointSet
-from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
+from .data.transforms import (
+    box_to_center_scale,
+    crop_person,
+    get_affine_transform,
+    read_image_rgb,
+    to_tensor,
+    warp_crops,
+)
 from .inference import infer_heatmaps
 from .models import HRNet
 from .ops.decode import final_preds
 from .safe_load import load_checkpoint
+from .timing import StageTimer
 from .visualize import draw_skeleton
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
@@ -113,26 +121,48 @@ class PoseEstimator:
 
     @torch.no_grad()
     def __call__(self, image: ImageLike, boxes=None) -> np.ndarray:
-        img = load_image(image)
-        h, w = img.shape[:2]
-        boxes = np.array([[0, 0, w, h]], np.float64) if boxes is None else check_boxes(boxes)
-        if len(boxes) == 0:     # zero people is an answer
-            return np.zeros((0, self.num_joints, 3), np.float32)
+        return self.estimate([load_image(image)], [boxes])[0]
+
+    @torch.no_grad()
+    def estimate(self, images: Sequence[np.ndarray], boxes: Sequence, timer: Optional[StageTimer] = None
+                 ) -> List[np.ndarray]:
+        """The people of several (H, W, 3) uint8 RGB images at once: their crops go through the
+        network in batches of ``batch_size`` across images (video frames), each batch cropped
+        just before its forward pass, so memory is bounded by the batch. ``boxes``: per image,
+        (N, 4) ``[x, y, w, h]`` or None (the whole image). Returns per image (N, K, 3).
+        ``timer`` adds each stage's seconds (crop, network, decode)."""
+        timer = timer or StageTimer()
         aspect = self.input_size[0] / self.input_size[1]
+        with timer("crop"):
+            per_image = [np.array([[0, 0, im.shape[1], im.shape[0]]], np.float64) if b is None else check_boxes(b)
+                         for im, b in zip(images, boxes)]
+            jobs = [(i, *box_to_center_scale(b[:4], aspect)) for i, bs in enumerate(per_image) for b in bs]
         out = []
-        for i in range(0, len(boxes), self.batch_size):   # crops are made a batch at a time
-            centers, scales, crops = [], [], []
-            for b in boxes[i:i + self.batch_size]:
-                c, s = box_to_center_scale(b[:4], aspect)
-                crop, _ = crop_person(img, c, s, self.input_size)
-                centers.append(c)
-                scales.append(s)
-                crops.append(to_tensor(crop))
-            hm = infer_heatmaps(self.model, torch.stack(crops).to(self.device), self.flip_test,
-                                pairs=self.flip_pairs).cpu()
-            out.append(final_preds(hm, torch.from_numpy(np.stack(centers)), torch.from_numpy(np.stack(scales)),
-                                   self.method))
-        return torch.cat(out).numpy()
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start:start + self.batch_size]
+            with timer("crop"):
+                crops = self._crops(images, batch)
+            with timer("network"):
+                hm = infer_heatmaps(self.model, crops, self.flip_test, pairs=self.flip_pairs).cpu()
+            with timer("decode"):
+                out.append(final_preds(hm, torch.from_numpy(np.stack([c for _, c, _ in batch])),
+                                       torch.from_numpy(np.stack([s for _, _, s in batch])), self.method))
+        flat = torch.cat(out).numpy() if out else np.zeros((0, self.num_joints, 3), np.float32)
+        counts = np.cumsum([0] + [len(b) for b in per_image])
+        return [flat[a:b] for a, b in zip(counts[:-1], counts[1:])]
+
+    def _crops(self, images, jobs) -> torch.Tensor:
+        """(M, 3, H, W) crops of ``jobs`` (image index, center, scale) on the model's device.
+        On CUDA the crops of each image are one batched warp on the device; on the CPU
+        OpenCV's warpAffine (faster there)."""
+        if self.device.type != "cuda":
+            return torch.stack([to_tensor(crop_person(images[i], c, s, self.input_size)[0]) for i, c, s in jobs])
+        parts = []
+        for i in sorted({i for i, _, _ in jobs}):   # jobs come grouped by image, in order
+            mats = np.stack([get_affine_transform(c, s, 0.0, self.input_size) for j, c, s in jobs if j == i])
+            image = torch.from_numpy(np.ascontiguousarray(images[i])).to(self.device)
+            parts.append(warp_crops(image, mats, self.input_size))
+        return torch.cat(parts)
 
     def draw(self, image: ImageLike, keypoints, path=None, threshold: float = 0.2) -> np.ndarray:
         """Skeletons (of the estimator's keypoint set) drawn on the image (RGB uint8); also

@@ -195,3 +195,29 @@ def person_detections(all_boxes, image_thre, aspect_ratio, pixel_std=200):
             scale = scale * 1.25
         out.append((det_res['image_id'], center, scale, score))
     return out
+
+
+def mpii_pckh(preds, dataset_joints, jnt_missing, pos_gt_src, headboxes_src):
+    """The official MPIIDataset.evaluate (HRNet / SimpleBaseline), step by step in numpy:
+    preds (N, 16, 2) 0-based pixels; the gt arrays as loadmat gives them. Returns the table."""
+    preds = preds[:, :, 0:2] + 1.0
+    names = [str(np.squeeze(n)) for n in np.asarray(dataset_joints).ravel()]
+    idx = {n: names.index(n) for n in names}
+    visible = 1 - jnt_missing
+    err = np.linalg.norm(np.transpose(preds, [1, 2, 0]) - pos_gt_src, axis=1)
+    head = np.linalg.norm(headboxes_src[1, :, :] - headboxes_src[0, :, :], axis=0) * 0.6
+    scaled = np.multiply(np.divide(err, np.multiply(head, np.ones((len(err), 1)))), visible)
+    count = np.sum(visible, axis=1)
+    pck = np.divide(100. * np.sum(np.multiply(scaled <= 0.5, visible), axis=1), count)
+    pck_all = np.zeros((51, 16))
+    for r, thr in enumerate(np.arange(0, 0.5 + 0.01, 0.01)):
+        pck_all[r, :] = np.divide(100. * np.sum(np.multiply(scaled <= thr, visible), axis=1), count)
+    pck = np.ma.array(pck, mask=False)
+    pck.mask[6:8] = True
+    count = np.ma.array(count, mask=False)
+    count.mask[6:8] = True
+    ratio = count / np.sum(count).astype(np.float64)
+    pair = lambda a, b: 0.5 * (pck[idx[a]] + pck[idx[b]])   # noqa: E731
+    return {"Head": pck[idx["head"]], "Shoulder": pair("lsho", "rsho"), "Elbow": pair("lelb", "relb"),
+            "Wrist": pair("lwri", "rwri"), "Hip": pair("lhip", "rhip"), "Knee": pair("lkne", "rkne"),
+            "Ankle": pair("lank", "rank"), "Mean": np.sum(pck * ratio), "Mean@0.1": np.sum(pck_all[11, :] * ratio)}

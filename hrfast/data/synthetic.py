@@ -267,3 +267,73 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
             _write_atomic(paths["val_dets"], json.dumps(dets).encode())
     _write_atomic(stamp, json.dumps(meta).encode())
     return paths
+
+
+def _mpii_joints(kps17: np.ndarray) -> np.ndarray:
+    """(16, 3) MPII joints (x, y, labelled) of a figure's (17, 3) COCO joints: the limbs map
+    one to one; pelvis and thorax are the middles of the hips and shoulders, and the upper
+    neck and head top lie on the line from the thorax through the nose."""
+    def at(*ks):
+        pts = kps17[list(ks)]
+        return np.array([*pts[:, :2].mean(0), float((pts[:, 2] > 0).all())])
+    thorax, pelvis, nose = at(5, 6), at(11, 12), kps17[0]
+    up = nose[:2] - thorax[:2]
+    labelled = float(thorax[2] > 0 and nose[2] > 0)
+    neck = np.array([*(thorax[:2] + 0.4 * up), labelled])
+    top = np.array([*(nose[:2] + 0.7 * up), labelled])
+    order = [at(16), at(14), at(12), at(11), at(13), at(15), pelvis, thorax, neck, top,
+             at(10), at(8), at(6), at(5), at(7), at(9)]
+    return np.stack(order)
+
+
+def make_synthetic_mpii(root, num_train: int = 400, num_val: int = 80, image_size=(256, 256),
+                        seed: int = 0, progress: bool = True) -> Dict[str, Path]:
+    """The figures in MPII's official layout under ``root``: ``annot/{train,valid}.json``,
+    ``images/``, and ``annot/gt_valid.mat`` for PCKh (head boxes around the head top and the
+    upper neck). Reused when the same parameters were written before. Returns the paths:
+    ``root``, ``train_ann``, ``val_ann``, ``images``, ``gt``."""
+    from scipy.io import savemat  # optional: only the MPII format needs it
+
+    root = Path(root)
+    meta = {"version": GENERATOR_VERSION, "format": "mpii", "num_train": num_train, "num_val": num_val,
+            "image_size": list(image_size), "seed": seed}
+    paths = {"root": root, "train_ann": root / "annot" / "train.json", "val_ann": root / "annot" / "valid.json",
+             "images": root / "images", "gt": root / "annot" / "gt_valid.mat"}
+    stamp = root / "synthetic.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == meta and all(p.exists() for p in paths.values()):
+        return paths
+    paths["images"].mkdir(parents=True, exist_ok=True)
+    (root / "annot").mkdir(parents=True, exist_ok=True)
+    for split, count, offset in (("train", num_train, 0), ("valid", num_val, 1_000_000)):
+        people, gt_joints, head_boxes = [], [], []
+        for i in tqdm(range(count), desc=f"synthetic mpii {split}", disable=not progress, leave=False):
+            rng = np.random.default_rng([seed, offset + i])
+            img, anns = render_image(rng, image_size)
+            name = f"{offset + i + 1:09d}.jpg"
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode synthetic image {name}")
+            _write_atomic(paths["images"] / name, buf.tobytes())
+            for ann in anns:
+                j = _mpii_joints(np.asarray(ann["keypoints"], np.float64).reshape(17, 3))
+                if j[:, 2].sum() == 0 or j[9, 2] == 0:      # PCKh needs the head
+                    continue
+                x, y, w, h = ann["bbox"]
+                s = max(w, h) / 200.0 / 1.25     # the loader's x1.25 and +15 s then frame the box
+                people.append({"image": name, "scale": s, "center": [x + w / 2 + 1, y + h / 2 - 15 * s + 1],
+                               "joints": (j[:, :2] + 1).round(2).tolist(), "joints_vis": j[:, 2].astype(int).tolist()})
+                size = np.linalg.norm(j[9, :2] - j[8, :2])
+                mid = (j[9, :2] + j[8, :2]) / 2 + 1
+                gt_joints.append(j)
+                head_boxes.append([mid - size / 2, mid + size / 2])
+        _write_atomic(paths["train_ann" if split == "train" else "val_ann"], json.dumps(people).encode())
+        if split == "valid":
+            j = np.stack(gt_joints)                                   # (N, 16, 3)
+            names = np.empty((1, 16), dtype=object)
+            names[0, :] = ["rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor", "neck", "head",
+                           "rwri", "relb", "rsho", "lsho", "lelb", "lwri"]
+            savemat(str(paths["gt"]), {"dataset_joints": names, "jnt_missing": (1 - j[:, :, 2]).T,
+                                       "pos_gt_src": (j[:, :, :2] + 1).transpose(1, 2, 0),
+                                       "headboxes_src": np.asarray(head_boxes).transpose(1, 2, 0)})
+    _write_atomic(stamp, json.dumps(meta).encode())
+    return paths

@@ -132,3 +132,28 @@ def read_image_rgb(path) -> np.ndarray:
     if img is None:
         raise ValueError(f"could not decode image: {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def warp_crops(image: torch.Tensor, matrices: np.ndarray, output_size: Sequence[int]) -> torch.Tensor:
+    """All crops of one image in one ``grid_sample``, on the image's device: ``image`` (H, W, 3)
+    uint8 RGB tensor, ``matrices`` (N, 2, 3) image->crop affine matrices -> (N, 3, h, w)
+    float32, ImageNet-normalized, as ``to_tensor(cv2.warpAffine(...))`` gives them (bilinear,
+    zero outside the image; OpenCV rounds its weights to 1/32, so values differ by a few
+    levels of 255 at most)."""
+    n = len(matrices)
+    w, h = int(output_size[0]), int(output_size[1])
+    H, W = image.shape[:2]
+    dev = image.device
+    inv = np.stack([cv2.invertAffineTransform(np.asarray(m, np.float64)) for m in matrices]).reshape(n, 2, 3)
+    inv = torch.as_tensor(inv, dtype=torch.float32, device=dev)
+    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
+                          torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, h * w, 3)       # crop pixel centres
+    xy = pix @ inv.transpose(1, 2)                                              # (N, h*w, 2) image pixels
+    grid = torch.stack([2 * xy[..., 0] / max(W - 1, 1) - 1, 2 * xy[..., 1] / max(H - 1, 1) - 1], -1)
+    src = image.permute(2, 0, 1).unsqueeze(0).float().expand(n, 3, H, W)         # a view: no copies
+    crops = torch.nn.functional.grid_sample(src, grid.reshape(n, h, w, 2), mode="bilinear",
+                                            padding_mode="zeros", align_corners=True)
+    mean = torch.as_tensor(IMAGENET_MEAN * 255.0, device=dev).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD * 255.0, device=dev).view(1, 3, 1, 1)
+    return (crops - mean) / std

@@ -9,15 +9,20 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 
 from ..config import Config
 from ..data.coco import Augmentation, COCOKeypoints
+from ..data.mpii import MPIIKeypoints, mpii_paths
 
 
 def dataset_paths(cfg: Config, split: str):
     """(ann_file, image_dir) of ``split`` ('train' or 'test'): explicit DATASET.*_ANN/*_IMAGES
-    or the official layout ROOT/annotations/person_keypoints_<SET>.json, ROOT/images/<SET>."""
+    or the official layout: COCO's ROOT/annotations/person_keypoints_<SET>.json and
+    ROOT/images/<SET>, MPII's ROOT/annot/<SET>.json and ROOT/images."""
     d = cfg.DATASET
     ann, images = (d.TRAIN_ANN, d.TRAIN_IMAGES) if split == "train" else (d.TEST_ANN, d.TEST_IMAGES)
     name = d.TRAIN_SET if split == "train" else d.TEST_SET
     root = Path(d.ROOT) if d.ROOT else None
+    if d.DATASET == "mpii" and root is not None:
+        paths = mpii_paths(root, name)
+        return Path(ann or paths["ann"]), Path(images or paths["images"])
     if not ann:
         if root is None:
             raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_ANN must name the {split} data")
@@ -30,6 +35,8 @@ def dataset_paths(cfg: Config, split: str):
 
 
 def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> COCOKeypoints:
+    """The train or test dataset of ``cfg``: ``DATASET.DATASET`` "coco" (any COCO-format
+    keypoint file) or "mpii"."""
     ann, images = dataset_paths(cfg, "train" if train else "test")
     d = cfg.DATASET
     det = None
@@ -41,6 +48,13 @@ def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> 
                        flip=bool(d.FLIP), prob_half_body=float(d.PROB_HALF_BODY),
                        num_joints_half_body=int(d.NUM_JOINTS_HALF_BODY))
     max_n = int(cfg.HRFAST.MAX_TRAIN_IMAGES) if train and cfg.HRFAST.MAX_TRAIN_IMAGES else None
+    if d.DATASET == "mpii":
+        gt = None if train else mpii_paths(d.ROOT or Path(ann).parent.parent, d.TEST_SET)["gt"]
+        return MPIIKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
+                             sigma=float(cfg.MODEL.SIGMA), encoding=cfg.HRFAST.TARGET_ENCODING,
+                             targets_on_device=targets_on_device, augmentation=aug,
+                             use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT), seed=int(cfg.HRFAST.SEED),
+                             max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS), gt_file=gt)
     return COCOKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
                          det_file=det, image_thre=float(cfg.TEST.IMAGE_THRE), sigma=float(cfg.MODEL.SIGMA),
                          encoding=cfg.HRFAST.TARGET_ENCODING, targets_on_device=targets_on_device,

@@ -1,9 +1,10 @@
-"""COCO keypoint evaluation: inference with flip test, decoding, rescoring, OKS NMS, COCOeval.
+"""Evaluation: COCO keypoint AP here, MPII PCKh in :mod:`hrfast.engine.pckh`.
 
-``predict_dataset`` runs a model over a ``COCOKeypoints`` loader and returns one record per
-person. ``coco_results`` applies the official rescoring and OKS NMS per image and produces the
-COCO results list. ``coco_eval`` scores it with pycocotools. ``evaluate`` chains them (and gathers
-the predictions of all ranks under torch.distributed).
+``predict_dataset`` (:mod:`hrfast.engine.predict`) runs a model over a loader and returns one
+record per person. ``coco_results`` applies the official rescoring and OKS NMS per image and
+produces the COCO results list. ``coco_eval`` scores it with pycocotools. ``evaluate`` chains
+them for a COCO-format dataset (gathering the predictions of all ranks under
+torch.distributed), or hands an MPII dataset to PCKh.
 """
 from __future__ import annotations
 
@@ -16,40 +17,14 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
 from ..data.coco import quiet
 from ..data.keypoints import COCO17
-from ..inference import infer_heatmaps
-from ..ops.decode import final_preds
 from ..ops.nms import oks_nms, rescore
+from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh
+from .predict import predict_dataset
 
 STATS_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
-
-
-@torch.no_grad()
-def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_heatmap: bool = True,
-                    method: str = "quarter", blur_kernel: int = 11, amp_dtype=None,
-                    channels_last: bool = False, progress: bool = True) -> List[Dict]:
-    """One record per sample: ``image_id``, ``keypoints`` (K, 3) in image pixels with score,
-    ``score`` (box score), ``area`` (of the box, center/scale in pixels), ``center``, ``scale``."""
-    model.eval()
-    device = torch.device(device)
-    pairs = getattr(loader.dataset, "keypoints", COCO17).flip_pairs   # the dataset's, not always COCO's
-    records = []
-    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        x = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            hm = infer_heatmaps(model, x, flip_test, shift_heatmap, pairs=pairs)
-        preds = final_preds(hm.cpu(), batch["center"], batch["scale"], method, blur_kernel)
-        s = batch["scale"].double() * 200.0
-        for i in range(preds.shape[0]):
-            records.append({"image_id": int(batch["image_id"][i]), "keypoints": preds[i].numpy(),
-                            "score": float(batch["score"][i]), "area": float(s[i, 0] * s[i, 1]),
-                            "center": batch["center"][i].numpy(), "scale": batch["scale"][i].numpy()})
-    return records
 
 
 def coco_results(records: List[Dict], in_vis_thre: float = 0.2, oks_thre: float = 0.9,
@@ -99,8 +74,16 @@ def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None
     return {k: float(v) for k, v in zip(STATS_NAMES, ev.stats)}
 
 
+def primary_metric(stats: Dict[str, float]) -> float:
+    """The figure that picks the best model: COCO AP, or MPII's mean PCKh@0.5 (percent)."""
+    return stats["AP"] if "AP" in stats else stats["Mean"]
+
+
 def format_stats(stats: Dict[str, float]) -> str:
-    """The stats as a two-line Markdown-style table, the official print layout."""
+    """The stats as a two-line Markdown-style table, the official print layout (COCO's, or
+    MPII's PCKh table)."""
+    if all(k in stats for k in PCKH_NAMES):
+        return format_pckh(stats)
     names = [k for k in STATS_NAMES if k in stats]
     head = "| " + " | ".join(names) + " |"
     rule = "|" + "|".join("---" for _ in names) + "|"
@@ -112,7 +95,11 @@ def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, meth
              blur_kernel: int = 11, results_file=None, oks_thre: float = 0.9, in_vis_thre: float = 0.2,
              amp_dtype=None, channels_last: bool = False, progress: bool = True) -> Dict[str, float]:
     """Predict, gather across ranks (torch.distributed), post-process and score on rank 0.
-    Other ranks return an empty dict."""
+    Other ranks return an empty dict. An MPII dataset is scored with PCKh against its
+    ``gt_file`` instead (``ann_file`` unused)."""
+    if getattr(loader.dataset, "kind", "coco") == "mpii":
+        return evaluate_pckh(model, loader, loader.dataset.gt_file, device, flip_test, method, blur_kernel,
+                             amp_dtype, channels_last, progress)
     records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
                               channels_last, progress)
     dist = torch.distributed

@@ -48,7 +48,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .data import build_dataset, dataset_paths, make_loader
-from .evaluate import evaluate
+from .evaluate import evaluate, primary_metric
 from .loss import JointsMSELoss, JointsOHKMMSELoss
 from .optim import OPTIMIZERS, build_optimizer, load_optimizer_state
 
@@ -279,8 +279,8 @@ def validate(run: Run, val_loader, progress: bool = True) -> Dict[str, float]:
                      cfg.HRFAST.DECODE, results_file=run.out / "results_val.json" if run.main else None,
                      oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
                      channels_last=bool(cfg.HRFAST.CHANNELS_LAST), progress=progress and run.main)
-    if run.main and stats["AP"] > run.best_ap:
-        run.best_ap = stats["AP"]
+    if run.main and primary_metric(stats) > run.best_ap:
+        run.best_ap = primary_metric(stats)
         atomic_save(model.state_dict(), run.out / "model_best.pth")   # unwrapped: no DDP/compile prefixes
     return stats
 
@@ -325,7 +325,8 @@ def _log(run: Run, row: Dict, writer, progress: bool) -> None:
                 writer.add_scalar(k.replace(" ", "_"), v, row["epoch"])
     if progress:
         msg = f"epoch {row['epoch']}/{run.cfg.TRAIN.END_EPOCH}  loss {row['loss']:.3e}  {row['images_per_s']:.1f} img/s"
-        print(msg + (f"  AP {row['AP']:.3f}" if "AP" in row else ""))
+        print(msg + (f"  AP {row['AP']:.3f}" if "AP" in row else "")
+              + (f"  PCKh {row['Mean']:.2f}" if "Mean" in row else ""))
 
 
 def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = None,

@@ -1,0 +1,192 @@
+"""Pose estimation on footage: a video file, a webcam or a folder of frames.
+
+:class:`FrameSource` reads RGB frames with OpenCV. :func:`run_video` detects people every
+``detect_every`` frames (and sooner when a track is lost); the frames in between take their
+boxes from the previous frame's keypoints, as SimpleBaseline's tracker does. The crops of a
+few frames go through the network together (``PoseEstimator.estimate``), a
+:class:`~hrfast.tracking.Tracker` gives each person a track id, and the output is an
+annotated mp4 and one JSON line per frame. The time of each stage is measured.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Union
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .data.transforms import read_image_rgb
+from .detect.base import Detector
+from .predictor import PoseEstimator
+from .timing import StageTimer
+from .tracking import Tracker, boxes_from_keypoints
+from .visualize import draw_skeleton
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def is_footage(source: str) -> bool:
+    """A webcam index, a folder, or a file with a video suffix."""
+    return str(source).isdigit() or Path(source).is_dir() or Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+class FrameSource:
+    """RGB frames (H, W, 3) uint8 of ``source``: a video file, a webcam index ("0") or a
+    folder of image files (sorted by name). Every frame must have the first one's size."""
+
+    def __init__(self, source: Union[str, int]):
+        self.source = str(source)
+        self.fps = 25.0
+        self._files: Optional[List[Path]] = None
+        self._cap = None
+        if self.source.isdigit():
+            self._cap = cv2.VideoCapture(int(self.source))
+            if not self._cap.isOpened():
+                raise ValueError(f"webcam {self.source} is not there (no camera opens at that index)")
+        elif Path(self.source).is_dir():
+            self._files = sorted(p for p in Path(self.source).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise ValueError(f"frame folder {self.source} holds no image files "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        else:
+            if not Path(self.source).is_file():
+                raise FileNotFoundError(f"video not found: {self.source}")
+            self._cap = cv2.VideoCapture(self.source)
+            if not self._cap.isOpened():
+                raise ValueError(f"video {self.source} cannot be read (not a video OpenCV can decode)")
+        if self._cap is not None:
+            fps = self._cap.get(cv2.CAP_PROP_FPS)
+            self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 25.0
+        self.size = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        count = 0
+        for frame in self._frames():
+            h, w = frame.shape[:2]
+            if self.size is None:
+                self.size = (w, h)
+            elif (w, h) != self.size:
+                raise ValueError(f"{self.source}: frame {count} is {w}x{h}, but the stream started at "
+                                 f"{self.size[0]}x{self.size[1]} (the frame size must not change)")
+            count += 1
+            yield frame
+        if count == 0:
+            raise ValueError(f"video {self.source} holds no frames")
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        if self._files is not None:
+            for path in self._files:
+                yield read_image_rgb(path)
+            return
+        try:
+            while True:
+                ok, frame = self._cap.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            self._cap.release()
+
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40)]
+
+
+def track_color(track_id: int):
+    return _PALETTE[track_id % len(_PALETTE)]
+
+
+def draw_tracks(frame: np.ndarray, keypoints: np.ndarray, ids: List[int], boxes: np.ndarray,
+                estimator: PoseEstimator, threshold: float) -> np.ndarray:
+    """The frame with each person's skeleton, and its box and id in the track's colour."""
+    out = draw_skeleton(frame, keypoints, threshold, keypoint_set=estimator.keypoints) if len(keypoints) \
+        else frame.copy()
+    for tid, box in zip(ids, boxes):
+        x, y, w, h = (int(round(v)) for v in box[:4])
+        color = track_color(tid)
+        cv2.rectangle(out, (x, y), (x + w, y + h), color, 2)
+        cv2.putText(out, str(tid), (x + 2, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    return out
+
+
+def run_video(source, estimator: PoseEstimator, detector: Detector, out_dir, detect_every: int = 5,
+              batch_frames: int = 4, threshold: float = 0.2, progress: bool = True,
+              tracker: Optional[Tracker] = None, sync: Optional[Callable[[], None]] = None) -> Dict:
+    """Keypoints and track ids of every frame of ``source`` (see :class:`FrameSource`).
+
+    Writes ``<out_dir>/<name>_pose.mp4`` (the annotated frames) and ``<name>_pose.jsonl`` (per
+    frame: ``frame``, and per person ``track_id``, ``box`` [x, y, w, h], ``keypoints`` (K x
+    [x, y, score]) and ``score``). Returns the paths, the frame and people counts and the
+    seconds per stage (read, detect, crop, network, decode, track, draw)."""
+    if detect_every < 1 or batch_frames < 1:
+        raise ValueError(f"detect_every and batch_frames must be at least 1, got {detect_every}, {batch_frames}")
+    frames = FrameSource(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "webcam" + frames.source if frames.source.isdigit() else Path(frames.source).stem
+    video_path, lines_path = out_dir / f"{name}_pose.mp4", out_dir / f"{name}_pose.jsonl"
+    tracker = tracker or Tracker(estimator.keypoints)
+    timer = StageTimer(sync)
+    state = {"last": np.zeros((0, 5)), "since": detect_every, "lost": True, "frames": 0, "people": 0}
+    writer = None
+    bar = tqdm(desc="frames", unit="frame", disable=not progress)
+    with open(lines_path, "w") as lines:
+        chunk: List[np.ndarray] = []
+        stream = iter(frames)
+        while True:
+            with timer("read"):
+                frame = next(stream, None)
+            if frame is not None:
+                chunk.append(frame)
+            if chunk and (frame is None or len(chunk) == batch_frames):
+                writer = _process(chunk, estimator, detector, tracker, timer, state, detect_every, threshold,
+                                  writer, video_path, frames.fps, lines)
+                bar.update(len(chunk))
+                chunk = []
+            if frame is None:
+                break
+    bar.close()
+    if writer is not None:
+        writer.release()
+    return {"video": video_path, "jsonl": lines_path, "frames": state["frames"], "people": state["people"],
+            "seconds": dict(timer.seconds), "timer": timer}
+
+
+def _process(chunk, estimator, detector, tracker, timer, state, detect_every, threshold, writer, video_path,
+             fps, lines):
+    """Boxes, keypoints, tracks, drawing and output of a few consecutive frames."""
+    boxes = []
+    for frame in chunk:     # the chunk's frames share the newest boxes known before the network runs
+        if state["since"] >= detect_every or state["lost"]:
+            with timer("detect"):
+                found = np.asarray(detector(frame), np.float64).reshape(-1, 5)
+            state["since"], state["lost"], state["last"] = 0, False, found
+            boxes.append(found)
+        else:
+            boxes.append(state["last"])
+        state["since"] += 1
+    keypoints = estimator.estimate(chunk, [b[:, :4] for b in boxes], timer)
+    for frame, kp, b in zip(chunk, keypoints, boxes):
+        with timer("track"):
+            ids = tracker.update(kp, b[:, :4])
+            nxt = boxes_from_keypoints(kp, threshold)
+            state["lost"] = len(nxt) < len(kp) or any(t.missed for t in tracker.tracks)
+            state["last"] = nxt
+        with timer("draw"):
+            drawn = draw_tracks(frame, kp, ids, b, estimator, threshold)
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                if not writer.isOpened():
+                    raise OSError(f"cannot write the video {video_path} (OpenCV has no mp4v encoder here)")
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            people = [{"track_id": int(t), "box": [round(float(v), 2) for v in bb[:4]],
+                       "keypoints": [[round(float(v), 2) for v in j] for j in p],
+                       "score": round(float(p[:, 2].mean()), 4)} for t, bb, p in zip(ids, b, kp)]
+            lines.write(json.dumps({"frame": state["frames"], "people": people}) + "\n")
+        state["frames"] += 1
+        state["people"] += len(kp)
+    return writer

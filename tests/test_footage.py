@@ -1,0 +1,239 @@
+"""Footage: ONNX person detectors in three layouts, HOG, tracking, batched crops on the
+device path, and predict on videos, webcams and frame folders, with their errors."""
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import COCO_MINI
+
+from hrfast.cli import main
+from hrfast.data.synthetic import render_image
+from hrfast.data.transforms import crop_person, get_affine_transform, to_tensor, warp_crops
+from hrfast.detect import HOGDetector, ONNXDetector, letterbox
+from hrfast.detect.base import box_iou, nms_xywh
+from hrfast.detect.onnx_detector import guess_layout
+from hrfast.tracking import Tracker, boxes_from_keypoints
+
+pytest.importorskip("onnxruntime", reason="ONNX detectors need onnxruntime (CI installs it)")
+
+IMAGE_W, IMAGE_H, NET = 200, 100, 64
+# the person the tiny detectors report, in image pixels [x, y, w, h]
+PERSON = np.array([40.0, 20.0, 60.0, 50.0])
+
+
+class Constant(torch.nn.Module):
+    """A 'detector' whose outputs are fixed tensors (its input only keeps the graph honest)."""
+
+    def __init__(self, *outputs):
+        super().__init__()
+        for i, o in enumerate(outputs):
+            self.register_buffer(f"o{i}", o)
+        self.n = len(outputs)
+
+    def forward(self, x):
+        z = x.mean() * 0
+        return tuple(getattr(self, f"o{i}") + z.to(getattr(self, f"o{i}").dtype) for i in range(self.n))
+
+
+def _in_input(box, centred):
+    """An image box [x, y, w, h] in the letterboxed input's pixels: x1, y1, x2, y2."""
+    r = min(NET / IMAGE_W, NET / IMAGE_H)
+    oy = (NET - round(IMAGE_H * r)) // 2 if centred else 0
+    x, y, w, h = box
+    return np.array([x * r, y * r + oy, (x + w) * r, (y + h) * r + oy])
+
+
+def _yolox():
+    """84 anchors (8x8 + 4x4 + 2x2 cells of a 64x64 input), 2 classes: the person at one
+    stride-8 anchor, a dog at another, a faint person elsewhere."""
+    out = np.zeros((84, 7), np.float32)
+    x1, y1, x2, y2 = _in_input(PERSON, False)
+    cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    gx, gy = int(cx // 8), int(cy // 8)
+    out[gy * 8 + gx] = [cx / 8 - gx, cy / 8 - gy, np.log(w / 8), np.log(h / 8), 0.9, 0.95, 0.01]
+    out[gy * 8 + gx + 1] = [cx / 8 - gx - 1, cy / 8 - gy, np.log(w / 8), np.log(h / 8), 0.8, 0.9, 0.0]  # duplicate
+    out[70] = [0.5, 0.5, 0.0, 0.0, 0.9, 0.02, 0.97]                                                  # a dog
+    out[30] = [0.5, 0.5, 0.0, 0.0, 0.2, 0.5, 0.0]                                                    # faint
+    return (torch.from_numpy(out)[None],)
+
+
+def _yolov8():
+    x1, y1, x2, y2 = _in_input(PERSON, True)
+    rows = np.zeros((10, 6), np.float32)
+    rows[0] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 0.93, 0.0]
+    rows[1] = [(x1 + x2) / 2 + 1, (y1 + y2) / 2, x2 - x1, y2 - y1, 0.7, 0.0]    # duplicate, lower score
+    rows[2] = [10, 10, 8, 8, 0.0, 0.99]                                        # another class
+    return (torch.from_numpy(rows.T.copy())[None],)
+
+
+def _rtmdet():
+    x1, y1, x2, y2 = _in_input(PERSON, False)
+    dets = np.array([[x1, y1, x2, y2, 0.91], [1, 1, 9, 9, 0.95], [x1, y1, x2, y2, 0.1]], np.float32)
+    return torch.from_numpy(dets)[None], torch.tensor([[0, 3, 0]], dtype=torch.int64)
+
+
+def export(tmp_path, outputs, name):
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(Constant(*outputs), (torch.zeros(1, 3, NET, NET),), str(path), dynamo=False,
+                      input_names=["images"])
+    return path
+
+
+@pytest.mark.parametrize("layout,make", [("yolox", _yolox), ("yolov8", _yolov8), ("rtmdet", _rtmdet)])
+def test_each_onnx_layout_gives_the_known_person(tmp_path, layout, make):
+    path = export(tmp_path, make(), layout)
+    image = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
+    for given in (layout, "auto"):                     # named, and told by the output shapes
+        det = ONNXDetector(path, layout=given, score_threshold=0.3)
+        assert det.layout == layout
+        boxes = det(image)
+        # one person: the other class, the faint one and the duplicate are gone
+        assert boxes.shape == (1, 5), boxes
+        np.testing.assert_allclose(boxes[0, :4], PERSON, atol=1e-3)
+
+
+def test_an_unknown_layout_names_the_shapes(tmp_path):
+    path = export(tmp_path, (torch.zeros(1, 7, 7),), "square")
+    with pytest.raises(ValueError, match=re.escape("outputs [(1, 7, 7)] match no known layout")):
+        ONNXDetector(path)
+    assert main(["predict", str(COCO_MINI / "images" / sorted(p.name for p in (COCO_MINI / "images").iterdir())[0]),
+                 "--config", "w18_small_128x96", "--detector", str(path), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(ValueError, match="match no known layout"):
+        guess_layout([(1, 10)])
+
+
+def test_letterbox_and_nms():
+    img = np.full((100, 200, 3), 7, np.uint8)
+    out, r, (ox, oy) = letterbox(img, (64, 64), centred=True)
+    assert out.shape == (64, 64, 3) and r == pytest.approx(0.32) and (ox, oy) == (0, 16)
+    assert (out[:16] == 114).all() and (out[16:48] == 7).all()
+    kept = nms_xywh(np.array([[0, 0, 10, 10, 0.5], [1, 0, 10, 10, 0.9], [50, 50, 5, 5, 0.1]]), 0.5)
+    assert kept[:, 4].tolist() == [0.9, 0.1]
+
+
+def test_hog_finds_an_annotated_person():
+    if not hasattr(cv2, "HOGDescriptor"):
+        pytest.fail("OpenCV without HOGDescriptor: hrfast needs opencv-python-headless < 5 (pyproject.toml)")
+    ann = json.loads((COCO_MINI / "annotations" / "person_keypoints.json").read_text())
+    det, best = HOGDetector(score_threshold=0.0), 0.0
+    for im in ann["images"]:
+        image = cv2.cvtColor(cv2.imread(str(COCO_MINI / "images" / im["file_name"])), cv2.COLOR_BGR2RGB)
+        gt = np.array([a["bbox"] for a in ann["annotations"] if a["image_id"] == im["id"]]).reshape(-1, 4)
+        found = det(image)
+        if len(found) and len(gt):
+            best = max(best, box_iou(found[:, :4], gt).max())
+    assert best > 0.3, best
+
+
+def _figure(center, height, t):
+    """A (17, 3) standing pose of ``height`` px at ``center``, arms swinging with ``t``."""
+    rel = np.array([[0, -0.45], [-0.03, -0.47], [0.03, -0.47], [-0.06, -0.45], [0.06, -0.45], [-0.12, -0.3],
+                    [0.12, -0.3], [-0.16, -0.1 + 0.02 * np.sin(t)], [0.16, -0.1], [-0.18, 0.05], [0.18, 0.05],
+                    [-0.08, 0.05], [0.08, 0.05], [-0.09, 0.27], [0.09, 0.27], [-0.1, 0.5], [0.1, 0.5]])
+    return np.concatenate([rel * height + np.asarray(center), np.full((17, 1), 0.9)], 1)
+
+
+def test_tracks_stay_on_two_figures_that_cross():
+    tracker, rng = Tracker(), np.random.default_rng(0)
+    seen = {"a": set(), "b": set()}
+    for t in range(60):       # 2.7 px a frame: 3-5% of their heights, a brisk walk at 25 fps
+        a = _figure((20 + 2.7 * t, 60), 80, t) + np.r_[rng.normal(0, 1, (17, 2)).T, [np.zeros(17)]].T
+        b = _figure((180 - 2.7 * t, 70), 60, t) + np.r_[rng.normal(0, 1, (17, 2)).T, [np.zeros(17)]].T
+        people = [a, b] if t % 2 else [b, a]          # the detector's order changes from frame to frame
+        ids = tracker.update(np.stack(people), boxes_from_keypoints(np.stack(people))[:, :4])
+        got = dict(zip(["a", "b"] if t % 2 else ["b", "a"], ids))
+        seen["a"].add(got["a"])
+        seen["b"].add(got["b"])
+    assert len(seen["a"]) == 1 and len(seen["b"]) == 1 and seen["a"] != seen["b"], seen
+
+
+def test_tracks_end_after_missed_frames_and_new_people_get_new_ids():
+    tracker = Tracker(max_missed=2)
+    p = _figure((50, 50), 60, 0)[None]
+    assert tracker.update(p) == [0]
+    for _ in range(3):
+        tracker.update(np.zeros((0, 17, 3)))
+    assert tracker.tracks == []                       # gone after 3 > 2 missed frames
+    assert tracker.update(p) == [1]
+
+
+def test_device_crops_equal_opencv_crops():
+    """The batched grid_sample crops (the CUDA path, run here on the CPU) match warpAffine's."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((90, 120, 3)) * 255).astype(np.uint8)
+    jobs = [((60.0, 45.0), np.array([0.5, 0.66])), ((10.0, 80.0), np.array([0.3, 0.4])),
+            ((100.5, 20.25), np.array([0.2, 0.27]))]
+    mats = np.stack([get_affine_transform(c, s, 0.0, (48, 64)) for c, s in jobs])
+    got = warp_crops(torch.from_numpy(image), mats, (48, 64))
+    ref = torch.stack([to_tensor(crop_person(image, c, s, (48, 64))[0]) for c, s in jobs])
+    level = 1 / 255 / 0.225          # one intensity level, normalized
+    # OpenCV rounds its bilinear weights to 1/32: a few levels at most, under one on average
+    assert (got - ref).abs().max() < 4 * level and (got - ref).abs().mean() < 0.5 * level
+
+
+def _clip(path, frames=9, size=(160, 120)):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    assert w.isOpened()
+    for i in range(frames):
+        img, _ = render_image(np.random.default_rng(i), size)
+        w.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    w.release()
+    return path
+
+
+def test_video_round_trip(tmp_path, capsys):
+    """predict on a video: as many frames written as read, one JSON line per frame, people
+    with track ids, and each stage's share printed."""
+    clip = _clip(tmp_path / "clip.mp4")
+    det = export(tmp_path, _yolov8(), "yolov8")
+    out = tmp_path / "out"
+    assert main(["predict", str(clip), "--config", "w18_small_128x96", "--detector", str(det), "--out", str(out),
+                 "--detect-every", "3", "--batch-frames", "2", "--quiet", "--no-flip"]) == 0
+    text = capsys.readouterr().out
+    assert "9 frames" in text and "time by stage: read" in text and "network" in text
+    lines = [json.loads(s) for s in (out / "clip_pose.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(9))
+    assert all(p["track_id"] >= 0 and len(p["keypoints"]) == 17 for r in lines for p in r["people"])
+    assert len(lines[0]["people"]) == 1                 # the detector's one person
+    cap, n = cv2.VideoCapture(str(out / "clip_pose.mp4")), 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 9
+
+
+def test_a_folder_of_frames_is_footage(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), render_image(np.random.default_rng(i), (96, 80))[0])
+    det = export(tmp_path, _rtmdet(), "rtmdet")
+    assert main(["predict", str(frames), "--config", "w18_small_128x96", "--detector", str(det), "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 0
+    assert len((tmp_path / "o" / "frames_pose.jsonl").read_text().splitlines()) == 3
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "junk.mp4").write_text("this is not a video")
+    empty = tmp_path / "empty.mp4"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48)).release()
+    sizes = tmp_path / "sizes"
+    sizes.mkdir()
+    cv2.imwrite(str(sizes / "0.png"), np.zeros((60, 80, 3), np.uint8))
+    cv2.imwrite(str(sizes / "1.png"), np.zeros((48, 64, 3), np.uint8))
+    return {"junk": (tmp_path / "junk.mp4", "junk.mp4"), "empty": (empty, "empty.mp4"),
+            "webcam": ("97", "webcam 97 is not there"),
+            "sizes": (sizes, "frame 1 is 64x48, but the stream started at 80x60"),
+            "missing": (tmp_path / "nothing.mp4", "video not found")}
+
+
+@pytest.mark.parametrize("case", ["junk", "empty", "webcam", "sizes", "missing"])
+def test_bad_footage_is_one_line(tmp_path, capsys, case):
+    source, message = _bad_inputs(tmp_path)[case]
+    det = export(tmp_path, _yolov8(), "yolov8")
+    assert main(["predict", str(source), "--config", "w18_small_128x96", "--detector", str(det), "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hrfast: error:") and message in err[-1], err
