@@ -15,6 +15,8 @@
 #     bash benchmarks/gpu_session.sh model       # hrfast bench --compare (W32, W48; batch 1, 32)
 #         (max-autotune compiles every variant: if one call nears 10 minutes, split it, e.g.
 #         CONFIGS=w32_256x192 ... model, then CONFIGS=w48_384x288 ... model)
+#     bash benchmarks/gpu_session.sh video       # benchmarks/video_pipeline.py on CUDA: people/s,
+#                                                # time by stage, crops as one grid_sample per frame
 #     bash benchmarks/gpu_session.sh suites [pytest args, e.g. -k "exchange or ops"]
 # Reports and logs go to $OUT (the device tool brings back at most 8 files a call: "model"
 # writes 7 with the default knobs); copy the
@@ -24,7 +26,7 @@
 # "--tiny" on the CPU, "--max-autotune" when time allows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|suites [pytest args]}
+stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|video|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
 GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
@@ -100,13 +102,18 @@ model)
     done
     cat "$OUT"/model_*.md
     ;;
+video)
+    setup
+    PYTHONUNBUFFERED=1 timeout 300 $PY benchmarks/video_pipeline.py --device "${DEVICE:-cuda}" \
+        --report "$OUT/video.md" 2>&1 | tee "$OUT/video.log" | tail -20
+    ;;
 suites)
     setup
     PYTHONUNBUFFERED=1 $PY -m pytest -q benchmarks -p no:cacheprovider --benchmark-columns=median,ops \
         --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
     ;;
 *)
-    echo "unknown stage '$stage': wheels, tests, exchange, model or suites" >&2
+    echo "unknown stage '$stage': wheels, tests, exchange, model, video or suites" >&2
     exit 2
     ;;
 esac

@@ -195,9 +195,9 @@ def _maybe_optimized(model, runtime, device):
 
 def _optimize_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", choices=RUNTIMES,
-                   help="run the network through hrfast.optimize on this runtime (default: eager; "
-                        "auto: the fastest installed, which is openvino for CPU inference when "
-                        "installed; openvino and onnxruntime: CPU only, need their packages)")
+                   help="run the network through hrfast.optimize on this runtime (default: eager for images "
+                        "and eval, auto for footage; auto: the fastest installed, which is openvino for CPU "
+                        "inference when installed; openvino and onnxruntime: CPU only, need their packages)")
 
 
 def _load_weights(model, checkpoint) -> None:
@@ -223,7 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not footage:
         for im in args.images:   # every image is checked before any output is written
             check_image_file(im)
-    est = _estimator(args)
+    est = _estimator(args, runtime=args.optimize or ("auto" if footage else None))
     detector = build_detector(args.detector or "hog", args.detector_format, args.det_thre) \
         if footage or args.detector else None
     out = Path(args.out)
@@ -248,14 +248,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _estimator(args: argparse.Namespace) -> PoseEstimator:
+def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimator:
     cfg = merge_dotted(resolve_config(args.config), args.set)
     keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
     if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
     model = HRNet.from_config(cfg, backend=args.backend)
     _load_weights(model, args.checkpoint)
-    return PoseEstimator(_maybe_optimized(model, args.optimize, args.device), device=args.device,
+    return PoseEstimator(_maybe_optimized(model, runtime, args.device), device=args.device,
                          flip_test=not args.no_flip, method=args.decode, keypoints=keypoints)
 
 

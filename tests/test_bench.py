@@ -84,3 +84,19 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer", "--report", str(report)])
     assert report.read_text().strip() == text.strip()
     assert "| 2 | infer | eager |" in text and "| 2 | infer | fused |" in text and "3 Triton" in text
+
+
+def test_video_pipeline_benchmark_runs(tmp_path, monkeypatch):
+    """benchmarks/video_pipeline.py: a clip written on the fly, its people found (the
+    generator's boxes), the stages timed and the share around the network reported."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import video_pipeline
+    report = tmp_path / "video.md"
+    text = video_pipeline.main(["--config", "w18_small_128x96", "--frames", "6", "--size", "160", "120",
+                                "--eager", "--report", str(report)])
+    assert report.read_text().strip() == text.strip()
+    assert "6 frames" in text and "people/s" in text and "took" in text
+    for stage in ("read", "detect", "crop", "network", "decode", "track", "draw"):
+        assert f"| {stage} |" in text, stage
+    people = int(text.split("6 frames, ")[1].split(" people")[0])
+    assert people > 0
