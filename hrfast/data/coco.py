@@ -83,18 +83,12 @@ class COCOKeypoints(Dataset):
                 self.coco = COCO(str(self.ann_file))
         except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
             raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
-        self.image_size = tuple(int(v) for v in image_size)
-        self.heatmap_size = tuple(int(v) for v in heatmap_size)
-        self.aspect_ratio = self.image_size[0] / self.image_size[1]
-        self.train, self.sigma, self.encoding = train, float(sigma), encoding
-        self.targets_on_device = targets_on_device
-        self.aug = augmentation or Augmentation()
+        self._set_sampling(image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation, seed)
         self.num_joints = num_joints
         self.category_id, self.keypoints = self._keypoint_set(
             num_joints, dict(flip_pairs=flip_pairs, sigmas=sigmas, joint_weights=joint_weights, upper_body=upper_body))
         self.flip_pairs = self.keypoints.flip_pairs
         self.joint_weights = torch.tensor(self.keypoints.joint_weights) if use_joint_weights else None
-        self.seed, self.epoch = int(seed), 0
         if det_file is not None and not train:
             self.records = self._detection_records(Path(det_file), image_thre)
         else:
@@ -104,6 +98,17 @@ class COCOKeypoints(Dataset):
         if not self.records:
             raise ValueError(f"no usable person samples in {self.ann_file}"
                              + (f" with detections {det_file}" if det_file else ""))
+
+    def _set_sampling(self, image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation,
+                      seed) -> None:
+        """How samples are made: sizes, augmentation, targets, the random stream."""
+        self.image_size = tuple(int(v) for v in image_size)
+        self.heatmap_size = tuple(int(v) for v in heatmap_size)
+        self.aspect_ratio = self.image_size[0] / self.image_size[1]
+        self.train, self.sigma, self.encoding = train, float(sigma), encoding
+        self.targets_on_device = targets_on_device
+        self.aug = augmentation or Augmentation()
+        self.seed, self.epoch = int(seed), 0
 
     def _keypoint_set(self, num_joints: int, known: Dict):
         """(category id, KeypointSet) of the file's keypoint category; a file that names no

@@ -59,16 +59,10 @@ class MPIIKeypoints(COCOKeypoints):
         if num_joints != 16:
             raise ValueError(f"MODEL.NUM_JOINTS is {num_joints} but MPII has 16 keypoints: set MODEL.NUM_JOINTS to 16")
         self.gt_file = None if gt_file is None else Path(gt_file)
-        self.image_size = tuple(int(v) for v in image_size)
-        self.heatmap_size = tuple(int(v) for v in heatmap_size)
-        self.aspect_ratio = self.image_size[0] / self.image_size[1]
-        self.train, self.sigma, self.encoding = train, float(sigma), encoding
-        self.targets_on_device = targets_on_device
-        self.aug = augmentation or Augmentation()
+        self._set_sampling(image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation, seed)
         self.num_joints, self.category_id, self.keypoints = 16, 1, MPII16
         self.flip_pairs = MPII16.flip_pairs
         self.joint_weights = torch.tensor(MPII16.joint_weights) if use_joint_weights else None
-        self.seed, self.epoch = int(seed), 0
         self.records, self._files = self._records()
         if max_samples is not None:
             self.records = self.records[:max_samples]

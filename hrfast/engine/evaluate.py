@@ -22,7 +22,7 @@ from ..data.coco import quiet
 from ..data.keypoints import COCO17
 from ..ops.nms import oks_nms, rescore
 from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh
-from .predict import predict_dataset
+from .predict import gather_records, predict_dataset
 
 STATS_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 
@@ -102,20 +102,16 @@ def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, meth
                              amp_dtype, channels_last, progress)
     records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
                               channels_last, progress)
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, records)
-        if dist.get_rank() != 0:
-            return {}
-        # a DistributedSampler pads with repeats: keep one record per (image, center, score)
-        seen, records = set(), []
-        for part in gathered:
-            for r in part:
-                key = (r["image_id"], tuple(np.round(r["center"], 3)), tuple(np.round(r["scale"], 4)), r["score"])
-                if key not in seen:
-                    seen.add(key)
-                    records.append(r)
+    gathered = gather_records(records)
+    if gathered is None:
+        return {}
+    # a DistributedSampler pads with repeats: keep one record per (image, center, scale, score)
+    seen, records = set(), []
+    for r in gathered:
+        key = (r["image_id"], tuple(np.round(r["center"], 3)), tuple(np.round(r["scale"], 4)), r["score"])
+        if key not in seen:
+            seen.add(key)
+            records.append(r)
     keypoints = getattr(loader.dataset, "keypoints", COCO17)
     results = coco_results(records, in_vis_thre, oks_thre, sigmas=keypoints.sigmas,
                            category_id=getattr(loader.dataset, "category_id", 1))

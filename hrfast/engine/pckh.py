@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Dict
 
 import numpy as np
-import torch
 
 from ..data.mpii import MAT_NAMES
 from ..tables import markdown_table
-from .predict import predict_dataset
+from .predict import gather_records, predict_dataset
 
 SC_BIAS = 0.6
 PCKH_NAMES = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "Mean@0.1")
@@ -89,13 +88,9 @@ def evaluate_pckh(model, loader, gt_file, device="cpu", flip_test: bool = True, 
     ``gt_file``; under torch.distributed, rank 0 gathers and scores, the others return {}."""
     records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
                               channels_last, progress)
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, records)
-        if dist.get_rank() != 0:
-            return {}
-        records = [r for part in gathered for r in part]
+    records = gather_records(records)
+    if records is None:
+        return {}
     by_index = {r["image_id"]: r["keypoints"][:, :2] for r in records}   # the file's order; pads repeat
     preds = np.stack([by_index[i] for i in sorted(by_index)])
     return pckh(preds, load_ground_truth(gt_file))

@@ -1,7 +1,7 @@
 """Inference over a dataset: flip test and decoding to image keypoints, one record per person."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -34,3 +34,14 @@ def predict_dataset(model, loader, device="cpu", flip_test: bool = True, shift_h
                             "score": float(batch["score"][i]), "area": float(s[i, 0] * s[i, 1]),
                             "center": batch["center"][i].numpy(), "scale": batch["scale"][i].numpy()})
     return records
+
+
+def gather_records(records: List[Dict]) -> Optional[List[Dict]]:
+    """Under torch.distributed with several ranks: every rank's records on rank 0 (None on the
+    others); otherwise ``records`` as they are."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return records
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, records)
+    return [r for part in gathered for r in part] if dist.get_rank() == 0 else None
