@@ -442,6 +442,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _check_device(getattr(args, "device", None))
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`hrfast info | head`): nothing left to say to it
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (OSError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
         # user errors, disk full and permissions included: one line; HRFAST_DEBUG=1 or
         # --traceback shows the traceback (programming errors always do)

@@ -163,3 +163,9 @@ def test_predict_thresholds_are_range_checked(capsys):
             code = exc.code
         assert code == 2
         assert f"argument {flag}: expected a number in [0.0, 1.0], got 1.5" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`hrfast info | head -1`: the reader leaving early ends the command quietly."""
+    r = subprocess.run(f"{sys.executable} -m hrfast info | head -c 10", shell=True, capture_output=True, text=True)
+    assert len(r.stdout) == 10 and "error" not in r.stderr, r.stderr
