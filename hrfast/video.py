@@ -15,10 +15,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from .data.transforms import read_image_rgb
 from .detect.base import Detector
+from .ops.nms import oks_nms
 from .predictor import PoseEstimator
 from .timing import StageTimer
 from .tracking import Tracker, boxes_from_keypoints
@@ -155,6 +157,19 @@ def run_video(source, estimator: PoseEstimator, detector: Detector, out_dir, det
             "seconds": dict(timer.seconds), "timer": timer}
 
 
+def _distinct_people(keypoints: np.ndarray, boxes: np.ndarray, keypoint_set):
+    """One pose per person: propagated boxes of people who meet can converge on the same
+    person, whose duplicate poses the official OKS NMS (threshold 0.9) removes."""
+    if len(keypoints) < 2:
+        return keypoints, boxes
+    scores = keypoints[:, :, 2].mean(1)
+    areas = boxes[:, 2] * boxes[:, 3]
+    keep = oks_nms(torch.from_numpy(np.ascontiguousarray(keypoints, np.float64)), scores, areas, 0.9,
+                   torch.tensor(keypoint_set.sigmas, dtype=torch.float64)).numpy()
+    keep = np.sort(keep)
+    return keypoints[keep], boxes[keep]
+
+
 def _process(chunk, estimator, detector, tracker, timer, state, detect_every, threshold, writer, video_path,
              fps, lines):
     """Boxes, keypoints, tracks, drawing and output of a few consecutive frames."""
@@ -171,6 +186,7 @@ def _process(chunk, estimator, detector, tracker, timer, state, detect_every, th
     keypoints = estimator.estimate(chunk, [b[:, :4] for b in boxes], timer)
     for frame, kp, b in zip(chunk, keypoints, boxes):
         with timer("track"):
+            kp, b = _distinct_people(kp, b, estimator.keypoints)
             ids = tracker.update(kp, b[:, :4])
             nxt = boxes_from_keypoints(kp, threshold)
             state["lost"] = len(nxt) < len(kp) or any(t.missed for t in tracker.tracks)

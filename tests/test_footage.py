@@ -10,6 +10,7 @@ import torch
 from conftest import COCO_MINI
 
 from hrfast.cli import main
+from hrfast.data.keypoints import COCO17
 from hrfast.data.synthetic import render_image
 from hrfast.data.transforms import crop_person, get_affine_transform, to_tensor, warp_crops
 from hrfast.detect import HOGDetector, ONNXDetector, letterbox
@@ -237,3 +238,65 @@ def test_bad_footage_is_one_line(tmp_path, capsys, case):
                  str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("hrfast: error:") and message in err[-1], err
+
+
+class _TemplatePoses:
+    """A stand-in for a perfect top-down pose network: in each box it finds the figure nearest
+    the box's centre (the person a crop is centred on, as in training), by colour, and
+    returns a standing pose that fills that figure."""
+    keypoints, num_joints = COCO17, 17
+
+    def estimate(self, frames, boxes, timer=None):
+        return [np.stack([self._pose(f, b) for b in np.asarray(bs, np.float64).reshape(-1, 4)])
+                if len(bs) else np.zeros((0, 17, 3)) for f, bs in zip(frames, boxes)]
+
+    @staticmethod
+    def _pose(frame, box):
+        centre = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+        figures = []
+        for mask in (frame[..., 0] > 150) & (frame[..., 1] < 100), (frame[..., 1] > 150) & (frame[..., 0] < 100):
+            ys, xs = np.nonzero(mask)
+            if len(xs) > 10:
+                figures.append((np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2]),
+                                ys.max() - ys.min() + 1))
+        if not figures:
+            return np.zeros((17, 3))
+        c, height = min(figures, key=lambda f: np.linalg.norm(f[0] - centre))
+        return _figure(c, height, 0)
+
+
+def _colour_boxes(frame):
+    """The red and the green figure of the crossing clip, found by colour, in alternating order."""
+    boxes = []
+    for mask in (frame[..., 0] > 150) & (frame[..., 1] < 100), (frame[..., 1] > 150) & (frame[..., 0] < 100):
+        ys, xs = np.nonzero(mask)
+        if len(xs) > 20:
+            boxes.append([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1, 0.9])
+    _colour_boxes.calls = getattr(_colour_boxes, "calls", 0) + 1
+    return np.array(boxes[::-1] if _colour_boxes.calls % 2 else boxes, np.float64).reshape(-1, 5)
+
+
+def test_track_ids_stay_on_two_figures_crossing_in_a_clip(tmp_path):
+    """A clip of two figures that walk across each other, through run_video with detection
+    every third frame and propagated boxes in between: each figure keeps one track id."""
+    from hrfast.video import run_video
+    path, frames = tmp_path / "cross.mp4", 60
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (240, 120))
+    for t in range(frames):
+        # red walks right, green walks left, each 3 px a frame: a tenth of its width, a brisk
+        # walk at 25 frames a second
+        img = np.zeros((120, 240, 3), np.uint8)
+        a, b = round(30 + 3 * t), round(210 - 3 * t)
+        cv2.rectangle(img, (a - 15, 20), (a + 15, 100), (0, 0, 230), -1)     # BGR: red
+        cv2.rectangle(img, (b - 13, 35), (b + 13, 105), (0, 230, 0), -1)     # green, in front
+        writer.write(img)
+    writer.release()
+    r = run_video(path, _TemplatePoses(), _colour_boxes, tmp_path / "out", detect_every=3, batch_frames=2,
+                  progress=False)
+    ids = {"red": set(), "green": set()}
+    for line in r["jsonl"].read_text().splitlines():
+        for person in json.loads(line)["people"]:
+            # whose pose it is: red's nose is near y = 24, green's near y = 38
+            ids["red" if person["keypoints"][0][1] < 31 else "green"].add(person["track_id"])
+    assert len(ids["red"]) == 1 and len(ids["green"]) == 1 and ids["red"] != ids["green"], ids
+    assert r["frames"] == frames
