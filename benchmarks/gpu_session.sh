@@ -30,7 +30,7 @@ stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|video|suites [pytes
 shift || true
 OUT=${OUT:-outputs/gpu}
 GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
-           tests/test_nms.py tests/test_optimize.py)
+           tests/test_nms.py tests/test_optimize.py tests/test_footage.py)
 mkdir -p "$OUT"
 PY=${PY:-python3}
 

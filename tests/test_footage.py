@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import COCO_MINI
+from conftest import COCO_MINI, requires_cuda
 
 from hrfast.cli import main
 from hrfast.data.keypoints import COCO17
@@ -161,14 +161,15 @@ def test_tracks_end_after_missed_frames_and_new_people_get_new_ids():
     assert tracker.update(p) == [1]
 
 
-def test_device_crops_equal_opencv_crops():
-    """The batched grid_sample crops (the CUDA path, run here on the CPU) match warpAffine's."""
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_device_crops_equal_opencv_crops(device):
+    """The batched grid_sample crops (the CUDA path; on the CPU too) match warpAffine's."""
     rng = np.random.default_rng(0)
     image = (rng.random((90, 120, 3)) * 255).astype(np.uint8)
     jobs = [((60.0, 45.0), np.array([0.5, 0.66])), ((10.0, 80.0), np.array([0.3, 0.4])),
             ((100.5, 20.25), np.array([0.2, 0.27]))]
     mats = np.stack([get_affine_transform(c, s, 0.0, (48, 64)) for c, s in jobs])
-    got = warp_crops(torch.from_numpy(image), mats, (48, 64))
+    got = warp_crops(torch.from_numpy(image).to(device), mats, (48, 64)).cpu()
     ref = torch.stack([to_tensor(crop_person(image, c, s, (48, 64))[0]) for c, s in jobs])
     level = 1 / 255 / 0.225          # one intensity level, normalized
     # OpenCV rounds its bilinear weights to 1/32: a few levels at most, under one on average
@@ -300,3 +301,18 @@ def test_track_ids_stay_on_two_figures_crossing_in_a_clip(tmp_path):
             ids["red" if person["keypoints"][0][1] < 31 else "green"].add(person["track_id"])
     assert len(ids["red"]) == 1 and len(ids["green"]) == 1 and ids["red"] != ids["green"], ids
     assert r["frames"] == frames
+
+
+@requires_cuda
+def test_pose_estimator_on_cuda_equals_the_cpu():
+    """On CUDA the crops are one grid_sample per image and the network runs on the GPU: the
+    keypoints match the CPU path's (fp32; the crops differ by OpenCV's 1/32 weight rounding)."""
+    from hrfast import HRNet, PoseEstimator
+    torch.manual_seed(0)
+    model = HRNet.from_config("w18_small_128x96").eval()
+    image = cv2.cvtColor(cv2.imread(str(sorted((COCO_MINI / "images").glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
+    boxes = [[10, 10, 120, 200], [100, 40, 80, 160]]
+    cpu = PoseEstimator(model, method="dark")(image, boxes)
+    gpu = PoseEstimator(model, device="cuda", method="dark")(image, boxes)
+    # random weights give flat maps whose argmax can flip: bound the median joint's distance
+    assert np.median(np.linalg.norm(cpu[..., :2] - gpu[..., :2], axis=-1)) < 1.0
