@@ -235,11 +235,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
+        image = load_image(im)      # decoded once for the detector, the network and the drawing
         if b is None and detector is not None and args.boxes is None:
-            b = detector(load_image(im))[:, :4]
-        kp = est(im, b)
+            b = detector(image)[:, :4]
+        kp = est(image, b)
         png = out / f"{stem}_pose.png"
-        est.draw(im, kp, png, threshold=args.threshold)
+        est.draw(image, kp, png, threshold=args.threshold)
         records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
                         "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
         print(f"{im}: {len(kp)} people -> {png}")

@@ -83,7 +83,8 @@ class Tracker:
         keypoints = np.asarray(keypoints, np.float64).reshape(-1, self.keypoint_set.num_joints, 3)
         n = len(keypoints)
         if boxes is None:
-            boxes = np.stack([_box_of(p) for p in keypoints]) if n else np.zeros((0, 4))
+            # every joint's extent, not enlarged (all joints count, so every person gets a box)
+            boxes = boxes_from_keypoints(keypoints, threshold=-np.inf, enlarge=1.0, min_joints=0)
         boxes = np.asarray(boxes, np.float64).reshape(n, -1)[:, :4] if n else np.zeros((0, 4))
         ids: List[Optional[int]] = [None] * n
         if self.tracks and n:
@@ -123,8 +124,3 @@ class Tracker:
         track.keypoints, track.box = keypoints.copy(), box.copy()
         track.missed, track.age = 0, track.age + 1
 
-
-def _box_of(person: np.ndarray) -> np.ndarray:
-    pts = person[:, :2]
-    lo, hi = pts.min(0), pts.max(0)
-    return np.array([lo[0], lo[1], max(hi[0] - lo[0], 1.0), max(hi[1] - lo[1], 1.0)])

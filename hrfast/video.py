@@ -10,6 +10,7 @@ annotated mp4 and one JSON line per frame. The time of each stage is measured.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
@@ -104,8 +105,7 @@ def track_color(track_id: int):
 def draw_tracks(frame: np.ndarray, keypoints: np.ndarray, ids: List[int], boxes: np.ndarray,
                 estimator: PoseEstimator, threshold: float) -> np.ndarray:
     """The frame with each person's skeleton, and its box and id in the track's colour."""
-    out = draw_skeleton(frame, keypoints, threshold, keypoint_set=estimator.keypoints) if len(keypoints) \
-        else frame.copy()
+    out = draw_skeleton(frame, keypoints, threshold, keypoint_set=estimator.keypoints)
     for tid, box in zip(ids, boxes):
         x, y, w, h = (int(round(v)) for v in box[:4])
         color = track_color(tid)
@@ -129,32 +129,29 @@ def run_video(source, estimator: PoseEstimator, detector: Detector, out_dir, det
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "webcam" + frames.source if frames.source.isdigit() else Path(frames.source).stem
-    video_path, lines_path = out_dir / f"{name}_pose.mp4", out_dir / f"{name}_pose.jsonl"
-    tracker = tracker or Tracker(estimator.keypoints)
-    timer = StageTimer(sync)
-    state = {"last": np.zeros((0, 5)), "since": detect_every, "lost": True, "frames": 0, "people": 0}
-    writer = None
+    run = _Footage(estimator, detector, tracker or Tracker(estimator.keypoints), StageTimer(sync), detect_every,
+                   threshold, out_dir / f"{name}_pose.mp4", frames.fps)
+    lines_path = out_dir / f"{name}_pose.jsonl"
     bar = tqdm(desc="frames", unit="frame", disable=not progress)
     with open(lines_path, "w") as lines:
         chunk: List[np.ndarray] = []
         stream = iter(frames)
         while True:
-            with timer("read"):
+            with run.timer("read"):
                 frame = next(stream, None)
             if frame is not None:
                 chunk.append(frame)
             if chunk and (frame is None or len(chunk) == batch_frames):
-                writer = _process(chunk, estimator, detector, tracker, timer, state, detect_every, threshold,
-                                  writer, video_path, frames.fps, lines)
+                run.process(chunk, lines)
                 bar.update(len(chunk))
                 chunk = []
             if frame is None:
                 break
     bar.close()
-    if writer is not None:
-        writer.release()
-    return {"video": video_path, "jsonl": lines_path, "frames": state["frames"], "people": state["people"],
-            "seconds": dict(timer.seconds), "timer": timer}
+    if run.writer is not None:
+        run.writer.release()
+    return {"video": run.video_path, "jsonl": lines_path, "frames": run.frames, "people": run.people,
+            "seconds": dict(run.timer.seconds), "timer": run.timer}
 
 
 def _distinct_people(keypoints: np.ndarray, boxes: np.ndarray, keypoint_set):
@@ -170,39 +167,58 @@ def _distinct_people(keypoints: np.ndarray, boxes: np.ndarray, keypoint_set):
     return keypoints[keep], boxes[keep]
 
 
-def _process(chunk, estimator, detector, tracker, timer, state, detect_every, threshold, writer, video_path,
-             fps, lines):
-    """Boxes, keypoints, tracks, drawing and output of a few consecutive frames."""
-    boxes = []
-    for frame in chunk:     # the chunk's frames share the newest boxes known before the network runs
-        if state["since"] >= detect_every or state["lost"]:
-            with timer("detect"):
-                found = np.asarray(detector(frame), np.float64).reshape(-1, 5)
-            state["since"], state["lost"], state["last"] = 0, False, found
-            boxes.append(found)
-        else:
-            boxes.append(state["last"])
-        state["since"] += 1
-    keypoints = estimator.estimate(chunk, [b[:, :4] for b in boxes], timer)
-    for frame, kp, b in zip(chunk, keypoints, boxes):
-        with timer("track"):
-            kp, b = _distinct_people(kp, b, estimator.keypoints)
-            ids = tracker.update(kp, b[:, :4])
-            nxt = boxes_from_keypoints(kp, threshold)
-            state["lost"] = len(nxt) < len(kp) or any(t.missed for t in tracker.tracks)
-            state["last"] = nxt
-        with timer("draw"):
-            drawn = draw_tracks(frame, kp, ids, b, estimator, threshold)
-            if writer is None:
-                h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                if not writer.isOpened():
-                    raise OSError(f"cannot write the video {video_path} (OpenCV has no mp4v encoder here)")
-            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-            people = [{"track_id": int(t), "box": [round(float(v), 2) for v in bb[:4]],
-                       "keypoints": [[round(float(v), 2) for v in j] for j in p],
-                       "score": round(float(p[:, 2].mean()), 4)} for t, bb, p in zip(ids, b, kp)]
-            lines.write(json.dumps({"frame": state["frames"], "people": people}) + "\n")
-        state["frames"] += 1
-        state["people"] += len(kp)
-    return writer
+@dataclass
+class _Footage:
+    """What :func:`run_video` carries from frame to frame: the boxes for the next frames, when
+    to detect, the tracker, the video writer and the counts."""
+    estimator: PoseEstimator
+    detector: Detector
+    tracker: Tracker
+    timer: StageTimer
+    detect_every: int
+    threshold: float
+    video_path: Path
+    fps: float
+    writer: Optional[cv2.VideoWriter] = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))    # for frames without detection
+    since: int = 0          # frames since the last detection
+    lost: bool = True       # a track went missing: detect at the next frame
+    frames: int = 0
+    people: int = 0
+
+    def process(self, chunk: List[np.ndarray], lines) -> None:
+        """Boxes, keypoints, tracks, drawing and output of a few consecutive frames; they share
+        the newest boxes known before the network runs."""
+        boxes = [self._boxes(frame) for frame in chunk]
+        keypoints = self.estimator.estimate(chunk, [b[:, :4] for b in boxes], self.timer)
+        for frame, kp, b in zip(chunk, keypoints, boxes):
+            with self.timer("track"):
+                kp, b = _distinct_people(kp, b, self.estimator.keypoints)
+                ids = self.tracker.update(kp, b[:, :4])
+                self.boxes = boxes_from_keypoints(kp, self.threshold)
+                self.lost = len(self.boxes) < len(kp) or any(t.missed for t in self.tracker.tracks)
+            with self.timer("draw"):
+                self._write(frame, kp, ids, b, lines)
+            self.frames += 1
+            self.people += len(kp)
+
+    def _boxes(self, frame: np.ndarray) -> np.ndarray:
+        if self.since >= self.detect_every or self.lost:
+            with self.timer("detect"):
+                self.boxes = np.asarray(self.detector(frame), np.float64).reshape(-1, 5)
+            self.since, self.lost = 0, False
+        self.since += 1
+        return self.boxes
+
+    def _write(self, frame, kp, ids, boxes, lines) -> None:
+        drawn = draw_tracks(frame, kp, ids, boxes, self.estimator, self.threshold)
+        if self.writer is None:
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise OSError(f"cannot write the video {self.video_path} (OpenCV has no mp4v encoder here)")
+        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        people = [{"track_id": int(t), "box": [round(float(v), 2) for v in bb[:4]],
+                   "keypoints": [[round(float(v), 2) for v in j] for j in p],
+                   "score": round(float(p[:, 2].mean()), 4)} for t, bb, p in zip(ids, boxes, kp)]
+        lines.write(json.dumps({"frame": self.frames, "people": people}) + "\n")

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON
+from .mpii import MAT_NAMES
 
 GENERATOR_VERSION = 1
 # keypoint sets the generator writes: count -> (names, 1-based skeleton, indices into COCO's 17)
@@ -330,8 +331,7 @@ def make_synthetic_mpii(root, num_train: int = 400, num_val: int = 80, image_siz
         if split == "valid":
             j = np.stack(gt_joints)                                   # (N, 16, 3)
             names = np.empty((1, 16), dtype=object)
-            names[0, :] = ["rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor", "neck", "head",
-                           "rwri", "relb", "rsho", "lsho", "lelb", "lwri"]
+            names[0, :] = list(MAT_NAMES)
             savemat(str(paths["gt"]), {"dataset_joints": names, "jnt_missing": (1 - j[:, :, 2]).T,
                                        "pos_gt_src": (j[:, :, :2] + 1).transpose(1, 2, 0),
                                        "headboxes_src": np.asarray(head_boxes).transpose(1, 2, 0)})
