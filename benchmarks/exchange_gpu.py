@@ -11,10 +11,13 @@ channels_last with fp32 parameters (what bf16 autocast feeds the unit), for:
 Each row gives the median time (``triton.testing.do_bench``, CUDA events, inputs rotated over
 4 sets so no call finds the previous one's data in L2), the ratio to eager, the arithmetic
 rate as a fraction of the bf16 matmul peak measured in the same run, the peak memory one call
-adds, and the kernel launches of one call (torch.profiler; training rows: forward / forward +
-backward). Then the per-shape dispatch
-measurements: every conv of the units on the Triton GEMM against cuDNN, and each output
-branch's upsample 1x1 convs inside the branch kernel against low resolution first.
+adds, the kernel launches of one call (torch.profiler; training rows: forward / forward +
+backward), and the forward's relative error against a float32 run without autocast (so no
+row times a wrong result; eager's own bf16 error is the yardstick). Then the per-shape
+dispatch measurements: every conv of the units on the Triton GEMM against cuDNN, and each
+output branch's upsample 1x1 convs inside the branch kernel against low resolution first.
+A line per timed variant goes to stdout, and ``--report`` is rewritten after each unit, so a
+call cut short by its time limit keeps what it measured.
 
 Usage (GPU): python benchmarks/exchange_gpu.py [--batch 64] [--stages 2 3 4] [--max-autotune]
              [--report out.md]
@@ -27,6 +30,7 @@ import argparse
 import copy
 import platform
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
@@ -152,7 +156,9 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
     flops = unit_flops(channels, H, W, B) * (3 if mode == "train" else 1)
     t = timer(device)
     rows = []
-    for name, unit in unit_variants(channels, mode, device, max_autotune).items():
+    units = unit_variants(channels, mode, device, max_autotune)
+    ref = reference_outputs(units["eager"], sets[0])
+    for name, unit in units.items():
         k = [0]
 
         def call(unit=unit):
@@ -165,9 +171,12 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
                 else:
                     with torch.no_grad():
                         unit(xs)
-        def forward_only(unit=unit):   # the training forward alone, for its launch count
+        def forward_only(unit=unit):   # the forward alone: launch count (training) and parity
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
-                unit(sets[0])
+                return unit(sets[0])
+        # a compiled unit in train mode would recompile for a no-grad call: its forward is
+        # checked in inference rows only
+        err = rel_err(forward_only(), ref) if mode == "infer" or name in ("eager", "fused") else float("nan")
         variants = [(name, call)]
         if mode == "infer" and device.type == "cuda" and not name.startswith("compile"):
             variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
@@ -178,11 +187,38 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
             if mode == "train":   # forward / forward + backward
                 n = f"{launches(forward_only, device)} / {n}"
             rows.append(dict(stage=stage, mode=mode, variant=vname, ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
-                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=n))
+                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=n, err=err))
+            progress(rows[-1])
     base = next(r["ms"] for r in rows if r["variant"] == "eager")
     for r in rows:
         r["speedup"] = base / r["ms"]
     return rows
+
+
+def reference_outputs(module: torch.nn.Module, inputs) -> List[torch.Tensor]:
+    """The forward of a unit (a list of branches) or of a model (a tensor) in float32 without
+    autocast: the reference of the parity column. On a copy, so train-mode running statistics
+    of the timed module stay untouched."""
+    ref = copy.deepcopy(module).float()
+    with torch.no_grad():
+        out = ref([x.detach().float() for x in inputs] if isinstance(inputs, list) else inputs.float())
+    return [o.float() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def rel_err(outs: List[torch.Tensor], refs: List[torch.Tensor]) -> float:
+    """||out - ref|| / ||ref|| over all output branches, in float64. bf16 operands land
+    between 1e-3 and 1e-2; the fused path's should be at most about twice eager's."""
+    num = sum(float((o.detach().double() - r.double()).pow(2).sum()) for o, r in zip(outs, refs))
+    den = sum(float(r.double().pow(2).sum()) for r in refs)
+    return (num / den) ** 0.5
+
+
+def progress(row: dict) -> None:
+    """One line per timed variant, so a call cut short by its time limit still shows how far
+    it got (the report file is rewritten after each unit too)."""
+    err = row.get("err", float("nan"))
+    tail = f", rel err {err:.1e}" if err == err else ""
+    print(f"  {row['stage']} {row['mode']} {row['variant']}: {row['ms']:.3f} ms{tail}", flush=True)
 
 
 def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
@@ -220,12 +256,42 @@ def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
     return rows
 
 
-def bench_model(B: int, device, tiny: bool, peak: float) -> List[dict]:
-    """Whole W32 256x192: inference (eval, no gradient) and a training step (forward, MSE to
-    zero targets, backward, fused Adam), bf16 autocast, channels_last, eager against the
-    fused backend (alone and in a CUDA graph for inference) and torch.compile of each."""
-    from hrfast import HRNet
+def _model_net(base: torch.nn.Module, name: str) -> torch.nn.Module:
+    net = copy.deepcopy(base)
+    if "fused" in name:
+        net.set_backend("triton")
+    return torch.compile(net) if "compile" in name else net
+
+
+def _model_call(net: torch.nn.Module, mode: str, xs: List[torch.Tensor], device) -> Callable:
+    """One inference (no gradient) or one training step (MSE to zero targets, backward, fused
+    Adam) under bf16 autocast, on the next input set of the rotation."""
     from hrfast.engine.optim import build_optimizer
+    net.train(mode == "train")
+    opt = build_optimizer(net.parameters(), "adam", lr=1e-3) if mode == "train" else None
+    k = [0]
+
+    def call():
+        x = xs[k[0] % len(xs)]
+        k[0] += 1
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
+            if opt is None:
+                with torch.no_grad():
+                    net(x)
+                return
+            loss = net(x).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return call
+
+
+def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save: Callable[[], None]) -> None:
+    """Whole W32 256x192: inference and a training step (``_model_call``), bf16 autocast,
+    channels_last, eager against the fused backend (alone and in a CUDA graph for inference)
+    and torch.compile of each. The compiled variants come last: they take minutes to compile,
+    and a call cut short keeps the rest."""
+    from hrfast import HRNet
     cfg = "w18_small_128x96" if tiny else "w32_256x192"
     torch.manual_seed(0)
     base = HRNet.from_config(cfg).to(device, memory_format=torch.channels_last)
@@ -234,45 +300,29 @@ def bench_model(B: int, device, tiny: bool, peak: float) -> List[dict]:
           for _ in range(ROTATE if device.type == "cuda" else 1)]
     flops = _model_flops(base, xs[0])
     t = timer(device)
-    rows = []
-    for mode in ("infer", "train"):
-        nets = {"eager": copy.deepcopy(base), "fused": copy.deepcopy(base).set_backend("triton")}
-        if device.type == "cuda":
-            nets["compile"] = torch.compile(copy.deepcopy(base))
-            nets["fused + compile"] = torch.compile(copy.deepcopy(base).set_backend("triton"))
-        for name, net in nets.items():
-            net.train(mode == "train")
-            opt = build_optimizer(net.parameters(), "adam", lr=1e-3) if mode == "train" else None
-            k = [0]
-
-            def call(net=net, opt=opt):
-                x = xs[k[0] % len(xs)]
-                k[0] += 1
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True,
-                                    cache_enabled=False):
-                    if opt is None:
-                        with torch.no_grad():
-                            net(x)
-                        return
-                    loss = net(x).float().pow(2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            variants = [(name, call)]
-            if mode == "infer" and device.type == "cuda" and "compile" not in name:
-                variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
-            for vname, fn in variants:
-                fn()
-                ms = t(fn)
-                f = flops * (3 if mode == "train" else 1)
-                rows.append(dict(stage="model", mode=mode, variant=vname, ms=ms, tflops=f / (ms * 1e-3) / 1e12,
-                                 of_peak=f / (ms * 1e-3) / peak, mib=peak_mib(fn, device),
-                                 launches=launches(fn, device)))
-        base_ms = next(r["ms"] for r in rows if r["mode"] == mode and r["variant"] == "eager")
-        for r in rows:
-            if r["mode"] == mode:
-                r["speedup"] = base_ms / r["ms"]
-    return rows
+    ref = reference_outputs(base.eval(), xs[0])
+    names = ["eager", "fused"] + (["compile", "fused + compile"] if device.type == "cuda" else [])
+    for name, mode in [(n, m) for n in names for m in ("infer", "train")]:
+        net = _model_net(base, name)
+        call = _model_call(net, mode, xs, device)
+        err = float("nan")
+        if mode == "infer":   # the heatmaps against float32 eager, on the first input set
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
+                err = rel_err([net(xs[0])], ref)
+        variants = [(name, call)]
+        if mode == "infer" and device.type == "cuda" and "compile" not in name:
+            variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        for vname, fn in variants:
+            fn()
+            ms = t(fn)
+            f = flops * (3 if mode == "train" else 1)
+            base_ms = next((r["ms"] for r in rows if r["stage"] == "model" and r["mode"] == mode
+                            and r["variant"] == "eager"), ms)
+            rows.append(dict(stage="model", mode=mode, variant=vname, ms=ms, tflops=f / (ms * 1e-3) / 1e12,
+                             of_peak=f / (ms * 1e-3) / peak, mib=peak_mib(fn, device),
+                             launches=launches(fn, device), err=err, speedup=base_ms / ms))
+            progress(rows[-1])
+            save()
 
 
 def _model_flops(model, x) -> float:
@@ -309,17 +359,24 @@ def versions(device) -> str:
 
 
 def report(unit_rows, disp_rows, header: str) -> str:
-    lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | +MiB | launches |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | +MiB | launches "
+             "| rel err vs fp32 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in unit_rows:
-        lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f}x | "
-                     f"{r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | {r['launches']} |")
+        err = r.get("err", float("nan"))
+        lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | {_ratio(r)} | "
+                     f"{r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | {r['launches']} | "
+                     f"{f'{err:.1e}' if err == err else '-'} |")
     if disp_rows:
         lines += ["", "| conv or plan | Triton ms | cuDNN ms | faster |", "|---|---:|---:|---|"]
         for r in disp_rows:
             faster = "-" if r["cudnn"] != r["cudnn"] else ("Triton" if r["triton"] < r["cudnn"] else "cuDNN")
             lines.append(f"| {r['what']} | {r['triton']:.3f} | {r['cudnn']:.3f} | {faster} |")
     return "\n".join(lines)
+
+
+def _ratio(row: dict) -> str:
+    """vs eager; a row saved before its eager baseline was timed has none yet."""
+    return f"{row['speedup']:.2f}x" if "speedup" in row else "-"
 
 
 def main(argv=None) -> str:
@@ -337,18 +394,26 @@ def main(argv=None) -> str:
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     B, H, W = (1, 16, 8) if args.tiny else (args.batch, 64, 48)
     peak = matmul_peak(device)
-    unit_rows = []
-    for stage in ([] if args.no_units else args.stages):
-        for mode in args.modes:
-            unit_rows += bench_unit(stage, mode, B, H, W, device, args.max_autotune, peak,
-                                    channels=[4, 8, 16, 32][:stage] if args.tiny else None)
-    if args.model:
-        unit_rows += bench_model(B, device, args.tiny, peak)
-    disp = [] if (args.no_dispatch or args.tiny or args.no_units) else dispatch_rows(B, H, W, device)
     header = (f"Exchange units of W32 256x192 (branch 0 at {H}x{W}), batch {B}, bf16 channels_last, "
               f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3, same run).")
-    text = report(unit_rows, disp, header)
-    return emit_report(text, args.report)
+    print(header, flush=True)
+    rows: List[dict] = []
+    disp: List[dict] = []
+
+    def save() -> None:   # after each unit: a call cut short keeps what it measured
+        if args.report:
+            Path(args.report).write_text(report(rows, disp, header + " (partial)") + "\n")
+    for stage in ([] if args.no_units else args.stages):
+        for mode in args.modes:
+            rows += bench_unit(stage, mode, B, H, W, device, args.max_autotune, peak,
+                               channels=[4, 8, 16, 32][:stage] if args.tiny else None)
+            save()
+        if stage == 4 and not (args.no_dispatch or args.tiny):   # the dispatch table's shapes
+            disp += dispatch_rows(B, H, W, device)
+            save()
+    if args.model:
+        bench_model(B, device, args.tiny, peak, rows, save)
+    return emit_report(report(rows, disp, header), args.report)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,13 @@
 # The GPU image has its own Python 3.12, torch and triton, reaches no package index, and lacks
 # pycocotools. So, first, on the development machine:
 #     bash benchmarks/gpu_session.sh wheels      # .whl/: pycocotools for cp312, git-ignored
-# then one device call per stage, each with carry [".whl"] (at most 10 minutes a call). With
-# 15 minutes of device time in all, run `tests` then `exchange`; the others when time is left:
+# then ONE device call (15 minutes of device time in all, the machine's start included; no new
+# machine starts with under 4 minutes left), with carry [".whl"] and timeout_s 600:
+#     bash benchmarks/gpu_session.sh all         # build, GPU suites (parallel), exchange units and
+#                                                # dispatch, whole model, memcheck: each step
+#                                                # given what is left of BUDGET (520 s), every
+#                                                # log and report under $OUT as it goes
+# The single stages, for a later session with time left:
 #     bash benchmarks/gpu_session.sh tests       # build; the GPU suites on CUDA (Triton kernels,
 #                                                # C++/CUDA ops, optimize); the C++/CUDA ops again
 #                                                # under compute-sanitizer memcheck
@@ -21,16 +26,19 @@
 # Reports and logs go to $OUT (the device tool brings back at most 8 files a call: "model"
 # writes 7 with the default knobs); copy the
 # figures, the device and the versions into benchmarks/RESULTS.md ("GPU").
-# Knobs for a dry run elsewhere: DEVICE (cuda), CONFIGS ("w32_256x192 w48_384x288"),
+# Knobs for a dry run elsewhere: BUDGET (520 s, "all"), STEPS (of "all": "tests exchange model
+# memcheck"), SKIP_BUILD, TESTS (the test files and arguments of "all" and "tests"), WORKERS
+# (8; 0 runs the tests in one process), DEVICE (cuda), CONFIGS ("w32_256x192 w48_384x288"),
 # BATCHES ("1 32"), ITERS (20), EXCHANGE_ARGS (extra arguments of exchange_gpu.py, e.g.
 # "--tiny" on the CPU, "--max-autotune" when time allows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_session.sh wheels|tests|exchange|model|video|suites [pytest args]}
+stage=${1:?usage: gpu_session.sh wheels|all|tests|exchange|model|video|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
 GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
            tests/test_nms.py tests/test_optimize.py tests/test_footage.py)
+[ -n "${TESTS:-}" ] && read -r -a GPU_TESTS <<< "$TESTS"   # a dry run's own selection
 mkdir -p "$OUT"
 PY=${PY:-python3}
 
@@ -40,8 +48,9 @@ setup() {
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
-    # Hopper only: one arch keeps the CUDA build short; --no-deps: the image's packages are used
-    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} $PY -m pip install -q --no-build-isolation --no-deps -e . \
+    # Hopper only: one arch keeps the CUDA build short; --no-deps: the image's packages are used.
+    # SKIP_BUILD=1: a dry run where hrfast is installed already.
+    [ -n "${SKIP_BUILD:-}" ] || MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} $PY -m pip install -q --no-build-isolation --no-deps -e . \
         > /tmp/hrfast_build.log 2>&1 || { tail -30 /tmp/hrfast_build.log; exit 1; }
     $PY - <<'EOF' | tee "$OUT/versions.txt"
 import platform, torch
@@ -57,7 +66,66 @@ print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {tor
 EOF
 }
 
+# boxed CAP NAME CMD...: CMD under a timeout of CAP seconds or what is left before $deadline,
+# whichever is less; skipped with under 30 s left. One line per step in $OUT/summary.txt.
+boxed() {
+    local cap=$1 name=$2 left rc=0 t0
+    shift 2
+    [[ " ${STEPS:-tests exchange model memcheck} " == *" $name "* ]] || return 0
+    left=$(( deadline - $(date +%s) ))
+    (( left < cap )) && cap=$left
+    if (( cap < 30 )); then
+        echo "gpu_session: $name skipped (${left} s left)" | tee -a "$OUT/summary.txt"
+        return 0
+    fi
+    t0=$(date +%s)
+    # through bash -c: timeout runs programs, and the steps may be this script's functions
+    timeout "$cap" bash -c '"$@"' "$name" "$@" || rc=$?
+    echo "gpu_session: $name exit $rc after $(( $(date +%s) - t0 )) s (limit $cap s)$([ $rc = 124 ] && echo ', TIMED OUT')" \
+        | tee -a "$OUT/summary.txt"
+}
+
+# The GPU suites on as many workers as the image's pytest-xdist allows (Triton compiles each
+# kernel variant on the CPU, one process at a time).
+gpu_tests() {
+    local par=()
+    $PY -c "import xdist" 2> /dev/null && par=(-n "${WORKERS:-8}")
+    # -v: a line per test as it ends, so a run cut short still names what passed and failed
+    PYTHONUNBUFFERED=1 $PY -m pytest -v --tb=short -p no:cacheprovider -rs "${par[@]}" --durations=15 "$@" \
+        > "$OUT/tests.log" 2>&1
+}
+
+memcheck() {
+    if ! command -v compute-sanitizer > /dev/null; then
+        echo "compute-sanitizer not found: memcheck skipped" > "$OUT/memcheck.log"
+        return 0
+    fi
+    PYTHONUNBUFFERED=1 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
+        tests/test_targets.py tests/test_decode.py tests/test_nms.py -k cuda > "$OUT/memcheck.log" 2>&1
+}
+
+export -f gpu_tests memcheck
+export PY OUT
+
 case "$stage" in
+all)
+    deadline=$(( $(date +%s) + ${BUDGET:-520} ))
+    : > "$OUT/summary.txt"
+    t0=$(date +%s)
+    setup
+    echo "gpu_session: build $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
+    # correctness first: every GPU test, then the figures, the units' before the whole model's
+    boxed 200 tests gpu_tests "${GPU_TESTS[@]}"
+    boxed 200 exchange env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --stages 4 3 2 \
+        --report "$OUT/exchange.md" ${EXCHANGE_ARGS:-} > "$OUT/exchange.log" 2>&1
+    boxed 600 model env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --model --no-units \
+        --report "$OUT/model.md" ${EXCHANGE_ARGS:-} > "$OUT/model.log" 2>&1
+    deadline=$(( deadline + 45 ))   # memcheck may use the margin kept for the copy back
+    boxed 60 memcheck memcheck
+    tail -5 "$OUT/tests.log" 2> /dev/null || true
+    for f in exchange model; do [ -s "$OUT/$f.md" ] && cat "$OUT/$f.md"; done
+    cat "$OUT/summary.txt"
+    ;;
 wheels)
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -70,15 +138,12 @@ tests)
     # The suites that touch the GPU (the Triton tests pick CUDA when it is there: no
     # TRITON_INTERPRET; the GPU-only tests run too). The rest is CPU code that CI covers; pass
     # "tests" as an argument for the whole suite when a call has the time.
-    PYTHONUNBUFFERED=1 timeout 480 $PY -m pytest -q -p no:cacheprovider -rs -x --durations=15 "${@:-${GPU_TESTS[@]}}" \
-        2>&1 | tee "$OUT/tests.log" | tail -40 || echo "gpu_session: tests failed or timed out (tests.log)"
+    deadline=$(( $(date +%s) + 540 ))
+    boxed 480 tests gpu_tests "${@:-${GPU_TESTS[@]}}"
+    tail -40 "$OUT/tests.log"
     # the native ops' CUDA kernels against the CPU again, under the memory checker
-    if command -v compute-sanitizer > /dev/null; then
-        PYTHONUNBUFFERED=1 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
-            tests/test_targets.py tests/test_decode.py tests/test_nms.py -k cuda 2>&1 | tee "$OUT/memcheck.log" | tail -15
-    else
-        echo "compute-sanitizer not found: memcheck skipped" | tee "$OUT/memcheck.log"
-    fi
+    boxed 60 memcheck memcheck
+    tail -15 "$OUT/memcheck.log"
     ;;
 exchange)
     setup
@@ -113,7 +178,7 @@ suites)
         --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
     ;;
 *)
-    echo "unknown stage '$stage': wheels, tests, exchange, model, video or suites" >&2
+    echo "unknown stage '$stage': wheels, all, tests, exchange, model, video or suites" >&2
     exit 2
     ;;
 esac

@@ -16,7 +16,7 @@ Backward of one term ``u = up_F(BN(z))`` of ``y = act(base + sum of terms)``, wi
 import triton
 import triton.language as tl
 
-from .fused_gemm import _index, _rows, _split_pixels
+from .fused_gemm import _index, _narrow, _rows, _split_pixels
 
 
 @triton.jit
@@ -77,8 +77,8 @@ def bn_finalize_kernel(part_mean, part_m2, P, M, TILE, N, mean_out, var_out, gro
                 rv_p = grp[1] + (c - lo)
                 rm = tl.load(rm_p, mask=ok, other=0.0).to(ACC)
                 rv = tl.load(rv_p, mask=ok, other=0.0).to(ACC)
-                tl.store(rm_p, ((1.0 - mom) * rm + mom * mean).to(rm_p.dtype.element_ty), mask=ok)
-                tl.store(rv_p, ((1.0 - mom) * rv + mom * unbiased).to(rv_p.dtype.element_ty), mask=ok)
+                tl.store(rm_p, _narrow((1.0 - mom) * rm + mom * mean, rm_p.dtype.element_ty), mask=ok)
+                tl.store(rv_p, _narrow((1.0 - mom) * rv + mom * unbiased, rv_p.dtype.element_ty), mask=ok)
     if UPDATE:
         if pid == 0:
             for g in tl.static_range(G):
@@ -146,7 +146,7 @@ def term_bwd_reduce_kernel(g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
                            mask=ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
     if STORE:
         tl.store(gsum[0] + _rows(gsum, b, hk, wk)[:, None] + c[None, :] * gsum[2],
-                 acc.to(gsum[0].dtype.element_ty), mask=mask)
+                 _narrow(acc, gsum[0].dtype.element_ty), mask=mask)
     tl.store(parts[0] + pid_m * C + c, tl.sum(acc, axis=0), mask=c_ok)
     if AFF == 2:
         zv = tl.load(z[0] + _rows(z, b, hk, wk)[:, None] + c[None, :] * z[2], mask=mask, other=0.0).to(ACC)
@@ -168,7 +168,7 @@ def sum_rows_kernel(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr,
             p = p0 + tl.arange(0, BLOCK_P)
             acc += tl.sum(tl.load(parts[k] + p[:, None] * C + c[None, :],
                                   mask=(p < P)[:, None] & c_ok[None, :], other=0.0), axis=0)
-        tl.store(outs[k] + c, acc.to(outs[k].dtype.element_ty), mask=c_ok)
+        tl.store(outs[k] + c, _narrow(acc, outs[k].dtype.element_ty), mask=c_ok)
 
 
 @triton.jit
@@ -194,7 +194,8 @@ def bn_bwd_apply_kernel(gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
         dw = tl.load(dweight + c, mask=c_ok, other=0.0).to(ACC)
         gs = gs - (db[None, :] + xhat * dw[None, :]) / n
     out = gs * (w * inv)[None, :]
-    tl.store(dz[0] + _rows(dz, b, hk, wk)[:, None] + c[None, :] * dz[2], out.to(dz[0].dtype.element_ty), mask=mask)
+    tl.store(dz[0] + _rows(dz, b, hk, wk)[:, None] + c[None, :] * dz[2], _narrow(out, dz[0].dtype.element_ty),
+             mask=mask)
 
 
 def block_rows(n: int, cap: int = 1024) -> int:

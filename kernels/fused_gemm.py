@@ -38,8 +38,30 @@ Accumulation is float32 (float64 for float64 inputs). bf16/fp16 operands go to `
 they are; float32 operands use ``PREC`` ('tf32' or 'ieee', chosen by the caller as cuDNN's
 ``allow_tf32`` is).
 """
+import os
+
 import triton
 import triton.language as tl
+
+# The CPU interpreter narrows float32 to bf16 by truncation (Triton 3.9), where the GPU and
+# torch round to nearest even: truncation doubles the rounding error and biases it toward
+# zero, so the interpreter's bf16 parity would say nothing of the GPU's. ``_narrow`` rounds
+# first there; on the GPU it is a plain cast.
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def _narrow(v, dt: tl.constexpr):
+    """``v`` cast to ``dt``, rounded to nearest even in the interpreter too (bf16 only: its
+    float16 cast already rounds). NaN stays NaN; the carry of a rounding may reach inf, as on
+    the GPU."""
+    if INTERPRETED:
+        if dt == tl.bfloat16:
+            f = v.to(tl.float32)
+            bits = f.to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            v = tl.where(f == f, bits.to(tl.float32, bitcast=True), f)
+    return v.to(dt)
 
 
 @triton.jit
@@ -55,7 +77,7 @@ def _mma(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """acc + a @ b with b in a's dtype. UPCAST (the CPU interpreter only, whose tl.dot
     multiplies bf16's raw bits) widens both operands exactly to float32 first; on the GPU
     bf16/fp16 operands go to the tensor cores as they are."""
-    b = b.to(a.dtype)
+    b = _narrow(b, a.dtype)
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
@@ -251,7 +273,7 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
         p1 = outs[1][0] + _rows(outs[1], b, ho, wo)[:, None] + (n - n1)[None, :] * outs[1][2]
     if G >= 3:
         p2 = outs[2][0] + _rows(outs[2], b, ho, wo)[:, None] + (n - n2)[None, :] * outs[2][2]
-    tl.store(_grouped(n[None, :], n1, n2, p0, p1, p2, G), acc.to(o0[0].dtype.element_ty), mask=mask)
+    tl.store(_grouped(n[None, :], n1, n2, p0, p1, p2, G), _narrow(acc, o0[0].dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -303,7 +325,7 @@ def conv_dgrad_kernel(gx, gzs, ws, B, H, W, Cin, Ho, Wo,
                 wv = tl.load(_weight_ptrs(wt, co[:, None], ci[None, :], kh, kw),
                              mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
                 acc = _mma(a, wv, acc, PREC, UPCAST)
-    tl.store(gx[0] + _rows(gx, b, h, w)[:, None] + ci[None, :] * gx[2], acc.to(gx[0].dtype.element_ty),
+    tl.store(gx[0] + _rows(gx, b, h, w)[:, None] + ci[None, :] * gx[2], _narrow(acc, gx[0].dtype.element_ty),
              mask=pix_ok[:, None] & ci_ok[None, :])
 
 

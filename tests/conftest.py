@@ -35,3 +35,20 @@ def tf32_off():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32 = old
+
+
+def rel_err(out: torch.Tensor, gold: torch.Tensor) -> float:
+    """||out - gold|| / ||gold|| in float64 (a norm over all elements, so one unlucky
+    rounding cannot decide a test the way a max can)."""
+    gold = gold.detach().double()
+    return float((out.detach().double() - gold).norm() / gold.norm())
+
+
+def assert_within_twice_eager(fast, eager, gold, what: str = "") -> None:
+    """The low-precision rule (DEVELOPERS.md): the fast path's error against a float64 (or
+    float32) reference is at most twice eager's in the same dtype. No slack term: in the CPU
+    interpreter the kernels round bf16 to nearest even as the GPU does (kernels/fused_gemm.py,
+    ``_narrow``), so the rule holds there as written."""
+    for k, (f, e, g) in enumerate(zip(fast, eager, gold)):
+        err_f, err_e = rel_err(f, g), rel_err(e, g)
+        assert err_f <= 2 * err_e, f"{what}[{k}]: fast {err_f:.3e} > 2 x eager {err_e:.3e}"

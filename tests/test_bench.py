@@ -86,6 +86,35 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
     assert "| 2 | infer | eager |" in text and "| 2 | infer | fused |" in text and "3 Triton" in text
 
 
+@pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the dry run needs Triton's interpreter (make test sets TRITON_INTERPRET=1)")
+def test_gpu_session_all_stage_dry_run(tmp_path):
+    """benchmarks/gpu_session.sh all, the one device call of a GPU session, on the CPU: each
+    step runs under its share of the budget (the script's own functions too), writes its log
+    and report under $OUT, and lands in the summary; a step with too little time left is
+    skipped, not started."""
+    import subprocess
+    repo = Path(__file__).resolve().parent.parent
+    def session(stage, out, **knobs):
+        env = dict(os.environ, OUT=str(out), PY=sys.executable, SKIP_BUILD="1", WORKERS="0",
+                   TESTS="tests/test_config.py -k missing_file", EXCHANGE_ARGS="--tiny --stages 2 --modes infer",
+                   **knobs)
+        return subprocess.run(["bash", "benchmarks/gpu_session.sh", stage], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+    # the whole model in the interpreter would take minutes: the other steps
+    r = session("all", tmp_path / "a", BUDGET="300", STEPS="tests exchange memcheck")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = (tmp_path / "a" / "summary.txt").read_text()
+    assert "tests exit 0" in summary and "exchange exit 0" in summary and "memcheck exit 0" in summary, summary
+    assert "model" not in summary and "1 passed" in (tmp_path / "a" / "tests.log").read_text()
+    assert "| 2 | infer | fused |" in (tmp_path / "a" / "exchange.md").read_text()
+    r = session("all", tmp_path / "b", BUDGET="0")
+    summary = (tmp_path / "b" / "summary.txt").read_text()
+    assert r.returncode == 0 and summary.count("skipped") == 3, summary   # memcheck has the copy-back margin
+    bad = session("nosuch", tmp_path / "c")
+    assert bad.returncode == 2 and "unknown stage 'nosuch'" in bad.stderr
+
+
 def test_video_pipeline_benchmark_runs(tmp_path, monkeypatch):
     """benchmarks/video_pipeline.py: a clip written on the fly, its people found (the
     generator's boxes), the stages timed and the share around the network reported."""
