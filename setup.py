@@ -24,12 +24,15 @@ def want_cuda() -> bool:
 
 def extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    cxx = ["-O3", "-std=c++17"]
+    # No -std flag: torch's BuildExtension adds the standard its headers need when none is
+    # given (C++17 up to torch 2.11, C++20 from the releases whose ATen headers require it), so
+    # one setup.py builds against the GPU image's torch and this machine's.
+    cxx = ["-O3"]
     define = []
     if want_cuda():
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define.append(("HRFAST_WITH_CUDA", None))
-        nvcc = ["-O3", "-std=c++17", "-lineinfo"]  # no fast math: decode relies on exact NaN/log
+        nvcc = ["-O3", "-lineinfo"]  # no fast math: decode relies on exact NaN/log
         # -fopenmp here too: the CPU ops of a CUDA build parallelize with at::parallel_for
         return cpp_extension.CUDAExtension("hrfast._C", sources, define_macros=define,
                                            extra_compile_args={"cxx": cxx + ["-fopenmp"], "nvcc": nvcc},
