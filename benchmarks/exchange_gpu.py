@@ -45,6 +45,10 @@ from hrfast.ops.exchange import FusedExchange, _affine
 
 W32 = [32, 64, 128, 256]
 ROTATE = 4
+# Set by --warm: every variant runs once and nothing is measured. The Triton and Inductor
+# caches are on disk, so warm runs in parallel processes (one per stage and mode) compile
+# what a timed run would otherwise compile one kernel at a time (gpu_session.sh all).
+WARM = [False]
 
 
 def unit_flops(channels: List[int], H: int, W: int, B: int) -> float:
@@ -62,6 +66,8 @@ def unit_flops(channels: List[int], H: int, W: int, B: int) -> float:
 
 
 def timer(device: torch.device) -> Callable:
+    if WARM[0]:
+        return lambda fn: (fn(), float("nan"))[1]
     if device.type == "cuda":
         import triton.testing
         return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
@@ -80,6 +86,8 @@ def timer(device: torch.device) -> Callable:
 def launches(fn: Callable, device: torch.device) -> str:
     """Kernels one call launches: CUDA kernels by the profiler; on the CPU, the Triton
     launches of the fused path only."""
+    if WARM[0]:
+        return "-"
     if device.type != "cuda":
         before = _triton.LAUNCHES[0]
         fn()
@@ -93,6 +101,8 @@ def launches(fn: Callable, device: torch.device) -> str:
 
 
 def peak_mib(fn: Callable, device: torch.device) -> float:
+    if WARM[0]:
+        return float("nan")
     if device.type != "cuda":
         return float("nan")
     torch.cuda.synchronize()
@@ -105,7 +115,7 @@ def peak_mib(fn: Callable, device: torch.device) -> float:
 
 def matmul_peak(device: torch.device) -> float:
     """bf16 FLOP/s of a large matmul on random data (the ceiling for the fraction column)."""
-    if device.type != "cuda":
+    if device.type != "cuda" or WARM[0]:
         return float("nan")
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     ms = timer(device)(lambda: a @ a)
@@ -123,7 +133,9 @@ def make_inputs(channels, B, H, W, device, dtype, grad):
 
 def cuda_graph(fn: Callable, device: torch.device) -> Callable:
     """``fn`` captured once in a CUDA graph (static inputs: the rotation is inside ``fn``'s
-    closure, so the graph replays one input set)."""
+    closure, so the graph replays one input set). Warm runs skip the capture."""
+    if WARM[0]:
+        return fn
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -390,7 +402,9 @@ def main(argv=None) -> str:
     ap.add_argument("--no-units", action="store_true", help="leave out the per-unit rows (with --model)")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny shapes in the Triton interpreter")
     ap.add_argument("--report", help="also write the Markdown report here")
+    ap.add_argument("--warm", action="store_true", help="run every variant once to fill the compile caches; no timing")
     args = ap.parse_args(argv)
+    WARM[0] = args.warm
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     B, H, W = (1, 16, 8) if args.tiny else (args.batch, 64, 48)
     peak = matmul_peak(device)

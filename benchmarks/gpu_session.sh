@@ -12,8 +12,8 @@
 #                                                # log and report under $OUT as it goes
 # The single stages, for a later session with time left:
 #     bash benchmarks/gpu_session.sh tests       # build; the GPU suites on CUDA (Triton kernels,
-#                                                # C++/CUDA ops, optimize); the C++/CUDA ops again
-#                                                # under compute-sanitizer memcheck
+#                                                # C++/CUDA ops, footage crops); the C++/CUDA ops
+#                                                # again under compute-sanitizer memcheck
 #     bash benchmarks/gpu_session.sh exchange    # benchmarks/exchange_gpu.py: units, launches,
 #                                                # memory, the per-shape dispatch (about 5 min)
 #     EXCHANGE_ARGS="--model --no-units" bash benchmarks/gpu_session.sh exchange   # whole model
@@ -27,7 +27,7 @@
 # writes 7 with the default knobs); copy the
 # figures, the device and the versions into benchmarks/RESULTS.md ("GPU").
 # Knobs for a dry run elsewhere: BUDGET (520 s, "all"), STEPS (of "all": "tests exchange model
-# memcheck"), SKIP_BUILD, TESTS (the test files and arguments of "all" and "tests"), WORKERS
+# memcheck"), WARM (1: the warm runs of "all"; 0: none), SKIP_BUILD, TESTS (the test files and arguments of "all" and "tests"), WORKERS
 # (8; 0 runs the tests in one process), DEVICE (cuda), CONFIGS ("w32_256x192 w48_384x288"),
 # BATCHES ("1 32"), ITERS (20), EXCHANGE_ARGS (extra arguments of exchange_gpu.py, e.g.
 # "--tiny" on the CPU, "--max-autotune" when time allows).
@@ -36,8 +36,12 @@ cd "$(dirname "$0")/.."
 stage=${1:?usage: gpu_session.sh wheels|all|tests|exchange|model|video|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
+# The tests that touch the GPU: the Triton files run every case on CUDA when it is there, the
+# native ops' files hold their CUDA cases beside the CPU ones, and two footage tests are CUDA's
+# (test_optimize.py has none: CI runs it).
 GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
-           tests/test_nms.py tests/test_optimize.py tests/test_footage.py)
+           tests/test_nms.py tests/test_footage.py::test_device_crops_equal_opencv_crops
+           tests/test_footage.py::test_pose_estimator_on_cuda_equals_the_cpu)
 [ -n "${TESTS:-}" ] && read -r -a GPU_TESTS <<< "$TESTS"   # a dry run's own selection
 mkdir -p "$OUT"
 PY=${PY:-python3}
@@ -104,6 +108,41 @@ memcheck() {
         tests/test_targets.py tests/test_decode.py tests/test_nms.py -k cuda > "$OUT/memcheck.log" 2>&1
 }
 
+# Warm runs of the timed steps (exchange_gpu.py --warm), one process per stage and mode and one
+# for the whole model, each in a session of its own so that it can be stopped with its
+# compile workers: they fill the on-disk Triton and Inductor caches while the tests run, and
+# are waited for (at most $1 s) and stopped before anything is timed.
+WARM_PIDS=()
+start_warm() {
+    local s m
+    rm -f /tmp/warm_*.log
+    for s in 4 3 2; do
+        for m in infer train; do
+            setsid $PY benchmarks/exchange_gpu.py --warm --batch 64 --stages $s --modes $m ${EXCHANGE_ARGS:-} \
+                > "/tmp/warm_${s}_$m.log" 2>&1 &
+            WARM_PIDS+=($!)
+        done
+    done
+    setsid $PY benchmarks/exchange_gpu.py --warm --batch 64 --model --no-units ${EXCHANGE_ARGS:-} \
+        > /tmp/warm_model.log 2>&1 &
+    WARM_PIDS+=($!)
+}
+stop_warm() {
+    local waited=0 p alive
+    while (( waited < $1 )); do
+        alive=0
+        for p in "${WARM_PIDS[@]}"; do kill -0 "$p" 2> /dev/null && alive=1; done
+        (( alive )) || break
+        sleep 2
+        waited=$(( waited + 2 ))
+    done
+    for p in "${WARM_PIDS[@]}"; do kill -- "-$p" 2> /dev/null || true; done
+    echo "gpu_session: warm runs $(grep -L Traceback /tmp/warm_*.log | wc -l) of ${#WARM_PIDS[@]} clean," \
+         "after $waited s more" | tee -a "$OUT/summary.txt"
+    WARM_PIDS=()
+}
+trap 'if (( ${#WARM_PIDS[@]} )); then stop_warm 0; fi' EXIT   # no session left running
+
 export -f gpu_tests memcheck
 export PY OUT
 
@@ -115,7 +154,9 @@ all)
     setup
     echo "gpu_session: build $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
     # correctness first: every GPU test, then the figures, the units' before the whole model's
+    [[ " ${STEPS:-tests exchange model memcheck} " == *" exchange "* && ${WARM:-1} == 1 ]] && start_warm
     boxed 200 tests gpu_tests "${GPU_TESTS[@]}"
+    if (( ${#WARM_PIDS[@]} )); then stop_warm 60; fi
     boxed 200 exchange env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --stages 4 3 2 \
         --report "$OUT/exchange.md" ${EXCHANGE_ARGS:-} > "$OUT/exchange.log" 2>&1
     boxed 600 model env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --model --no-units \

@@ -3,6 +3,8 @@ layers of the design card (tools -> engine/deploy -> models/ops -> kernels/csrc)
 import ast
 from pathlib import Path
 
+import pytest
+
 import hrfast
 import hrfast.kernels
 
@@ -129,3 +131,16 @@ def test_engine_and_deploy_functions_fit_on_a_screen():
                     if lines > 60:
                         long.append(f"{sub}/{path.name}:{node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_a_triton_older_than_3_2_counts_as_none():
+    """The kernels take tuple arguments (Triton 3.2 on): with an older Triton the fused
+    backend is unavailable and says what it needs, rather than failing inside a launch."""
+    import subprocess
+    import sys
+    pytest.importorskip("triton")
+    code = ("import torch, triton; triton.__version__ = '3.1.0'; "
+            "from hrfast.ops import _triton; import hrfast; m = hrfast.HRNet.from_config('w18_small_128x96')\n"
+            "try:\n    m.set_backend('triton')\nexcept RuntimeError as e:\n    print(_triton.HAS_TRITON, e)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False backend='triton' needs Triton 3.2 or newer (pip install 'triton>=3.2')", r.stderr

@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from packaging.version import Version
+
+# The kernels take tuples of tensors and scalars as arguments, which Triton accepts from 3.2 on;
+# an older Triton counts as none, so nothing fails inside a launch.
+TRITON_NEEDED = "Triton 3.2 or newer (pip install 'triton>=3.2')"
 
 try:  # Triton is an optional dependency
     import triton
+    if Version(triton.__version__).release < (3, 2):
+        raise ImportError(f"triton {triton.__version__} is older than 3.2")
 
     from hrfast.kernels.fused_gemm import fused_gemm_fwd_kernel
     HAS_TRITON = True
@@ -49,7 +56,7 @@ def triton_runs_on(device: torch.device) -> bool:
 
 def require_triton(device: torch.device, what: str) -> None:
     if not HAS_TRITON:
-        raise RuntimeError(f"{what} needs Triton (pip install triton)")
+        raise RuntimeError(f"{what} needs {TRITON_NEEDED}")
     if not triton_runs_on(device):
         raise RuntimeError(f"{what} runs on CUDA, or on the CPU only under TRITON_INTERPRET=1; got tensors on {device}")
 
@@ -184,7 +191,9 @@ def gemm_tiles(M: int, N: int, K: int, device: torch.device) -> dict:
         return dict(BLOCK_M=64, BLOCK_N=_pow2(N, 16, 32), BLOCK_K=_pow2(K, 16, 32), num_warps=4, num_stages=1)
     bn = _pow2(N, 16, 128)
     bm = 128 if triton.cdiv(M, 128) * triton.cdiv(N, bn) >= 132 else 64
-    bk = _pow2(K, 16, 64)
+    # 128 x 128 tiles take K in steps of 32: with 64, the grouped 3x3 conv with the statistics
+    # epilogue needed 255 registers and spilled under Triton 3.6 (the GPU image's; 3.9 fits)
+    bk = _pow2(K, 16, 32 if bm * bn >= 128 * 128 else 64)
     # 8 warps from 64 x 128 up: with 4, the merged 1x1 convs' grouped weight pointers and the
     # statistics epilogue needed 255 registers and spilled (benchmarks/offline_compile.py)
     warps = 8 if bm * bn >= 64 * 128 else 4

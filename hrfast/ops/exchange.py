@@ -36,7 +36,7 @@ from torch import nn
 
 from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
-from ._triton import HAS_TRITON, MAX_SEGMENTS, Affine, Segment, Term, triton_runs_on
+from ._triton import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, triton_runs_on
 from .batchnorm import bn_partials, bn_stats
 from .branch_sum import branch_sum, exchange_branch
 from .conv import conv, conv_bn_act
@@ -279,7 +279,7 @@ class FusedTransition:
 def _install(fused: Optional[FusedExchange]):
     def install(model: nn.Module) -> None:
         if not HAS_TRITON:
-            raise RuntimeError("backend='triton' needs Triton: pip install triton")
+            raise RuntimeError(f"backend='triton' needs {TRITON_NEEDED}")
         for unit in model.modules():
             if isinstance(unit, ExchangeUnit):
                 unit.fused_impl = fused
