@@ -30,6 +30,7 @@ import argparse
 import copy
 import platform
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -186,25 +187,45 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
         def forward_only(unit=unit):   # the forward alone: launch count (training) and parity
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
                 return unit(sets[0])
-        # a compiled unit in train mode would recompile for a no-grad call: its forward is
-        # checked in inference rows only
-        err = rel_err(forward_only(), ref) if mode == "infer" or name in ("eager", "fused") else float("nan")
-        variants = [(name, call)]
-        if mode == "infer" and device.type == "cuda" and not name.startswith("compile"):
-            variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        try:
+            # a compiled unit in train mode would recompile for a no-grad call: its forward is
+            # checked in inference rows only
+            err = rel_err(forward_only(), ref) if mode == "infer" or name in ("eager", "fused") else float("nan")
+            variants = [(name, call)]
+            if mode == "infer" and device.type == "cuda" and not name.startswith("compile"):
+                variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        except Exception as e:   # a failing variant is a finding; the others still run
+            rows.append(failed_row(stage, mode, name, e))
+            continue
         for vname, fn in variants:
-            fn()
-            ms = t(fn)
-            n = launches(fn, device)
-            if mode == "train":   # forward / forward + backward
-                n = f"{launches(forward_only, device)} / {n}"
+            try:
+                fn()
+                ms = t(fn)
+                n = launches(fn, device)
+                if mode == "train":   # forward / forward + backward
+                    n = f"{launches(forward_only, device)} / {n}"
+                mib = peak_mib(fn, device)
+            except Exception as e:
+                rows.append(failed_row(stage, mode, vname, e))
+                continue
             rows.append(dict(stage=stage, mode=mode, variant=vname, ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
-                             of_peak=flops / (ms * 1e-3) / peak, mib=peak_mib(fn, device), launches=n, err=err))
+                             of_peak=flops / (ms * 1e-3) / peak, mib=mib, launches=n, err=err))
             progress(rows[-1])
-    base = next(r["ms"] for r in rows if r["variant"] == "eager")
+    base = next((r["ms"] for r in rows if r["variant"] == "eager"), float("nan"))
     for r in rows:
         r["speedup"] = base / r["ms"]
     return rows
+
+
+def failed_row(stage, mode: str, variant: str, e: Exception) -> dict:
+    """A variant that raised: its traceback goes to the log, and its row says why, so one
+    failure costs one row of the report rather than the rest of the call."""
+    traceback.print_exc()
+    why = f"{type(e).__name__}: {e}".replace("|", "/").replace("\n", " ")[:100]
+    print(f"  {stage} {mode} {variant}: FAILED {why}", flush=True)
+    nan = float("nan")
+    return dict(stage=stage, mode=mode, variant=variant, ms=nan, tflops=nan, of_peak=nan, mib=nan,
+                launches=f"failed: {why}", err=nan)
 
 
 def reference_outputs(module: torch.nn.Module, inputs) -> List[torch.Tensor]:
@@ -315,24 +336,34 @@ def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save:
     ref = reference_outputs(base.eval(), xs[0])
     names = ["eager", "fused"] + (["compile", "fused + compile"] if device.type == "cuda" else [])
     for name, mode in [(n, m) for n in names for m in ("infer", "train")]:
-        net = _model_net(base, name)
-        call = _model_call(net, mode, xs, device)
-        err = float("nan")
-        if mode == "infer":   # the heatmaps against float32 eager, on the first input set
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
-                err = rel_err([net(xs[0])], ref)
-        variants = [(name, call)]
-        if mode == "infer" and device.type == "cuda" and "compile" not in name:
-            variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        try:
+            net = _model_net(base, name)
+            call = _model_call(net, mode, xs, device)
+            err = float("nan")
+            if mode == "infer":   # the heatmaps against float32 eager, on the first input set
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
+                    err = rel_err([net(xs[0])], ref)
+            variants = [(name, call)]
+            if mode == "infer" and device.type == "cuda" and "compile" not in name:
+                variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+        except Exception as e:   # a failing variant is a finding; the others still run
+            rows.append(failed_row("model", mode, name, e))
+            save()
+            continue
         for vname, fn in variants:
-            fn()
-            ms = t(fn)
+            try:
+                fn()
+                ms = t(fn)
+                mib, n = peak_mib(fn, device), launches(fn, device)
+            except Exception as e:
+                rows.append(failed_row("model", mode, vname, e))
+                save()
+                continue
             f = flops * (3 if mode == "train" else 1)
             base_ms = next((r["ms"] for r in rows if r["stage"] == "model" and r["mode"] == mode
                             and r["variant"] == "eager"), ms)
             rows.append(dict(stage="model", mode=mode, variant=vname, ms=ms, tflops=f / (ms * 1e-3) / 1e12,
-                             of_peak=f / (ms * 1e-3) / peak, mib=peak_mib(fn, device),
-                             launches=launches(fn, device), err=err, speedup=base_ms / ms))
+                             of_peak=f / (ms * 1e-3) / peak, mib=mib, launches=n, err=err, speedup=base_ms / ms))
             progress(rows[-1])
             save()
 
@@ -423,7 +454,10 @@ def main(argv=None) -> str:
                                channels=[4, 8, 16, 32][:stage] if args.tiny else None)
             save()
         if stage == 4 and not (args.no_dispatch or args.tiny):   # the dispatch table's shapes
-            disp += dispatch_rows(B, H, W, device)
+            try:
+                disp += dispatch_rows(B, H, W, device)
+            except Exception:   # the units' rows stand; the log has the cause
+                traceback.print_exc()
             save()
     if args.model:
         bench_model(B, device, args.tiny, peak, rows, save)

@@ -84,6 +84,14 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer", "--report", str(report)])
     assert report.read_text().strip() == text.strip()
     assert "| 2 | infer | eager |" in text and "| 2 | infer | fused |" in text and "3 Triton" in text
+    # a variant that raises costs its row, not the report
+    from hrfast.ops.exchange import FusedExchange
+
+    def broken(self, unit, xs):
+        raise RuntimeError("illegal memory access")
+    monkeypatch.setattr(FusedExchange, "__call__", broken)
+    text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer"])
+    assert "| 2 | infer | eager |" in text and "failed: RuntimeError: illegal memory access |" in text
 
 
 @pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
