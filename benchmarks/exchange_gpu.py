@@ -102,9 +102,7 @@ def launches(fn: Callable, device: torch.device) -> str:
 
 
 def peak_mib(fn: Callable, device: torch.device) -> float:
-    if WARM[0]:
-        return float("nan")
-    if device.type != "cuda":
+    if device.type != "cuda" or WARM[0]:
         return float("nan")
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -199,12 +197,9 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
             continue
         for vname, fn in variants:
             try:
-                fn()
-                ms = t(fn)
-                n = launches(fn, device)
+                ms, mib, n = measure(fn, t, device)
                 if mode == "train":   # forward / forward + backward
                     n = f"{launches(forward_only, device)} / {n}"
-                mib = peak_mib(fn, device)
             except Exception as e:
                 rows.append(failed_row(stage, mode, vname, e))
                 continue
@@ -215,6 +210,12 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
     for r in rows:
         r["speedup"] = base / r["ms"]
     return rows
+
+
+def measure(fn: Callable, t: Callable, device: torch.device):
+    """(median ms, MiB one call adds, launches of one call) of ``fn``, after a first call."""
+    fn()
+    return t(fn), peak_mib(fn, device), launches(fn, device)
 
 
 def failed_row(stage, mode: str, variant: str, e: Exception) -> dict:
@@ -352,9 +353,7 @@ def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save:
             continue
         for vname, fn in variants:
             try:
-                fn()
-                ms = t(fn)
-                mib, n = peak_mib(fn, device), launches(fn, device)
+                ms, mib, n = measure(fn, t, device)
             except Exception as e:
                 rows.append(failed_row("model", mode, vname, e))
                 save()

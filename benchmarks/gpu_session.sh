@@ -72,10 +72,14 @@ EOF
 
 # boxed CAP NAME CMD...: CMD under a timeout of CAP seconds or what is left before $deadline,
 # whichever is less; skipped with under 30 s left. One line per step in $OUT/summary.txt.
+wants() {   # whether step $1 is among $STEPS
+    [[ " ${STEPS:-tests exchange model memcheck} " == *" $1 "* ]]
+}
+
 boxed() {
     local cap=$1 name=$2 left rc=0 t0
     shift 2
-    [[ " ${STEPS:-tests exchange model memcheck} " == *" $name "* ]] || return 0
+    wants "$name" || return 0
     left=$(( deadline - $(date +%s) ))
     (( left < cap )) && cap=$left
     if (( cap < 30 )); then
@@ -154,7 +158,7 @@ all)
     setup
     echo "gpu_session: build $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
     # correctness first: every GPU test, then the figures, the units' before the whole model's
-    [[ " ${STEPS:-tests exchange model memcheck} " == *" exchange "* && ${WARM:-1} == 1 ]] && start_warm
+    if wants exchange && [ "${WARM:-1}" = 1 ]; then start_warm; fi
     boxed 200 tests gpu_tests "${GPU_TESTS[@]}"
     if (( ${#WARM_PIDS[@]} )); then stop_warm 60; fi
     boxed 200 exchange env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --stages 4 3 2 \
