@@ -1,4 +1,4 @@
-# Set-up and the main jobs on a fresh machine with nothing but Python 3.
+# Set-up and the main jobs on a fresh machine with Python 3.10 or newer and a C++ compiler with OpenMP.
 #   make demo    the main job (see README)
 #   make test    lint, then the test suite (Triton kernels run in the Triton interpreter on CPU)
 #   make lint    ruff (pyflakes, pycodestyle, import order; pyproject.toml [tool.ruff])
@@ -11,7 +11,8 @@ PY         := $(VENV)/bin/python
 # What to install is listed once, in pyproject.toml: the build requirements, the dependencies
 # and the extras, read here without torch (installed first, alone). $(call REQS,<extra>)
 # gives one extra; $(call REQS) the build requirements, the dependencies and "dev".
-REQS = $$($(PY) -c "import re, tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+REQS = $$($(PY) -c "import re, sys; tomllib = __import__('tomllib' if sys.version_info >= (3, 11) else 'tomli'); \
+       p = tomllib.load(open('pyproject.toml', 'rb')); \
        x = p['project']['optional-dependencies']; \
        r = x['$(1)'] if '$(1)' else p['build-system']['requires'] + p['project']['dependencies'] + x['dev']; \
        print(' '.join(v for v in r if re.split('[<>=!~ ;]', v)[0] != 'torch'))")
@@ -23,6 +24,7 @@ $(PY):
 
 # torch first and alone, so that no later step lets pip resolve a different torch.
 $(VENV)/.deps: $(PY) pyproject.toml
+	$(PY) -c "import tomllib" 2> /dev/null || $(PY) -m pip install -q tomli   # Python 3.10
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q $(call REQS)
 	$(PY) -m pip install -q $(call REQS,triton) || echo "triton could not be installed: fused kernels disabled"
@@ -30,7 +32,7 @@ $(VENV)/.deps: $(PY) pyproject.toml
 	$(PY) -m pip install -q --no-deps $(call REQS,int8) || echo "torchao could not be installed: int8 disabled"
 	touch $@
 
-$(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
+$(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml build_backend/hrfast_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -49,4 +51,4 @@ bench: install
 	$(PY) -m pytest -q benchmarks --benchmark-columns=median,ops --benchmark-sort=name
 
 clean:
-	rm -rf $(VENV) build *.egg-info hrfast/_C*.so outputs
+	rm -rf $(VENV) build dist *.egg-info hrfast/_C*.so hrfast/_build_info.json outputs

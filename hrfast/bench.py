@@ -4,13 +4,11 @@ from __future__ import annotations
 import copy
 import ctypes
 import importlib.util
-import json
 import platform
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -18,9 +16,11 @@ from tqdm import tqdm
 from .deploy import make_plan, optimize
 from .device import cpu_has_native_bf16
 from .engine.optim import build_optimizer
+from .extras import require
 from .models import HRNet
 from .predictor import PoseEstimator, load_image
 from .profile import count_macs
+from .samples import sample_boxes, sample_images
 from .tables import markdown_table
 
 
@@ -341,7 +341,7 @@ def of_peak(row: dict, peak32: float, peak16: float) -> str:
 
 def bar_chart(rows: list, path, title: str) -> None:
     """Ratios of ``rows`` (dicts with 'variant' and 'ratio') as a PNG bar chart."""
-    import matplotlib
+    matplotlib = require("matplotlib", "the --png chart")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -366,12 +366,7 @@ def compare_predict(config: str = "w32_256x192", device="cpu", method: str = "da
     ``optimize(runtime="openvino")``, timed in interleaved rounds. Rows give people/s and images/s
     (random weights: the work does not depend on them)."""
 
-    root = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
-    dets = json.loads((root / "annotations" / "person_detections.json").read_text())
-    data = []
-    for p in sorted((root / "images").glob("*.jpg")):
-        boxes = np.array([d["bbox"] for d in dets if d["image_id"] == int(p.stem) and d["score"] > 0.5])
-        data.append((load_image(p), boxes))
+    data = [(load_image(p), sample_boxes(p, "detections", 0.5)) for p in sample_images()]
     device = torch.device(device)
     torch.manual_seed(0)
     model = HRNet.from_config(config).to(device).eval()

@@ -1,13 +1,15 @@
 """`hrfast check`: a quick end-to-end check of the model on real data.
 
 ``model_check``: build an HRNet, save and reload its checkpoint (strict), run it on a real COCO
-person crop from ``data/coco-mini``, and measure CPU inference throughput.
+person crop of the packaged sample data (``hrfast.samples``), and measure CPU inference
+throughput. The checkpoint goes to a temporary folder unless ``out_dir`` names one.
 """
 from __future__ import annotations
 
-import json
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -16,22 +18,17 @@ from .config import resolve_config
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .models import HRNet
 from .profile import count_macs, count_parameters
-
-COCO_MINI = Path(__file__).resolve().parent.parent / "data" / "coco-mini"
-
-
-def first_person(root: Path = COCO_MINI):
-    """(image path, (x, y, w, h) box) of the first annotated person of the coco-mini data."""
-    ann_file = root / "annotations" / "person_keypoints.json"
-    if not ann_file.is_file():
-        raise FileNotFoundError(f"coco-mini annotations not found: {ann_file}")
-    data = json.loads(ann_file.read_text())
-    ann = max(data["annotations"], key=lambda a: a["area"])
-    img = next(i for i in data["images"] if i["id"] == ann["image_id"])
-    return root / "images" / img["file_name"], ann["bbox"]
+from .samples import largest_person
 
 
-def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Path = Path("outputs/demo")) -> int:
+def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Optional[Path] = None) -> int:
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="hrfast-check-") as tmp:
+            return _check(config, batch, Path(tmp))
+    return _check(config, batch, Path(out_dir))
+
+
+def _check(config: str, batch: int, out_dir: Path) -> int:
     torch.manual_seed(0)
     cfg = resolve_config(config)
     t0 = time.perf_counter()
@@ -47,7 +44,7 @@ def model_check(config: str = "w32_256x192", batch: int = 8, out_dir: Path = Pat
     reloaded.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True), strict=True)
     print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 2**20:.1f} MiB) reloaded with strict=True")
 
-    path, box = first_person()
+    path, box = largest_person()
     w, h = model.input_size
     center, scale = box_to_center_scale(box, w / h)
     crop, _ = crop_person(read_image_rgb(path), center, scale, (w, h))

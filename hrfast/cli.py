@@ -16,7 +16,7 @@ from typing import List, Optional
 import torch
 
 from . import __version__
-from ._extension import HAS_EXTENSION, has_cuda_ops, parallel_threads
+from ._extension import HAS_EXTENSION, built_against, has_cuda_ops, parallel_threads
 from .bench import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
 from .check import model_check
 from .config import DATASETS, ConfigError, available_configs, merge_config, merge_dotted, resolve_config
@@ -32,6 +32,7 @@ from .device import cpu_has_native_bf16
 from .engine.data import build_dataset, dataset_paths, make_loader
 from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
+from .extras import EXTRAS, MissingExtra
 from .models import HRNet
 from .predictor import PoseEstimator, load_image, load_weights
 from .profile import count_macs, count_parameters
@@ -48,8 +49,9 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    built = f", built against torch {built_against()}" if built_against() else ""
     print(f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
-          f"(on {parallel_threads()} of {torch.get_num_threads()} threads)  "
+          f"(on {parallel_threads()} of {torch.get_num_threads()} threads{built})  "
           f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
           f"CPU native bf16: {cpu_has_native_bf16()}")
     # the optional packages behind optimize's paths and bench's rows
@@ -60,7 +62,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         try:
             found.append(f"{pkg} {importlib.metadata.version(pkg)} ({use})")
         except importlib.metadata.PackageNotFoundError:
-            found.append(f"{pkg} not installed ({use})")
+            found.append(f"{pkg} not installed ({use}: pip install 'hrfast[{EXTRAS[pkg][1]}]')")
     print("optional: " + "; ".join(found))
     print(f"{'config':<20} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
     for name in available_configs():
@@ -105,7 +107,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    return model_check(config=args.config, batch=args.batch, out_dir=Path(args.out))
+    return model_check(config=args.config, batch=args.batch, out_dir=Path(args.out) if args.out else None)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="w32_256x192", help="config name or YAML (default: w32_256x192)")
     p.add_argument("--batch", type=_int_at_least(1), default=8,
                    help="batch size for the throughput figure (default: 8)")
-    p.add_argument("--out", default="outputs/check", help="output folder (default: outputs/check)")
+    p.add_argument("--out", help="keep the checkpoint in this folder (default: a temporary folder, removed after)")
     p.set_defaults(func=cmd_check)
 
     def data_args(p, out_default):
@@ -447,7 +449,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # the reader went away (`hrfast info | head`): nothing left to say to it
         sys.stdout = open(os.devnull, "w")
         return 0
-    except (OSError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError) as exc:
+    except (OSError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError, MissingExtra) as exc:
         # user errors, disk full and permissions included: one line; HRFAST_DEBUG=1 or
         # --traceback shows the traceback (programming errors always do)
         if args.traceback or os.environ.get("HRFAST_DEBUG") == "1":

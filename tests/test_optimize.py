@@ -231,7 +231,7 @@ def test_plan_is_pure_and_picks_the_fastest_installed_runtime(monkeypatch):
     import hrfast.deploy.plan as plan_module
     from hrfast.deploy import make_plan
     installed = {"openvino": True}
-    monkeypatch.setattr(plan_module, "_installed", lambda name: installed.get(name, False))
+    monkeypatch.setattr(plan_module, "installed", lambda name: installed.get(name, False))
     assert make_plan(dtype="fp32").runtime == "openvino"
     assert make_plan(dtype="bf16").runtime == "openvino"
     assert make_plan(dtype="fp16").runtime == "torch"
@@ -243,7 +243,7 @@ def test_plan_is_pure_and_picks_the_fastest_installed_runtime(monkeypatch):
     assert "runtime torch: requested" in plan.report()
     installed["openvino"] = False
     auto = make_plan(dtype="fp32")
-    assert auto.runtime == "torch" and "pip install openvino" in auto.report()
+    assert auto.runtime == "torch" and "pip install 'hrfast[cpu-runtimes]'" in auto.report()
     assert not make_plan(dtype="fp32", runtime="openvino").compile    # the runtime compiles itself
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..extras import require
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON
 from .mpii import MAT_NAMES
 
@@ -293,7 +294,7 @@ def make_synthetic_mpii(root, num_train: int = 400, num_val: int = 80, image_siz
     ``images/``, and ``annot/gt_valid.mat`` for PCKh (head boxes around the head top and the
     upper neck). Reused when the same parameters were written before. Returns the paths:
     ``root``, ``train_ann``, ``val_ann``, ``images``, ``gt``."""
-    from scipy.io import savemat  # optional: only the MPII format needs it
+    savemat = require("scipy.io", "the synthetic MPII data (its gt_valid.mat)").savemat
 
     root = Path(root)
     meta = {"version": GENERATOR_VERSION, "format": "mpii", "num_train": num_train, "num_val": num_val,

@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..extras import installed, require
+
 
 def onnx(model: nn.Module, path, input_size: Optional[Sequence[int]] = None, batch: int = 1,
          opset: int = 17, dynamic_batch: bool = True, check: bool = True, atol: float = 1e-4) -> Path:
@@ -44,10 +46,9 @@ def onnx(model: nn.Module, path, input_size: Optional[Sequence[int]] = None, bat
     if backend not in (None, "reference") and hasattr(model, "set_backend"):
         model.set_backend(backend)
     if check:
-        try:
-            import onnxruntime as ort
-        except ImportError:
+        if not installed("onnxruntime"):
             return path
+        import onnxruntime as ort
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         xb = torch.randn(max(batch, 2) if dynamic_batch else batch, 3, h, w)
         got = torch.from_numpy(sess.run(None, {"image": xb.numpy()})[0])
@@ -61,11 +62,7 @@ def onnx(model: nn.Module, path, input_size: Optional[Sequence[int]] = None, bat
 
 
 def openvino_package():
-    try:
-        import openvino
-    except ImportError:
-        raise ImportError("OpenVINO export needs the openvino package: pip install openvino") from None
-    return openvino
+    return require("openvino", "OpenVINO (export and optimize(runtime='openvino'))")
 
 
 def openvino_model(model: nn.Module, input_size, batch: int, dynamic_batch: bool):

@@ -11,6 +11,7 @@ import torch
 import torch._inductor.config as inductor_config
 from torch import nn
 
+from ..extras import require
 from .model import OptimizedModel
 from .plan import Plan
 from .torch_runtime import frozen_inference_copy
@@ -55,12 +56,13 @@ def _torchao_pt2e():
     log = logging.getLogger("torchao")
     level = log.level
     log.setLevel(logging.ERROR)
+    require("torchao", "optimize(dtype='int8')")
     try:
         from torchao.quantization.pt2e import allow_exported_model_train_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError as e:
-        raise ImportError("dtype='int8' needs torchao (pip install --no-deps torchao)") from e
+        raise ImportError(f"dtype='int8' needs torchao 0.18 (pip install --no-deps 'hrfast[int8]'): {e}") from e
     finally:
         log.setLevel(level)
     return allow_exported_model_train_eval, prepare_pt2e, convert_pt2e, xiq

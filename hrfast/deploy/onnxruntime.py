@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..extras import require
 from .export import onnx
 from .model import OptimizedModel, RuntimeNet
 from .plan import Plan
@@ -20,10 +21,7 @@ def onnxruntime_runner(model: nn.Module, threads: Optional[int] = None) -> Calla
     """``model`` exported to ONNX and run by onnxruntime on the CPU, as a callable (N, 3, H, W)
     float tensor -> float32 heatmaps; ``threads`` intra-op threads (default: torch's, so the
     two compete on equal terms)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError("runtime='onnxruntime' needs the onnxruntime package: pip install onnxruntime") from None
+    ort = require("onnxruntime", "optimize(runtime='onnxruntime')")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

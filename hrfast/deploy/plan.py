@@ -3,13 +3,13 @@ made from the arguments and the machine, with its reason, before any work is don
 reads the device's capabilities and which runtimes are installed, and builds nothing."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
 
 from ..device import cpu_has_native_bf16
+from ..extras import installed
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -51,10 +51,6 @@ class Plan:
         return "\n".join([head] + [f"- {what}: {why}" for what, why in self.choices])
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 def _pick_dtype(dtype: Optional[str], device: torch.device) -> Tuple[torch.dtype, str]:
     if dtype is not None:
         if dtype not in DTYPES:
@@ -94,9 +90,9 @@ def _pick_runtime(runtime: str, mode: str, device: torch.device, dt: torch.dtype
             raise ValueError(problem)
         return runtime, "requested"
     for name, _ in _CPU_RUNTIMES:
-        if _fits(name, mode, device, dt) is None and _installed(name):
+        if _fits(name, mode, device, dt) is None and installed(name):
             return name, "auto: the fastest runtime installed for CPU inference in this dtype"
-    why = ("auto: CPU inference in fp32/bf16 would use OpenVINO (pip install openvino)"
+    why = ("auto: CPU inference in fp32/bf16 would use OpenVINO (pip install 'hrfast[cpu-runtimes]')"
            if _fits("openvino", mode, device, dt) is None else "auto: the only runtime for this mode and device")
     return "torch", why
 

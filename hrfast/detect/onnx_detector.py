@@ -23,6 +23,7 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..extras import require
 from .base import nms_xywh
 
 
@@ -118,10 +119,7 @@ class ONNXDetector:
 
     def __init__(self, path, layout: str = "auto", score_threshold: float = 0.3, iou_threshold: float = 0.5,
                  threads: int = 0):
-        try:
-            import onnxruntime as ort  # optional: only ONNX detectors need it
-        except ImportError:
-            raise ImportError("an ONNX detector needs onnxruntime: pip install onnxruntime") from None
+        ort = require("onnxruntime", "an ONNX person detector")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"--detector file not found: {path}")

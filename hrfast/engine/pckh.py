@@ -17,6 +17,7 @@ from typing import Dict
 import numpy as np
 
 from ..data.mpii import MAT_NAMES
+from ..extras import require
 from ..tables import markdown_table
 from .predict import gather_records, predict_dataset
 
@@ -32,10 +33,7 @@ def load_ground_truth(path) -> Dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MPII ground truth not found: {path} (the official annot/gt_valid.mat)")
-    try:
-        from scipy.io import loadmat  # optional: only MPII needs it
-    except ImportError:
-        raise ImportError("MPII evaluation reads a MATLAB file: pip install scipy") from None
+    loadmat = require("scipy.io", "MPII evaluation (annot/gt_valid.mat is a MATLAB file)").loadmat
     try:
         mat = loadmat(str(path))
         names = [str(np.squeeze(n)) for n in np.asarray(mat["dataset_joints"]).ravel()]

@@ -17,7 +17,7 @@ from packaging.version import Version
 
 # The kernels take tuples of tensors and scalars as arguments, which Triton accepts from 3.2 on;
 # an older Triton counts as none, so nothing fails inside a launch.
-TRITON_NEEDED = "Triton 3.2 or newer (pip install 'triton>=3.2')"
+TRITON_NEEDED = "Triton 3.2 or newer (pip install 'hrfast[triton]')"
 
 try:  # Triton is an optional dependency
     import triton

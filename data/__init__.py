@@ -1,0 +1,1 @@
+"""Sample data shipped inside the wheel as ``hrfast.sample_data`` (see ``hrfast.samples``)."""
