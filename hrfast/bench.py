@@ -18,6 +18,7 @@ from .device import cpu_has_native_bf16
 from .engine.optim import build_optimizer
 from .extras import require
 from .models import HRNet
+from .outputs import atomic_path, write_text
 from .predictor import PoseEstimator, load_image
 from .profile import count_macs
 from .samples import sample_boxes, sample_images
@@ -28,7 +29,7 @@ def emit_report(text: str, path=None) -> str:
     """Print a Markdown report and, with ``path``, write it there too."""
     print(text)
     if path:
-        Path(path).write_text(text + "\n")
+        write_text(path, text + "\n")
     return text
 
 
@@ -355,7 +356,8 @@ def bar_chart(rows: list, path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlim(0, max(vals) * 1.25)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,23 +19,28 @@ from ._extension import HAS_EXTENSION, built_against, has_cuda_ops, parallel_thr
 from .bench import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
 from .check import model_check
 from .config import DATASETS, ConfigError, available_configs, merge_config, merge_dotted, resolve_config
-from .data.boxes import boxes_for_images
+from .data.boxes import boxes_for_images, boxes_inside
 from .data.keypoints import KeypointSet
+from .data.mpii import MPII16
 from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco, make_synthetic_mpii
 from .data.transforms import check_image_file
 from .demo import run_demo
 from .deploy import optimize
 from .deploy.plan import RUNTIMES
-from .detect import LAYOUTS, build_detector
-from .device import cpu_has_native_bf16
-from .engine.data import build_dataset, dataset_paths, make_loader
+from .detect import LAYOUTS, build_detector, no_person_hint
+from .device import apply_cudnn_settings, cpu_has_native_bf16
+from .engine.data import build_dataset, dataset_paths, loader_workers, make_loader
 from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
 from .extras import EXTRAS, MissingExtra
+from .inference import inference_settings
 from .models import HRNet
-from .predictor import PoseEstimator, load_image, load_weights
+from .ops._triton import HAS_TRITON, TRITON_NEEDED, triton_runs_on
+from .outputs import Staged, check_output_dir, check_output_file
+from .predictor import PoseEstimator, load_image
 from .profile import count_macs, count_parameters
 from .video import is_footage, run_video
+from .weights import joints_of, load_weights, read_weights
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
@@ -173,38 +177,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _training_config(args)
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
-    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
-    _load_weights(model, args.checkpoint)
+    results = check_output_file(Path(args.out) / "results.json", "the results file")   # before any work
+    checkpoint = args.checkpoint or cfg.TEST.MODEL_FILE
+    if not checkpoint:
+        raise ValueError("--checkpoint (or the config's TEST.MODEL_FILE) must name the weights to evaluate")
+    settings = inference_settings(cfg, args.no_flip, args.decode)
+    print(settings.describe())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_backend(cfg.HRFAST.BACKEND, device)
+    apply_cudnn_settings(cfg.CUDNN)
+    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
+    load_weights(model, checkpoint)
     model.to(device)
     ds = build_dataset(cfg, train=False)
-    loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), 1, 0, 0)
-    stats = evaluate(_maybe_optimized(model, args.optimize, device), loader, dataset_paths(cfg, "test")[0],
-                     device, not args.no_flip, args.decode, results_file=Path(args.out) / "results.json",
-                     oks_thre=float(cfg.TEST.OKS_THRE),
-                     in_vis_thre=float(cfg.TEST.IN_VIS_THRE), progress=not args.quiet)
+    loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, loader_workers(cfg), 1, 0, 0)
+    stats = evaluate(_maybe_optimized(model, args.optimize, device, args.dtype), loader,
+                     dataset_paths(cfg, "test")[0], device, settings.flip_test, settings.decode, results_file=results,
+                     oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
+                     shift_heatmap=settings.shift_heatmap, progress=not args.quiet)
     print(format_stats(stats))
     return 0
 
 
-def _maybe_optimized(model, runtime, device):
-    """``model``, or ``hrfast.optimize`` of it on ``runtime`` (one of ``deploy.plan.RUNTIMES``),
-    which prints what it applied."""
+def _maybe_optimized(model, runtime, device, dtype=None):
+    """``model``, or ``hrfast.optimize`` of it on ``runtime`` (one of ``deploy.plan.RUNTIMES``)
+    in ``dtype`` (default: the runtime's, fp32 for onnxruntime), which prints what it applied."""
     if not runtime:
+        if dtype:
+            raise ValueError(f"--dtype {dtype} needs --optimize (the eager model runs in float32)")
         return model
-    return optimize(model.to(device), device=device, runtime=runtime, verbose=True)
+    if runtime == "onnxruntime" and dtype is None:
+        dtype = "fp32"        # the only precision its CPU provider runs; auto would pick bf16 here
+    return optimize(model.to(device), device=device, runtime=runtime, dtype=dtype, verbose=True)
 
 
 def _optimize_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
+                   help="with --optimize: the precision (default: the runtime's choice; fp32 for onnxruntime)")
     p.add_argument("--optimize", choices=RUNTIMES,
                    help="run the network through hrfast.optimize on this runtime (default: eager for images "
                         "and eval, auto for footage; auto: the fastest installed, which is openvino for CPU "
                         "inference when installed; openvino and onnxruntime: CPU only, need their packages)")
-
-
-def _load_weights(model, checkpoint) -> None:
-    if checkpoint is not None:
-        load_weights(model, checkpoint)
 
 
 def _output_names(images) -> List[str]:
@@ -225,41 +238,77 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not footage:
         for im in args.images:   # every image is checked before any output is written
             check_image_file(im)
+    out = check_output_dir(args.out)
+    boxes = None if footage else boxes_for_images(args.images, args.boxes, args.box_thre)
     est = _estimator(args, runtime=args.optimize or ("auto" if footage else None))
     detector = build_detector(args.detector or "hog", args.detector_format, args.det_thre) \
         if footage or args.detector else None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder, got the file {out}")
     if footage:
         return _predict_footage(args, est, detector, out)
-    boxes = boxes_for_images(args.images, args.boxes, args.box_thre)
-    out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
-        image = load_image(im)      # decoded once for the detector, the network and the drawing
-        if b is None and detector is not None and args.boxes is None:
-            b = detector(image)[:, :4]
-        kp = est(image, b)
-        png = out / f"{stem}_pose.png"
-        est.draw(image, kp, png, threshold=args.threshold)
-        records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
-                        "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
-        print(f"{im}: {len(kp)} people -> {png}")
-    (out / "keypoints.json").write_text(json.dumps(records))
-    print(f"keypoints written to {out / 'keypoints.json'}")
+    return _predict_images(args, est, detector, boxes, out)
+
+
+def _predict_images(args: argparse.Namespace, est: PoseEstimator, detector, boxes, out: Path) -> int:
+    """Keypoints and drawings of still images: all written at the end, or none (a failure
+    leaves the previous outputs as they were)."""
+    records, lines, found_none, outside = [], [], 0, 0
+    with Staged() as staged:
+        for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
+            image = load_image(im)      # decoded once for the detector, the network and the drawing
+            if b is None and detector is not None and args.boxes is None:
+                b = detector(image)[:, :4]
+                found_none += len(b) == 0
+            if b is not None:
+                b, dropped = boxes_inside(b, image.shape[1], image.shape[0])
+                outside += dropped
+            kp = est(image, b)
+            png = staged.png(out / f"{stem}_pose.png", est.draw(image, kp, threshold=args.threshold))
+            records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
+                            "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
+            lines.append(f"{im}: {len(kp)} people -> {png}")
+        staged.json(out / "keypoints.json", records)
+    print("\n".join(lines + [f"keypoints written to {out / 'keypoints.json'}"]))
+    if outside:
+        print(f"note: dropped {outside} boxes that lie wholly outside their image")
+    if found_none:
+        print(no_person_hint(args.detector or "hog", found_none, len(args.images), "images"))
     return 0
 
 
 def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimator:
     cfg = merge_dotted(resolve_config(args.config), args.set)
     keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
+    state = read_weights(args.checkpoint) if args.checkpoint else None
+    if keypoints is None and state is not None and joints_of(state) == 16 != int(cfg.MODEL.NUM_JOINTS):
+        keypoints = MPII16
+        print(f"{args.checkpoint} predicts 16 joints: an MPII model, drawn with MPII's keypoints")
     if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
+    _check_backend(args.backend, torch.device(args.device))
+    settings = inference_settings(cfg, args.no_flip, args.decode)
+    print(settings.describe())
     model = HRNet.from_config(cfg, backend=args.backend)
-    _load_weights(model, args.checkpoint)
-    return PoseEstimator(_maybe_optimized(model, runtime, args.device), device=args.device,
-                         flip_test=not args.no_flip, method=args.decode, keypoints=keypoints)
+    if state is not None:
+        load_weights(model, args.checkpoint, state)
+    else:
+        print("note: no --checkpoint, so the weights are random and no joint is confident: pass official "
+              "weights (README, Quick start) or a trained model")
+    return PoseEstimator(_maybe_optimized(model, runtime, args.device, args.dtype), device=args.device,
+                         flip_test=settings.flip_test, shift_heatmap=settings.shift_heatmap, method=settings.decode,
+                         keypoints=keypoints)
+
+
+def _check_backend(backend: Optional[str], device: torch.device) -> None:
+    """--backend triton runs where its kernels run: CUDA, or Triton's CPU interpreter when
+    TRITON_INTERPRET=1 is set (slow: for tests), which is said once."""
+    if backend != "triton":
+        return
+    if not triton_runs_on(device):
+        raise ValueError(f"--backend triton runs the fused kernels on a CUDA GPU (or, with TRITON_INTERPRET=1, "
+                         f"slowly in Triton's interpreter); {device.type} has neither: use --backend reference "
+                         f"or auto" + ("" if HAS_TRITON else f" ({TRITON_NEEDED})"))
+    if device.type == "cpu":
+        print("note: --backend triton on the CPU runs the kernels in Triton's interpreter (slow; for tests)")
 
 
 def _predict_footage(args: argparse.Namespace, est: PoseEstimator, detector, out: Path) -> int:
@@ -268,6 +317,8 @@ def _predict_footage(args: argparse.Namespace, est: PoseEstimator, detector, out
                   batch_frames=args.batch_frames, threshold=args.threshold, progress=not args.quiet, sync=sync)
     print(f"{args.images[0]}: {r['frames']} frames, {r['people']} people -> {r['video']}, {r['jsonl']}")
     print(r["timer"].report())
+    if r["frames_without_people"]:
+        print(no_person_hint(args.detector or "hog", r["frames_without_people"], r["frames"], "frames"))
     return 0
 
 
@@ -379,11 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint (flip test, OKS NMS, COCOeval)")
     data_args(p, "outputs/eval")
-    p.add_argument("--checkpoint", required=True, help="state_dict or hrfast checkpoint file")
+    p.add_argument("--checkpoint", help="state_dict or hrfast checkpoint file (default: the config's TEST.MODEL_FILE)")
     p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
-    p.add_argument("--decode", default="quarter", choices=["quarter", "dark", "udp"],
-                   help="decoding (default: quarter)")
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--decode", choices=["quarter", "dark", "udp", "argmax"], help="decoding (default: the config's "
+                                                                          "HRFAST.DECODE)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test (default: the config's TEST.FLIP_TEST)")
     _optimize_arg(p)
     p.set_defaults(func=cmd_eval, epochs=None)
 
@@ -414,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override in dotted form, e.g. --set MODEL.NUM_JOINTS=5 (repeatable)")
     p.add_argument("--out", default="outputs/predict", help="output folder (default: outputs/predict)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--decode", default="dark", choices=["quarter", "dark", "udp"], help="decoding (default: dark)")
-    p.add_argument("--no-flip", action="store_true", help="no flip test")
+    p.add_argument("--decode", choices=["quarter", "dark", "udp", "argmax"],
+                   help="decoding (default: the config's HRFAST.DECODE)")
+    p.add_argument("--no-flip", action="store_true", help="no flip test (default: the config's TEST.FLIP_TEST)")
     _optimize_arg(p)
     p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.2,
                    help="joint score needed to draw a joint (default: 0.2)")
@@ -426,13 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_device(name: Optional[str]) -> None:
-    """--device names a device this machine has (torch's own error is a traceback)."""
+    """--device names a device that hrfast runs on and this machine has (torch's own error is
+    a traceback, and meta or mps would fail deep inside a kernel)."""
     if not name:
         return
     try:
         dev = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device must be a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: hrfast runs on cpu and cuda devices, not {dev.type}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: this machine has no CUDA device (use --device cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -449,6 +504,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         # the reader went away (`hrfast info | head`): nothing left to say to it
         sys.stdout = open(os.devnull, "w")
         return 0
+    except KeyboardInterrupt:
+        # outputs are written whole or not at all (hrfast.outputs), so nothing is half-written
+        print("hrfast: interrupted", file=sys.stderr)
+        return 130
     except (OSError, ConfigError, ValueError, NotImplementedError, KeyError, FloatingPointError, MissingExtra) as exc:
         # user errors, disk full and permissions included: one line; HRFAST_DEBUG=1 or
         # --traceback shows the traceback (programming errors always do)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Union
 
 import yaml
+
+from .config_keys import note_ignored, refuse_unsupported
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -47,7 +50,7 @@ _STAGE_KEYS = {"NUM_MODULES": 1, "NUM_BRANCHES": 1, "BLOCK": "BASIC", "NUM_BLOCK
 # Defaults follow the official lib/config/default.py, with the COCO SimpleBaseline recipe
 # (experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml) as the default values.
 _DEFAULTS: Dict[str, Any] = {
-    "OUTPUT_DIR": "output", "LOG_DIR": "log", "DATA_DIR": "", "GPUS": (0,), "WORKERS": 4,
+    "OUTPUT_DIR": "output", "LOG_DIR": "log", "DATA_DIR": "", "GPUS": (0,), "WORKERS": "auto",
     "PRINT_FREQ": 100, "AUTO_RESUME": False, "PIN_MEMORY": True, "RANK": 0,
     "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
     "MODEL": {
@@ -178,6 +181,7 @@ def merge_dotted(cfg: Config, pairs: List[str]) -> Config:
         node[parts[-1]] = yaml.safe_load(raw)
         _merge(out, nested, "")
     validate(out, "--set")
+    note_ignored(out, cfg, "--set")
     return out
 
 
@@ -202,6 +206,7 @@ def load_config(path: Union[str, Path]) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     validate(cfg, str(path))
+    note_ignored(cfg, default_config(), str(path))
     return cfg
 
 
@@ -231,10 +236,82 @@ def get_config(name: str) -> Config:
 
 def validate(cfg: Config, where: str) -> None:
     """Raise ConfigError (prefixed with ``where``) for values the schema's types allow but the
-    code cannot use: the model's shape, and the training ranges."""
+    code cannot use: non-finite numbers, numbers out of :data:`RANGES`, the model's shape, and
+    the training and keypoint settings."""
+    _validate_finite(cfg, where, "")
+    refuse_unsupported(cfg, where, ConfigError)
+    _validate_ranges(cfg, where)
     _validate_model(cfg, where)
     _validate_training(cfg, where)
     _validate_keypoints(cfg, where)
+
+
+INF = float("inf")
+# Every numeric key's range, in one place: (low, high, what the range means). Bounds are
+# inclusive unless the text says otherwise; a key not listed takes any finite number.
+RANGES = {
+    "TRAIN.LR": (0, INF, "a learning rate > 0"),
+    "TRAIN.LR_FACTOR": (0, 1, "a decay factor in (0, 1]"),
+    "TRAIN.MOMENTUM": (0, 1, "a momentum in [0, 1)"),
+    "TRAIN.WD": (0, 1, "a weight decay in [0, 1)"),
+    "TRAIN.GAMMA1": (0, 1, "in [0, 1]"), "TRAIN.GAMMA2": (0, 1, "in [0, 1]"),
+    "HRFAST.EMA": (0, 1, "an EMA decay per step in [0, 1) (0: off)"),
+    "HRFAST.GRAD_CLIP": (0, INF, "a gradient-norm bound >= 0 (0: off)"),
+    "HRFAST.SEED": (0, 2 ** 63 - 1, "an integer >= 0"),
+    "MODEL.SIGMA": (0, 64, "a Gaussian sigma in heatmap pixels in (0, 64]"),
+    "MODEL.NUM_JOINTS": (1, 1000, "a keypoint count in 1..1000"),
+    "MODEL.EXTRA.STEM_CHANNELS": (1, 4096, "a channel count in 1..4096"),
+    "MODEL.EXTRA.FINAL_CONV_KERNEL": (1, 7, "an odd kernel size in 1..7"),
+    "LOSS.TOPK": (1, 1000, "the hardest joints kept by OHKM, 1..NUM_JOINTS"),
+    "DATASET.SCALE_FACTOR": (0, 1, "a scale jitter in [0, 1)"),
+    "DATASET.ROT_FACTOR": (0, 180, "a rotation in degrees in [0, 180]"),
+    "DATASET.PROB_HALF_BODY": (-1, 1, "a probability in [0, 1], or -1 (off, as the official MPII files say)"),
+    "DATASET.NUM_JOINTS_HALF_BODY": (0, 1000, "a joint count >= 0"),
+    "TEST.OKS_THRE": (0, 1, "an OKS threshold in [0, 1]"),
+    "TEST.IN_VIS_THRE": (0, 1, "a joint-score threshold in [0, 1]"),
+    "TEST.IMAGE_THRE": (0, 1, "a detection-score threshold in [0, 1]"),
+    "TEST.NMS_THRE": (0, 1, "an NMS threshold in [0, 1]"),
+    "TEST.BBOX_THRE": (0, 1, "a box threshold in [0, 1]"),
+}
+_OPEN_LOW = {"TRAIN.LR", "TRAIN.LR_FACTOR", "MODEL.SIGMA"}                       # low bound excluded
+_OPEN_HIGH = {"TRAIN.MOMENTUM", "TRAIN.WD", "HRFAST.EMA", "DATASET.SCALE_FACTOR"}  # high bound excluded
+_INTEGERS = {"HRFAST.SEED", "MODEL.NUM_JOINTS", "MODEL.EXTRA.STEM_CHANNELS", "MODEL.EXTRA.FINAL_CONV_KERNEL",
+             "LOSS.TOPK", "DATASET.NUM_JOINTS_HALF_BODY"}
+
+
+def _lookup(cfg: Config, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _validate_finite(node: Config, where: str, path: str) -> None:
+    """No NaN or infinity anywhere (YAML's .nan and .inf parse as floats)."""
+    for key, value in node.items():
+        dotted = f"{path}.{key}" if path else key
+        if isinstance(value, Config):
+            _validate_finite(value, where, dotted)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}: {dotted} must be a finite number, got {v}")
+
+
+def _validate_ranges(cfg: Config, where: str) -> None:
+    for key, (lo, hi, meaning) in RANGES.items():
+        v = _lookup(cfg, key)
+        low_ok = v > lo if key in _OPEN_LOW else v >= lo
+        high_ok = v < hi if key in _OPEN_HIGH else v <= hi
+        whole = key not in _INTEGERS or float(v).is_integer()
+        if not (low_ok and high_ok and whole):
+            raise ConfigError(f"{where}: {key} must be {meaning}, got {v}")
+    kernel = int(cfg.MODEL.EXTRA.FINAL_CONV_KERNEL)
+    if kernel % 2 == 0:
+        raise ConfigError(f"{where}: MODEL.EXTRA.FINAL_CONV_KERNEL must be odd, got {kernel}")
+    if int(cfg.LOSS.TOPK) > int(cfg.MODEL.NUM_JOINTS) and cfg.LOSS.USE_OHKM:
+        raise ConfigError(f"{where}: LOSS.TOPK ({cfg.LOSS.TOPK}) must not exceed MODEL.NUM_JOINTS "
+                          f"({cfg.MODEL.NUM_JOINTS})")
 
 
 DATASETS = ("coco", "mpii")
@@ -272,10 +349,12 @@ def _validate_training(cfg: Config, where: str) -> None:
         section, name = key.split(".")
         if int(cfg[section][name]) < 1:
             raise ConfigError(f"{where}: {key} must be at least 1, got {cfg[section][name]}")
-    for key in ("WORKERS", "HRFAST.MAX_TRAIN_IMAGES"):
-        value = cfg[key] if "." not in key else cfg[key.split(".")[0]][key.split(".")[1]]
-        if int(value) < 0:
-            raise ConfigError(f"{where}: {key} must be at least 0, got {value}")
+    w = cfg.WORKERS
+    if w != "auto" and (not isinstance(w, int) or isinstance(w, bool) or w < 0):
+        raise ConfigError(f"{where}: WORKERS must be auto (the machine's cores minus one) or an integer >= 0, "
+                          f"got {w!r}")
+    if int(cfg.HRFAST.MAX_TRAIN_IMAGES) < 0:
+        raise ConfigError(f"{where}: HRFAST.MAX_TRAIN_IMAGES must be at least 0, got {cfg.HRFAST.MAX_TRAIN_IMAGES}")
     if not float(t.LR) > 0:
         raise ConfigError(f"{where}: TRAIN.LR must be positive, got {t.LR}")
 
@@ -294,9 +373,19 @@ def _validate_model(cfg: Config, where: str) -> None:
                               f"got {st.BLOCK!r}")
         if st.FUSE_METHOD != "SUM":
             raise ConfigError(f"{where}: MODEL.EXTRA.STAGE{idx}.FUSE_METHOD must be SUM, got {st.FUSE_METHOD!r}")
+    for key in ("IMAGE_SIZE", "HEATMAP_SIZE"):
+        size = list(cfg.MODEL[key])
+        if len(size) != 2 or not all(isinstance(v, int) and 0 < v <= 8192 for v in size):
+            raise ConfigError(f"{where}: MODEL.{key} must be [width, height], whole pixels in 1..8192, got {size}")
     w, h = cfg.MODEL.IMAGE_SIZE
     if w % 32 or h % 32:
         raise ConfigError(f"{where}: MODEL.IMAGE_SIZE must be multiples of 32, got {[w, h]}")
+    for idx in (1, 2, 3, 4):
+        st = extra[f"STAGE{idx}"]
+        counts = [st.NUM_MODULES, st.NUM_BRANCHES, *st.NUM_BLOCKS, *st.NUM_CHANNELS]
+        if not all(isinstance(v, int) and v >= 1 for v in counts) or st.NUM_BRANCHES > 4:
+            raise ConfigError(f"{where}: MODEL.EXTRA.STAGE{idx} counts (NUM_MODULES, NUM_BRANCHES <= 4, NUM_BLOCKS, "
+                              f"NUM_CHANNELS) must be whole numbers >= 1, got {counts}")
 
 
 def model_spec(cfg: Config) -> Dict[str, Any]:

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .device import fast_training_settings
 from .engine.data import build_dataset, make_loader
 from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
+from .outputs import write_json
 from .predictor import PoseEstimator
 from .visualize import draw_skeleton, save_grid
 
@@ -83,7 +83,7 @@ def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num
     summary = {"ap_gt_boxes": result["stats"].get("AP"), "ap_detections": det_stats.get("AP"),
                "train_images_per_s": ips, "eval_crops_per_s": eval_ips,
                "minutes": (time.perf_counter() - t_start) / 60}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary, indent=1)
     print(f"total {summary['minutes']:.1f} min")
     return summary
 

@@ -31,3 +31,12 @@ def fast_training_settings(device: torch.device) -> dict:
     autocast on CUDA and on CPUs with native bf16."""
     amp = "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()) else "none"
     return {"AMP": amp, "CHANNELS_LAST": True}
+
+
+def apply_cudnn_settings(cudnn) -> None:
+    """The official ``CUDNN`` section (``BENCHMARK``, ``DETERMINISTIC``, ``ENABLED``) applied to
+    ``torch.backends.cudnn``, as the official train and test scripts do; on the CPU they have
+    no effect."""
+    torch.backends.cudnn.benchmark = bool(cudnn.BENCHMARK)
+    torch.backends.cudnn.deterministic = bool(cudnn.DETERMINISTIC)
+    torch.backends.cudnn.enabled = bool(cudnn.ENABLED)

@@ -2,6 +2,9 @@
 and ``PoseEstimator`` both run, so neither depends on the other."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
 from .data.coco_meta import FLIP_PAIRS, flip_permutation
@@ -28,3 +31,34 @@ def infer_heatmaps(model, images: torch.Tensor, flip_test: bool = True, shift_he
             flipped = torch.cat([flipped[..., :1], flipped[..., :-1]], dim=3)
         out = (out + flipped) * 0.5
     return out
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How heatmaps are made and read: the flip test, its one-pixel shift and the decoding,
+    with what set each (a flag or a config key), for the one line a run prints."""
+    flip_test: bool
+    shift_heatmap: bool
+    decode: str
+    flip_source: str
+    decode_source: str
+
+    def describe(self) -> str:
+        shift = "" if not self.flip_test or self.shift_heatmap else ", unshifted (TEST.SHIFT_HEATMAP)"
+        return (f"flip test {'on' if self.flip_test else 'off'} ({self.flip_source}){shift}, "
+                f"decoding {self.decode} ({self.decode_source})")
+
+
+def inference_settings(cfg, no_flip: bool = False, decode: Optional[str] = None) -> InferenceSettings:
+    """The flags when given, else the config's official keys: ``TEST.FLIP_TEST``,
+    ``TEST.SHIFT_HEATMAP``, ``HRFAST.DECODE``, and ``TEST.POST_PROCESS`` (false: argmax
+    decoding, as the official ``get_final_preds`` without post-processing)."""
+    flip = False if no_flip else bool(cfg.TEST.FLIP_TEST)
+    if decode:
+        method, source = decode, "--decode"
+    elif not cfg.TEST.POST_PROCESS:
+        method, source = "argmax", "TEST.POST_PROCESS false"
+    else:
+        method, source = cfg.HRFAST.DECODE, "HRFAST.DECODE"
+    return InferenceSettings(flip, bool(cfg.TEST.SHIFT_HEATMAP), method,
+                             "--no-flip" if no_flip else "TEST.FLIP_TEST", source)

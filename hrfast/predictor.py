@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-import cv2
 import numpy as np
 import torch
 
@@ -28,9 +27,10 @@ from .data.transforms import (
 from .inference import infer_heatmaps
 from .models import HRNet
 from .ops.decode import final_preds
-from .safe_load import load_checkpoint
+from .outputs import write_png
 from .timing import StageTimer
 from .visualize import draw_skeleton
+from .weights import load_weights
 
 ImageLike = Union[str, Path, np.ndarray, torch.Tensor]
 
@@ -53,24 +53,6 @@ def load_image(image: ImageLike) -> np.ndarray:
     raise TypeError(f"image must be a path, numpy array or tensor, got {type(image).__name__}")
 
 
-def load_weights(model: torch.nn.Module, checkpoint) -> None:
-    """Load a state_dict file into ``model`` with ``strict=True``. Accepts an official
-    pose_hrnet file, an hrfast ``model_best.pth`` / ``final_state.pth``, an hrfast training
-    ``checkpoint.pth`` (its ``model``), or a ``{"state_dict": ...}`` file. Errors name the file;
-    :func:`hrfast.safe_load.load_checkpoint` reads it as data only."""
-    path = Path(checkpoint)
-    state = load_checkpoint(path)    # data only: no code runs from the file
-    if isinstance(state, dict) and "model" in state and "optimizer" in state:
-        state = state["model"]
-    elif isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"checkpoint {path} does not fit the config: {first}") from None
-
-
 class PoseEstimator:
     """Keypoints of the people in an image, in original-image pixels.
 
@@ -89,6 +71,8 @@ class PoseEstimator:
             flip pairs serve the flip test and its skeleton the drawing. COCO's 17 by default.
         flip_pairs: left/right joint index pairs for the flip test, overriding the set's (a
             model of another keypoint set needs its set or its pairs, or ``flip_test=False``).
+        shift_heatmap: the flip test's one-pixel shift of the flipped maps (official
+            ``TEST.SHIFT_HEATMAP``, on by default).
     Call ``estimator(image, boxes)`` with boxes (N, 4) ``[x, y, w, h]`` in image pixels (None: the
     whole image is one box). It returns (N, K, 3) float32: x, y and the joint score.
     """
@@ -96,7 +80,8 @@ class PoseEstimator:
     def __init__(self, model=None, config: str = "w32_256x192", checkpoint=None, device="cpu",
                  input_size: Optional[Sequence[int]] = None, flip_test: bool = True,
                  method: str = "quarter", batch_size: int = 32, optimize: Optional[str] = None,
-                 flip_pairs=None, keypoints: Union[KeypointSet, str, Path, None] = None):
+                 flip_pairs=None, keypoints: Union[KeypointSet, str, Path, None] = None,
+                 shift_heatmap: bool = True):
         if model is None:
             model = HRNet.from_config(config)
             if checkpoint is not None:
@@ -118,6 +103,7 @@ class PoseEstimator:
             flip_permutation(self.num_joints, self.flip_pairs)
         self.model = model
         self.flip_test, self.method, self.batch_size = flip_test, method, int(batch_size)
+        self.shift_heatmap = bool(shift_heatmap)
 
     @torch.no_grad()
     def __call__(self, image: ImageLike, boxes=None) -> np.ndarray:
@@ -143,7 +129,7 @@ class PoseEstimator:
             with timer("crop"):
                 crops = self._crops(images, batch)
             with timer("network"):
-                hm = infer_heatmaps(self.model, crops, self.flip_test, pairs=self.flip_pairs).cpu()
+                hm = infer_heatmaps(self.model, crops, self.flip_test, self.shift_heatmap, pairs=self.flip_pairs).cpu()
             with timer("decode"):
                 out.append(final_preds(hm, torch.from_numpy(np.stack([c for _, c, _ in batch])),
                                        torch.from_numpy(np.stack([s for _, _, s in batch])), self.method))
@@ -169,6 +155,5 @@ class PoseEstimator:
         written as PNG when ``path`` is given."""
         out = draw_skeleton(load_image(image), keypoints, threshold, keypoint_set=self.keypoints)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+            write_png(path, out)     # whole or not at all (hrfast.outputs)
         return out

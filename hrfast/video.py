@@ -9,7 +9,6 @@ annotated mp4 and one JSON line per frame. The time of each stage is measured.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Union
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from .data.transforms import read_image_rgb
 from .detect.base import Detector
 from .ops.nms import oks_nms
+from .outputs import VideoFile, atomic_path, check_output_dir, json_text
 from .predictor import PoseEstimator
 from .timing import StageTimer
 from .tracking import Tracker, boxes_from_keypoints
@@ -126,32 +126,45 @@ def run_video(source, estimator: PoseEstimator, detector: Detector, out_dir, det
     if detect_every < 1 or batch_frames < 1:
         raise ValueError(f"detect_every and batch_frames must be at least 1, got {detect_every}, {batch_frames}")
     frames = FrameSource(source)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_dir(out_dir)
     name = "webcam" + frames.source if frames.source.isdigit() else Path(frames.source).stem
     run = _Footage(estimator, detector, tracker or Tracker(estimator.keypoints), StageTimer(sync), detect_every,
                    threshold, out_dir / f"{name}_pose.mp4", frames.fps)
     lines_path = out_dir / f"{name}_pose.jsonl"
     bar = tqdm(desc="frames", unit="frame", disable=not progress)
-    with open(lines_path, "w") as lines:
-        chunk: List[np.ndarray] = []
-        stream = iter(frames)
-        while True:
-            with run.timer("read"):
-                frame = next(stream, None)
-            if frame is not None:
-                chunk.append(frame)
-            if chunk and (frame is None or len(chunk) == batch_frames):
-                run.process(chunk, lines)
-                bar.update(len(chunk))
-                chunk = []
-            if frame is None:
-                break
-    bar.close()
-    if run.writer is not None:
-        run.writer.release()
+    # both outputs appear together when the run ends whole; a failed run leaves the old ones
+    try:
+        with atomic_path(lines_path) as tmp, open(tmp, "w") as lines:
+            _stream(frames, run, lines, batch_frames, bar)
+            lines.flush()
+            if run.writer is not None:
+                run.writer.close()
+    except BaseException:
+        if run.writer is not None:
+            run.writer.abort()
+        raise
+    finally:
+        bar.close()
     return {"video": run.video_path, "jsonl": lines_path, "frames": run.frames, "people": run.people,
+            "frames_without_people": run.frames_without_people,
             "seconds": dict(run.timer.seconds), "timer": run.timer}
+
+
+def _stream(frames, run: "_Footage", lines, batch_frames: int, bar) -> None:
+    """Frames in batches of ``batch_frames`` through ``run``."""
+    chunk: List[np.ndarray] = []
+    stream = iter(frames)
+    while True:
+        with run.timer("read"):
+            frame = next(stream, None)
+        if frame is not None:
+            chunk.append(frame)
+        if chunk and (frame is None or len(chunk) == batch_frames):
+            run.process(chunk, lines)
+            bar.update(len(chunk))
+            chunk = []
+        if frame is None:
+            return
 
 
 def _distinct_people(keypoints: np.ndarray, boxes: np.ndarray, keypoint_set):
@@ -179,12 +192,13 @@ class _Footage:
     threshold: float
     video_path: Path
     fps: float
-    writer: Optional[cv2.VideoWriter] = None
+    writer: Optional[VideoFile] = None
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))    # for frames without detection
     since: int = 0          # frames since the last detection
     lost: bool = True       # a track went missing: detect at the next frame
     frames: int = 0
     people: int = 0
+    frames_without_people: int = 0
 
     def process(self, chunk: List[np.ndarray], lines) -> None:
         """Boxes, keypoints, tracks, drawing and output of a few consecutive frames; they share
@@ -201,6 +215,7 @@ class _Footage:
                 self._write(frame, kp, ids, b, lines)
             self.frames += 1
             self.people += len(kp)
+            self.frames_without_people += len(kp) == 0
 
     def _boxes(self, frame: np.ndarray) -> np.ndarray:
         if self.since >= self.detect_every or self.lost:
@@ -214,11 +229,9 @@ class _Footage:
         drawn = draw_tracks(frame, kp, ids, boxes, self.estimator, self.threshold)
         if self.writer is None:
             h, w = frame.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self.writer.isOpened():
-                raise OSError(f"cannot write the video {self.video_path} (OpenCV has no mp4v encoder here)")
-        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            self.writer = VideoFile(self.video_path, self.fps, (w, h))
+        self.writer.write(drawn)
         people = [{"track_id": int(t), "box": [round(float(v), 2) for v in bb[:4]],
                    "keypoints": [[round(float(v), 2) for v in j] for j in p],
                    "score": round(float(p[:, 2].mean()), 4)} for t, bb, p in zip(ids, boxes, kp)]
-        lines.write(json.dumps({"frame": self.frames, "people": people}) + "\n")
+        lines.write(json_text({"frame": self.frames, "people": people}, "the JSON lines") + "\n")

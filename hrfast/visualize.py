@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from .data.keypoints import COCO17, KeypointSet
+from .outputs import write_png
 
 # left limbs warm, right limbs cool, centre green (RGB tuples)
 _COLORS = {"left": (255, 128, 0), "right": (0, 160, 255), "mid": (60, 220, 60)}
@@ -18,8 +19,9 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
     """Draw people on a copy of ``image`` (H, W, 3) uint8 RGB.
 
     keypoints: (N, K, 3) or (K, 3) x, y in image pixels and a score (or COCO visibility);
-    joints whose score is not above ``threshold`` are not drawn. The limbs and the joints'
-    sides (colours) come from ``keypoint_set``."""
+    joints whose score is not above ``threshold`` are not drawn; when that is every joint of
+    every person, the image says so ("no keypoint above <threshold>") rather than look like
+    a photo with nobody in it. The limbs and the joints' sides (colours) come from ``keypoint_set``."""
     out = np.ascontiguousarray(image.copy())
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.ndim == 2:
@@ -38,7 +40,17 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
                 color = _COLORS[side[k]]
                 cv2.circle(out, (int(x), int(y)), radius * scale, color, -1, cv2.LINE_AA)
                 cv2.circle(out, (int(x), int(y)), radius * scale, (255, 255, 255), 1, cv2.LINE_AA)
+    if len(kp) and not (kp[:, :, 2] > threshold).any():
+        _caption(out, f"{len(kp)} {'person' if len(kp) == 1 else 'people'}, no keypoint above {threshold:g}", scale)
     return out
+
+
+def _caption(image: np.ndarray, text: str, scale: int) -> None:
+    """White text on a dark band at the top left of ``image``, in place."""
+    size, base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, scale)
+    cv2.rectangle(image, (0, 0), (size[0] + 8 * scale, size[1] + base + 8 * scale), (0, 0, 0), -1)
+    cv2.putText(image, text, (4 * scale, size[1] + 4 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                (255, 255, 255), scale, cv2.LINE_AA)
 
 
 def save_grid(images: Sequence[np.ndarray], path, columns: int = 4, cell: int = 256) -> Path:
@@ -56,7 +68,4 @@ def save_grid(images: Sequence[np.ndarray], path, columns: int = 4, cell: int = 
         row += [np.zeros_like(row[0])] * (columns - len(row))
         rows.append(np.concatenate(row, 1))
     grid = np.concatenate(rows, 0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    return path
+    return write_png(path, grid)

@@ -137,13 +137,14 @@ def test_bad_input(tmp_path):
                 "num_keypoints": 1, "keypoints": [15, 15, 2] + [0] * 48}],
            "categories": [{"id": 1, "name": "person"}]}
     (tmp_path / "ann.json").write_text(json.dumps(doc))
-    with pytest.warns(UserWarning) as rec:
-        ds = COCOKeypoints(tmp_path / "ann.json", tmp_path, (96, 128), (24, 32))
+    with pytest.warns(UserWarning) as rec:   # the missing image is found before any sample is read
+        with pytest.raises(FileNotFoundError, match="image file not found: .*missing.jpg"):
+            COCOKeypoints(tmp_path / "ann.json", tmp_path, (96, 128), (24, 32))
     msgs = " ".join(str(w.message) for w in rec)
     assert "no visible joints" in msgs and "empty box" in msgs
-    assert len(ds) == 1
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        ds[0]                              # the image file is missing: a clear error, not a crash
+    cv2.imwrite(str(tmp_path / "missing.jpg"), np.zeros((100, 100, 3), np.uint8))
+    with pytest.warns(UserWarning):
+        assert len(COCOKeypoints(tmp_path / "ann.json", tmp_path, (96, 128), (24, 32))) == 1
 
 
 def test_synthetic_is_deterministic_and_coco_loadable(tmp_path):

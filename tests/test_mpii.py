@@ -6,9 +6,10 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from official_numpy import mpii_pckh
 
-from hrfast import load_config
+from hrfast import HRNet, load_config
 from hrfast.cli import main
 from hrfast.config import ConfigError, merge_config
 from hrfast.data.mpii import MAT_NAMES, MPII16, MPIIKeypoints, mpii_paths
@@ -95,8 +96,9 @@ def test_bad_inputs_are_named(mpii, tmp_path, make, message):
         make(mpii, tmp_path)
 
 
-def test_the_official_experiment_file_loads_unchanged_and_trains(mpii, tmp_path):
-    """The official MPII W32 experiment, as it is, takes training steps on the MPII layout."""
+def test_the_official_experiment_file_loads_unchanged_and_trains(mpii, tmp_path, monkeypatch, capsys):
+    """The official MPII W32 experiment, as it is, takes training steps on the MPII layout,
+    starting from its ImageNet checkpoint (MODEL.PRETRAINED) as the official code does."""
     from hrfast.engine.data import build_dataset, make_loader
     from hrfast.engine.train import build_run, train_one_epoch
     cfg = load_config(OFFICIAL_YAML)
@@ -105,7 +107,15 @@ def test_the_official_experiment_file_loads_unchanged_and_trains(mpii, tmp_path)
     # only where the data lives and how much of it a CPU test can afford change
     cfg = merge_config(cfg, {"DATASET": {"ROOT": str(mpii["root"])}, "TRAIN": {"BATCH_SIZE_PER_GPU": 2},
                              "WORKERS": 0})
+    monkeypatch.chdir(tmp_path)          # MODEL.PRETRAINED is relative, as in the official repository
+    with pytest.raises(FileNotFoundError, match="MODEL.PRETRAINED not found: models/pytorch/imagenet/hrnet_w32"):
+        build_run(cfg, tmp_path, "cpu")
+    imagenet = tmp_path / cfg.MODEL.PRETRAINED
+    imagenet.parent.mkdir(parents=True)
+    backbone = {k: v for k, v in HRNet.from_config(cfg).state_dict().items() if not k.startswith("final_layer")}
+    torch.save({**backbone, "classifier.weight": torch.zeros(1000, 2048)}, imagenet)   # the classification layout
     run = build_run(cfg, tmp_path, "cpu")
+    assert "loaded" in capsys.readouterr().out
     ds = build_dataset(cfg, train=True)
     row = train_one_epoch(run, make_loader(ds, 2, True, 0, 1, 0, 0), 0, progress=False, max_steps=2)
     assert np.isfinite(row["loss"]) and row["loss"] > 0

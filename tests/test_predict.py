@@ -112,7 +112,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
     assert main(["predict", "--config", "w18_small_128x96", "--checkpoint", str(bad), str(IMAGES[0])]) == 2
-    assert "does not fit the config" in capsys.readouterr().err
+    assert "does not fit the model" in capsys.readouterr().err
     assert main(["train", "--config", "w18_small_128x96", "--data", str(tmp_path / "none")]) == 2
     assert "--data folder not found" in capsys.readouterr().err
     assert main(["train", "--config", "w18_small_128x96", "--set", "TRAIN.LRR=1"]) == 2

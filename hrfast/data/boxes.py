@@ -22,6 +22,14 @@ def check_boxes(boxes, where: str = "boxes") -> np.ndarray:
     return arr
 
 
+def boxes_inside(boxes: np.ndarray, width: int, height: int):
+    """(the boxes with any part inside a ``width`` x ``height`` image, how many were dropped):
+    a box wholly outside holds no pixel of a person, so its pose would be made up."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    keep = (b[:, 0] < width) & (b[:, 1] < height) & (b[:, 0] + b[:, 2] > 0) & (b[:, 1] + b[:, 3] > 0)
+    return b[keep], int((~keep).sum())
+
+
 def boxes_for_images(images, boxes_file, min_score: float = 0.0):
     """Per image, its (N, 4) boxes from ``boxes_file``, or None (the whole image is one person).
 

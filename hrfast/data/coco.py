@@ -24,6 +24,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..ops.targets import gaussian_targets
+from .annotations import check_categories, check_images_exist, check_keypoint_file
 from .coco_meta import FLIP_PAIRS
 from .keypoints import COCO17, KeypointSet
 from .transforms import affine_points, box_to_center_scale, get_affine_transform, read_image_rgb, to_tensor
@@ -85,8 +86,10 @@ class COCOKeypoints(Dataset):
             raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
         self._set_sampling(image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation, seed)
         self.num_joints = num_joints
+        check_categories(self.coco.dataset, self.ann_file)
         self.category_id, self.keypoints = self._keypoint_set(
             num_joints, dict(flip_pairs=flip_pairs, sigmas=sigmas, joint_weights=joint_weights, upper_body=upper_body))
+        check_keypoint_file(self.coco.dataset, self.ann_file, self.category_id, num_joints)
         self.flip_pairs = self.keypoints.flip_pairs
         self.joint_weights = torch.tensor(self.keypoints.joint_weights) if use_joint_weights else None
         if det_file is not None and not train:
@@ -98,6 +101,7 @@ class COCOKeypoints(Dataset):
         if not self.records:
             raise ValueError(f"no usable person samples in {self.ann_file}"
                              + (f" with detections {det_file}" if det_file else ""))
+        check_images_exist(self.image_dir, sorted({self.coco.imgs[r["image_id"]]["file_name"] for r in self.records}))
 
     def _set_sampling(self, image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation,
                       seed) -> None:
@@ -139,18 +143,14 @@ class COCOKeypoints(Dataset):
                              f"images id, file_name)") from None
 
     def _gt_records_unchecked(self) -> List[Dict]:
-        records, skipped = [], {"no visible joints": 0, "empty box": 0, "bad keypoints": 0}
+        records, skipped = [], {"no visible joints": 0, "empty box": 0}
         for image_id in sorted(self.coco.getImgIds()):
             info = self.coco.imgs[image_id]
             w, h = info.get("width"), info.get("height")
             for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id, iscrowd=False)):
                 if ann.get("category_id", 1) != self.category_id:
                     continue
-                kps = np.asarray(ann.get("keypoints", []), dtype=np.float64)
-                if kps.size != self.num_joints * 3:
-                    skipped["bad keypoints"] += 1
-                    continue
-                kps = kps.reshape(self.num_joints, 3)
+                kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(self.num_joints, 3)  # checked
                 if kps[:, 2].max() <= 0:
                     skipped["no visible joints"] += 1
                     continue
@@ -172,7 +172,7 @@ class COCOKeypoints(Dataset):
         dets = read_json(det_file, "det_file")
         if not isinstance(dets, list):
             raise ValueError(f"det_file {det_file} must hold a list of detections")
-        records, empty = [], 0
+        records, empty, outside = [], 0, 0
         for i, d in enumerate(dets):
             bbox = d.get("bbox") if isinstance(d, dict) else None
             if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and "image_id" in d
@@ -189,6 +189,9 @@ class COCOKeypoints(Dataset):
             if box[2] <= 0 or box[3] <= 0:
                 empty += 1
                 continue
+            if not _overlaps_image(box, self.coco.imgs[d["image_id"]]):
+                outside += 1       # no pixel of the person is in the image: nothing to see
+                continue
             center, scale = box_to_center_scale(box, self.aspect_ratio)
             records.append({"image_id": d["image_id"], "center": center, "scale": scale,
                             "joints": np.zeros((self.num_joints, 2), np.float32),
@@ -196,6 +199,8 @@ class COCOKeypoints(Dataset):
                             "score": float(d.get("score", 1.0)), "area": float(box[2] * box[3])})
         if empty:
             warnings.warn(f"{det_file.name}: skipped {empty} detections with an empty box", stacklevel=3)
+        if outside:
+            warnings.warn(f"{det_file.name}: dropped {outside} detections wholly outside their image", stacklevel=3)
         return records
 
     # -- samples ---------------------------------------------------------------------------
@@ -287,6 +292,15 @@ def half_body_box(joints, vis, aspect_ratio, rng, keypoints: KeypointSet = COCO1
         w = h * aspect_ratio
     scale = np.array([w / 200.0, h / 200.0], np.float32) * 1.5
     return center, scale
+
+
+def _overlaps_image(box, info: Dict) -> bool:
+    """Whether an [x, y, w, h] box has any part inside its image (True when the file gives no size)."""
+    w, h = info.get("width"), info.get("height")
+    if w is None or h is None:
+        return True
+    x, y, bw, bh = box
+    return x < w and y < h and x + bw > 0 and y + bh > 0
 
 
 def _clean_box(bbox, width, height):

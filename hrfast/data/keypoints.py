@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..ops.nms import COCO_SIGMAS
+from ..outputs import write_json
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON, FLIP_PAIRS, JOINTS_WEIGHT, UPPER_BODY
 
 # OKS sigma for a keypoint set that does not give its own: the mean of COCO's 17 (0.0892,
@@ -113,7 +114,7 @@ class KeypointSet:
 
     def save(self, path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_json(path, self.to_dict(), indent=1)
         return path
 
     @classmethod
@@ -127,14 +128,22 @@ class KeypointSet:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"keypoints file {path} is not valid json: {exc}") from None
+        try:
+            return cls._from_json(data, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+            raise ValueError(f"keypoints file {path} {what}") from None
+
+    @classmethod
+    def _from_json(cls, data, path) -> "KeypointSet":
         if isinstance(data, dict) and "names" in data:
             return cls(tuple(data["names"]), _pairs(data.get("skeleton", ())), _pairs(data.get("flip_pairs", ())),
                        tuple(data["sigmas"]), tuple(data["joint_weights"]), tuple(data.get("upper_body", ())))
-        categories = [c for c in (data.get("categories") or []) if c.get("keypoints")] \
+        categories = [c for c in (data.get("categories") or []) if isinstance(c, dict) and c.get("keypoints")] \
             if isinstance(data, dict) else []
         if not categories:
-            raise ValueError(f"keypoints file {path} is neither a keypoint-set json (names, skeleton, ...) "
-                             f"nor a COCO annotation file with a keypoint category")
+            raise ValueError("neither a keypoint-set json (names, skeleton, ...) nor a COCO annotation file with "
+                             "a keypoint category")
         return cls.from_category(categories[0])
 
 

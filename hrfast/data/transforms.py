@@ -7,6 +7,8 @@ network input (width, height), keeping the aspect ratio (the box is padded to it
 from __future__ import annotations
 
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -127,11 +129,49 @@ def read_image_rgb(path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     data = path.read_bytes()
+    if not data:
+        raise ValueError(f"image {path} is empty (0 bytes)")
     _check_complete(data, path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img, said = _decode_listening(data)
     if img is None:
-        raise ValueError(f"could not decode image: {path}")
+        raise ValueError(f"could not decode image: {path}" + (f" ({said[0]})" if said else ""))
+    bad = [s for s in said if any(w in s.lower() for w in _CORRUPT_WORDS)]
+    if bad:
+        raise ValueError(f"image {path} is corrupt: the decoder says {bad[0]!r} (it would fill the damaged "
+                         f"part with grey)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+# what libjpeg and libpng print, through OpenCV, for data they patch over instead of refusing
+_CORRUPT_WORDS = ("corrupt", "premature end", "error", "invalid", "bad huffman")
+
+
+def _decode_listening(data: bytes):
+    """``cv2.imdecode`` of ``data``, and the lines the codec libraries wrote to stderr meanwhile.
+
+    libjpeg reports damaged data ("Corrupt JPEG data: premature end of data segment") only as a
+    warning on file descriptor 2 and decodes on with grey; OpenCV passes no status back. So fd 2
+    goes to a pipe for the call (non-blocking: a codec that wrote more than the pipe holds would
+    lose lines, never hang)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(write_end, 2)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write_end)
+    os.set_blocking(read_end, False)
+    try:
+        said = os.read(read_end, 1 << 16).decode("utf-8", "replace")
+    except BlockingIOError:
+        said = ""
+    finally:
+        os.close(read_end)
+    return img, [line.strip() for line in said.splitlines() if line.strip()]
 
 
 def warp_crops(image: torch.Tensor, matrices: np.ndarray, output_size: Sequence[int]) -> torch.Tensor:

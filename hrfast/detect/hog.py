@@ -20,6 +20,10 @@ class HOGDetector:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
+        if h < 128 or w < 64:
+            # smaller than HOG's 64 x 128 window: nobody fits (and OpenCV 4.14's detectMultiScale
+            # crashes the process on such an image instead of returning nothing)
+            return np.zeros((0, 5))
         # HOG's cost grows with the pixels; large frames are searched at a bounded size
         f = min(1.0, self.max_side / max(h, w))
         small = cv2.resize(image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1 else image

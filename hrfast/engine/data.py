@@ -2,6 +2,8 @@
 and their loaders (sharded under DDP, shuffled as a function of (seed, epoch))."""
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,14 +73,32 @@ def keypoint_overrides(cfg: Config) -> dict:
 
 
 def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,
-                seed: int, epoch: int = 0, pin_memory: bool = False):
+                seed: int, epoch: int = 0, pin_memory: bool = False, shuffle: bool = True):
+    """A loader of ``dataset``; training loaders shuffle (unless ``shuffle`` is false, the
+    official TRAIN.SHUFFLE) and drop the last partial batch."""
+    shuffle = train and shuffle
     if world > 1:
-        sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed)
+        sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=seed)
         sampler.set_epoch(epoch)
-    elif train:
+    elif shuffle:
         # the shuffle order is a function of (seed, epoch): a resumed run sees the same order
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
     else:
         sampler = SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=train, pin_memory=pin_memory, persistent_workers=False)
+
+
+def loader_workers(cfg) -> int:
+    """The data-loading processes of ``cfg.WORKERS``: ``auto`` (the default) is the cores this
+    process may use minus one, at most 8, so the training threads keep a core; a number is
+    kept as given, with one note when it exceeds the cores (the official files say 24)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.WORKERS == "auto":
+        return max(0, min(8, cores - 1))
+    workers = int(cfg.WORKERS)
+    if workers > cores:     # said once: the warnings module shows a message once per place
+        warnings.warn(f"WORKERS is {workers} (from the config) on a machine with {cores} cores: WORKERS: auto "
+                      f"fits the loaders to the machine", UserWarning, stacklevel=2)
+    return workers
+

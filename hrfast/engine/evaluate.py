@@ -8,7 +8,6 @@ torch.distributed), or hands an MPII dataset to PCKh.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -21,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 from ..data.coco import quiet
 from ..data.keypoints import COCO17
 from ..ops.nms import oks_nms, rescore
+from ..outputs import write_json
 from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh
 from .predict import gather_records, predict_dataset
 
@@ -58,9 +58,7 @@ def coco_eval(ann_file, results: List[Dict], results_file: Optional[Path] = None
     if not results:
         return {k: 0.0 for k in STATS_NAMES}
     if results_file is not None:
-        results_file = Path(results_file)
-        results_file.parent.mkdir(parents=True, exist_ok=True)
-        results_file.write_text(json.dumps(results))
+        write_json(results_file, results)
     with quiet():
         gt = COCO(str(ann_file))
         dt = gt.loadRes(results)
@@ -93,14 +91,15 @@ def format_stats(stats: Dict[str, float]) -> str:
 
 def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, method: str = "quarter",
              blur_kernel: int = 11, results_file=None, oks_thre: float = 0.9, in_vis_thre: float = 0.2,
-             amp_dtype=None, channels_last: bool = False, progress: bool = True) -> Dict[str, float]:
+             amp_dtype=None, channels_last: bool = False, progress: bool = True,
+             shift_heatmap: bool = True) -> Dict[str, float]:
     """Predict, gather across ranks (torch.distributed), post-process and score on rank 0.
     Other ranks return an empty dict. An MPII dataset is scored with PCKh against its
     ``gt_file`` instead (``ann_file`` unused)."""
     if getattr(loader.dataset, "kind", "coco") == "mpii":
         return evaluate_pckh(model, loader, loader.dataset.gt_file, device, flip_test, method, blur_kernel,
-                             amp_dtype, channels_last, progress)
-    records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
+                             amp_dtype, channels_last, progress, shift_heatmap)
+    records = predict_dataset(model, loader, device, flip_test, shift_heatmap, method, blur_kernel, amp_dtype,
                               channels_last, progress)
     gathered = gather_records(records)
     if gathered is None:

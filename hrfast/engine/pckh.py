@@ -81,10 +81,10 @@ def format_pckh(stats: Dict[str, float]) -> str:
 
 def evaluate_pckh(model, loader, gt_file, device="cpu", flip_test: bool = True, method: str = "quarter",
                   blur_kernel: int = 11, amp_dtype=None, channels_last: bool = False,
-                  progress: bool = True) -> Dict[str, float]:
+                  progress: bool = True, shift_heatmap: bool = True) -> Dict[str, float]:
     """Predict every person of an MPII loader (flip test, decoding) and score PCKh against
     ``gt_file``; under torch.distributed, rank 0 gathers and scores, the others return {}."""
-    records = predict_dataset(model, loader, device, flip_test, True, method, blur_kernel, amp_dtype,
+    records = predict_dataset(model, loader, device, flip_test, shift_heatmap, method, blur_kernel, amp_dtype,
                               channels_last, progress)
     records = gather_records(records)
     if records is None:

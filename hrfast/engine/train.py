@@ -20,7 +20,6 @@ the last evaluation.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import time
@@ -36,9 +35,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
+from ..device import apply_cudnn_settings
+from ..inference import inference_settings
 from ..models import HRNet
 from ..ops.targets import gaussian_targets
+from ..outputs import json_text, write_json, write_text
 from ..safe_load import load_checkpoint
+from ..weights import load_pretrained
 from .checkpoint import (
     apply_schedule,
     atomic_save,
@@ -47,7 +50,7 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .data import build_dataset, dataset_paths, make_loader
+from .data import build_dataset, dataset_paths, loader_workers, make_loader
 from .evaluate import evaluate, primary_metric
 from .loss import JointsMSELoss, JointsOHKMMSELoss
 from .optim import OPTIMIZERS, build_optimizer, load_optimizer_state
@@ -129,6 +132,7 @@ def _seed_and_device(cfg: Config, device: Optional[str]):
     random.seed(int(h.SEED))
     if h.DETERMINISTIC:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    apply_cudnn_settings(cfg.CUDNN)
     if dev.type == "cpu":
         # A guard against float32 denormals, which x86 cores process far more slowly. It sets
         # the calling thread's FTZ/DAZ flags; no speed effect was measured on the demo.
@@ -150,7 +154,12 @@ def build_run(cfg: Config, out_dir, device: Optional[str] = None) -> Run:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     amp_dtype = AMP_DTYPES[h.AMP]
-    model = HRNet.from_config(cfg, backend=h.BACKEND).to(dev)
+    model = HRNet.from_config(cfg, backend=h.BACKEND)
+    if cfg.MODEL.INIT_WEIGHTS and cfg.MODEL.PRETRAINED:
+        report = load_pretrained(model, cfg.MODEL.PRETRAINED, tuple(cfg.MODEL.EXTRA.PRETRAINED_LAYERS))
+        if rank == 0:
+            print(report)
+    model = model.to(dev)
     if h.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     criterion = (JointsOHKMMSELoss(cfg.LOSS.USE_TARGET_WEIGHT, int(cfg.LOSS.TOPK)) if cfg.LOSS.USE_OHKM
@@ -208,7 +217,7 @@ def resume(run: Run, required: bool) -> None:
     if run.main:
         print(f"resumed from {path} at epoch {run.start_epoch}")
         # the log holds what the checkpoint holds: no epoch twice after a kill
-        (run.out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.history))
+        write_text(run.out / "metrics.jsonl", "".join(json_text(r) + "\n" for r in run.history))
 
 
 _resume = resume   # train()'s parameter of the same name hides the function
@@ -275,10 +284,12 @@ def validate(run: Run, val_loader, progress: bool = True) -> Dict[str, float]:
     if run.world > 1:
         for tensor in list(model.parameters()) + list(model.buffers()):
             torch.distributed.broadcast(tensor.data, 0)
-    stats = evaluate(model, val_loader, dataset_paths(cfg, "test")[0], run.device, bool(cfg.TEST.FLIP_TEST),
-                     cfg.HRFAST.DECODE, results_file=run.out / "results_val.json" if run.main else None,
+    s = inference_settings(cfg)
+    stats = evaluate(model, val_loader, dataset_paths(cfg, "test")[0], run.device, s.flip_test, s.decode,
+                     results_file=run.out / "results_val.json" if run.main else None,
                      oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
-                     channels_last=bool(cfg.HRFAST.CHANNELS_LAST), progress=progress and run.main)
+                     channels_last=bool(cfg.HRFAST.CHANNELS_LAST), progress=progress and run.main,
+                     shift_heatmap=s.shift_heatmap)
     if run.main and primary_metric(stats) > run.best_ap:
         run.best_ap = primary_metric(stats)
         atomic_save(model.state_dict(), run.out / "model_best.pth")   # unwrapped: no DDP/compile prefixes
@@ -295,7 +306,7 @@ def save_checkpoint(run: Run, row: Dict) -> None:
                  "epoch": row["epoch"], "best_ap": run.best_ap, "history": run.history,
                  "rng": rng_state(), "config": run.cfg.to_dict()}, run.out / "checkpoint.pth")
     with open(run.out / "metrics.jsonl", "a") as f:   # after the checkpoint that holds this epoch
-        f.write(json.dumps(row) + "\n")
+        f.write(json_text(row, "metrics.jsonl") + "\n")
 
 
 def _loaders(run: Run):
@@ -306,12 +317,13 @@ def _loaders(run: Run):
     if len(train_set) < bs * run.world:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch "
                          f"({bs} x {run.world} processes): lower TRAIN.BATCH_SIZE_PER_GPU")
-    if int(cfg.WORKERS) > 0:
+    workers = loader_workers(cfg)
+    if workers > 0:
         # OpenCV's own thread pool in every loader process would compete with the training
         # threads. Set it here, before the workers fork: calling it inside a forked worker
         # can deadlock on the parent's pool.
         cv2.setNumThreads(1)
-    val_loader = make_loader(val_set, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, int(cfg.WORKERS), run.world,
+    val_loader = make_loader(val_set, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, workers, run.world,
                              run.rank, int(h.SEED))
     return train_set, val_loader
 
@@ -340,14 +352,15 @@ def train(cfg: Config, out_dir, resume: bool = False, device: Optional[str] = No
     h, end = cfg.HRFAST, int(cfg.TRAIN.END_EPOCH)
     writer = None
     if run.main:
-        (run.out / "config.yaml").write_text(json.dumps(cfg.to_dict(), indent=1))
+        write_json(run.out / "config.yaml", cfg.to_dict(), indent=1)
         train_set.keypoints.save(run.out / "keypoint_set.json")    # for predict --keypoints
         writer = _tensorboard(run.out)
     stats: Dict[str, float] = {}
     for epoch in range(run.start_epoch, end):
         train_set.set_epoch(epoch)
-        loader = make_loader(train_set, int(cfg.TRAIN.BATCH_SIZE_PER_GPU), True, int(cfg.WORKERS), run.world,
-                             run.rank, int(h.SEED), epoch, run.device.type == "cuda" and bool(cfg.PIN_MEMORY))
+        loader = make_loader(train_set, int(cfg.TRAIN.BATCH_SIZE_PER_GPU), True, loader_workers(cfg), run.world,
+                             run.rank, int(h.SEED), epoch, run.device.type == "cuda" and bool(cfg.PIN_MEMORY),
+                             shuffle=bool(cfg.TRAIN.SHUFFLE))
         row = train_one_epoch(run, loader, epoch, train_set.joint_weights, progress, max_steps_per_epoch)
         if (epoch + 1) % max(int(h.VAL_EVERY), 1) == 0 or epoch + 1 == end:
             stats = validate(run, val_loader, progress)

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from .._extension import HAS_EXTENSION
 from ._dispatch import check_tensor, native_available
 
-METHODS = ("quarter", "dark", "udp")
+METHODS = ("quarter", "dark", "udp", "argmax")
+# "argmax" is the official decoding with TEST.POST_PROCESS false: the maximum's pixel, no
+# refinement. It is a gather with nothing to fuse, so it has no native kernel: both fronts run
+# the reference.
 MAX_BLUR_KERNEL = 31
 PIXEL_STD = 200.0
 
@@ -26,7 +29,7 @@ def _prepare(heatmaps, method, blur_kernel):
         raise TypeError(f"heatmaps must be a floating-point tensor, got {heatmaps.dtype}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "quarter" and not (1 <= blur_kernel <= MAX_BLUR_KERNEL and blur_kernel % 2 == 1):
+    if method in ("dark", "udp") and not (1 <= blur_kernel <= MAX_BLUR_KERNEL and blur_kernel % 2 == 1):
         raise ValueError(f"blur_kernel must be odd and in [1, {MAX_BLUR_KERNEL}], got {blur_kernel}")
     if heatmaps.shape[2] < 1 or heatmaps.shape[3] < 1:
         raise ValueError(f"heatmaps must have H, W >= 1, got shape {tuple(heatmaps.shape)}")
@@ -40,7 +43,8 @@ def decode_heatmaps(heatmaps: torch.Tensor, method: str = "quarter", blur_kernel
     Args:
         heatmaps: (B, K, H, W), any float dtype (computed in float32).
         method: ``"quarter"`` (argmax, then 0.25 px toward the higher neighbour: the official
-            post-process), ``"dark"`` (Zhang et al. 2020) or ``"udp"`` (Huang et al. 2020).
+            post-process), ``"dark"`` (Zhang et al. 2020), ``"udp"`` (Huang et al. 2020) or
+            ``"argmax"`` (no refinement: the official code with TEST.POST_PROCESS false).
         blur_kernel: odd Gaussian blur size for dark/udp (11 for 64x48 maps, as published).
     Returns:
         coords (B, K, 2) float32 (x, y) in heatmap pixels, (0, 0) where the maximum is not > 0;
@@ -49,7 +53,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, method: str = "quarter", blur_kernel
     hm = _prepare(heatmaps, method, blur_kernel)
     if hm.numel() == 0:
         return hm.new_zeros(hm.shape[0], hm.shape[1], 2), hm.new_zeros(hm.shape[:2])
-    if native_available(hm):
+    if native_available(hm) and method != "argmax":
         return torch.ops.hrfast.decode_heatmaps(hm, method, int(blur_kernel))
     return _decode_ref(hm, method, int(blur_kernel))
 
@@ -87,7 +91,9 @@ def _decode_ref(hm: torch.Tensor, method: str, k: int):
         w_ = src.shape[-1]
         return torch.gather(src.reshape(B, K, -1), 2, (yy * w_ + xx)[..., None])[..., 0].double()
 
-    if method == "quarter":
+    if method == "argmax":
+        pass
+    elif method == "quarter":
         inner = (px > 1) & (px < W - 1) & (py > 1) & (py < H - 1) & conf
         pxc, pyc = px.clamp(1, max(W - 2, 1)), py.clamp(1, max(H - 2, 1))
         if W >= 3 and H >= 3:
