@@ -460,3 +460,13 @@ def test_hog_on_a_frame_smaller_than_its_window_finds_nobody_and_does_not_crash(
     from hrfast.detect import HOGDetector
     assert HOGDetector()(np.zeros((96, 128, 3), np.uint8)).shape == (0, 5)     # OpenCV would segfault
     assert HOGDetector()(np.zeros((200, 60, 3), np.uint8)).shape == (0, 5)
+
+
+@pytest.mark.parametrize("layout", ["auto", "yolox", "yolov8", "rtmdet"])
+def test_an_onnx_file_that_is_no_detector_is_one_line_in_any_layout(tmp_path, capsys, layout):
+    pytest.importorskip("onnxruntime")
+    import hrfast
+    onnx = hrfast.export.onnx(HRNet.from_config("w18_small_128x96").eval(), tmp_path / "pose.onnx", check=False)
+    line = one_line(capsys, main(["predict", str(IMAGES[0]), *SMALL, "--detector", str(onnx), "--detector-format",
+                                  layout, "--out", str(tmp_path / "o")]))
+    assert "[(1, 17, 32, 24)]" in line

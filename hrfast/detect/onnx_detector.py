@@ -107,6 +107,19 @@ def guess_layout(shapes: List[Tuple]) -> str:
                      f"name it with --detector-format")
 
 
+def check_layout(layout: str, shapes: List[Tuple]) -> str:
+    """``layout`` when output ``shapes`` can be read in it (the one the user named), else a
+    ValueError that says what it expects."""
+    fits = {"rtmdet": len(shapes) == 2 and len(shapes[0]) == 3 and shapes[0][2] == 5 and len(shapes[1]) == 2,
+            "yolov8": len(shapes) == 1 and len(shapes[0]) == 3 and shapes[0][1] >= 5,
+            "yolox": len(shapes) == 1 and len(shapes[0]) == 3 and shapes[0][2] >= 6}
+    if not fits[layout]:
+        expects = {"rtmdet": "dets (1, N, 5) and labels (1, N)", "yolov8": "one (1, 4+C, N) output",
+                   "yolox": "one (1, N, 5+C) output"}[layout]
+        raise ValueError(f"--detector-format {layout} expects {expects}, but the detector's outputs are {shapes}")
+    return layout
+
+
 class ONNXDetector:
     """``ONNXDetector("yolox_s.onnx")(image)`` -> (N, 5) ``[x, y, w, h, score]`` people.
 
@@ -135,10 +148,8 @@ class ONNXDetector:
         shape = self.session.get_inputs()[0].shape
         self.size = (shape[3], shape[2]) if all(isinstance(v, int) for v in shape[2:4]) else (640, 640)
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
-        if layout == "auto":
-            blank = self._run(np.zeros((self.size[1], self.size[0], 3), np.float32))
-            layout = guess_layout([tuple(o.shape) for o in blank])
-        self.layout = layout
+        shapes = [tuple(o.shape) for o in self._run(np.zeros((self.size[1], self.size[0], 3), np.float32))]
+        self.layout = guess_layout(shapes) if layout == "auto" else check_layout(layout, shapes)
 
     def _run(self, x: np.ndarray) -> List[np.ndarray]:
         feed = np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)
