@@ -88,7 +88,7 @@ _DEFAULTS: Dict[str, Any] = {
                "GRAD_CLIP": 0.0, "EMA": 0.0, "SEED": 0, "TARGETS_ON_DEVICE": False,
                "TARGET_ENCODING": "msra", "DECODE": "quarter", "SYNC_BN": False,
                "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1,
-               "FUSED_OPTIMIZER": True},
+               "FUSED_OPTIMIZER": True, "LR_SCHEDULE": "step", "WARMUP_EPOCHS": 0},
 }
 
 
@@ -258,6 +258,7 @@ RANGES = {
     "HRFAST.EMA": (0, 1, "an EMA decay per step in [0, 1) (0: off)"),
     "HRFAST.GRAD_CLIP": (0, INF, "a gradient-norm bound >= 0 (0: off)"),
     "HRFAST.SEED": (0, 2 ** 63 - 1, "an integer >= 0"),
+    "HRFAST.WARMUP_EPOCHS": (0, 10000, "an epoch count >= 0"),
     "MODEL.SIGMA": (0, 64, "a Gaussian sigma in heatmap pixels in (0, 64]"),
     "MODEL.NUM_JOINTS": (1, 1000, "a keypoint count in 1..1000"),
     "MODEL.EXTRA.STEM_CHANNELS": (1, 4096, "a channel count in 1..4096"),
@@ -275,8 +276,8 @@ RANGES = {
 }
 _OPEN_LOW = {"TRAIN.LR", "TRAIN.LR_FACTOR", "MODEL.SIGMA"}                       # low bound excluded
 _OPEN_HIGH = {"TRAIN.MOMENTUM", "TRAIN.WD", "HRFAST.EMA", "DATASET.SCALE_FACTOR"}  # high bound excluded
-_INTEGERS = {"HRFAST.SEED", "MODEL.NUM_JOINTS", "MODEL.EXTRA.STEM_CHANNELS", "MODEL.EXTRA.FINAL_CONV_KERNEL",
-             "LOSS.TOPK", "DATASET.NUM_JOINTS_HALF_BODY"}
+_INTEGERS = {"HRFAST.SEED", "HRFAST.WARMUP_EPOCHS", "MODEL.NUM_JOINTS", "MODEL.EXTRA.STEM_CHANNELS",
+             "MODEL.EXTRA.FINAL_CONV_KERNEL", "LOSS.TOPK", "DATASET.NUM_JOINTS_HALF_BODY"}
 
 
 def _lookup(cfg: Config, dotted: str):

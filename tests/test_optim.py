@@ -98,3 +98,28 @@ def test_a_torch_without_the_fused_kernel_gets_the_default_step(monkeypatch):
     assert isinstance(opt, OldAdam) and not opt.param_groups[0]["fused"]
     with pytest.raises(RuntimeError, match="fused=True"):
         build_optimizer(_net().parameters(), "adam", 1e-3, fused=True)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_a_hundredth():
+    import math
+
+    from hrfast.config import get_config, merge_dotted
+    from hrfast.engine.optim import CosineFactor, build_scheduler
+    f = CosineFactor(warmup=2, end=10)
+    assert [round(f(e), 6) for e in (0, 1, 2)] == [0.1, 0.55, 1.0]          # hand-derived
+    assert math.isclose(f(6), 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert math.isclose(f(10), 0.01) and math.isclose(f(50), 0.01)
+    t = merge_dotted(get_config("w18_small_128x96"), ["TRAIN.END_EPOCH=10", "TRAIN.LR=0.002"]).TRAIN
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002)
+    sched = build_scheduler(opt, t, "cosine", 2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert math.isclose(lrs[0], 0.0002) and math.isclose(lrs[2], 0.002) and lrs[9] < lrs[5] < lrs[2]
+    again = build_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002), t, "cosine", 2)
+    again.load_state_dict(sched.state_dict())                      # a resumed run continues the curve
+    assert again.last_epoch == 10
+    with pytest.raises(ValueError, match="HRFAST.LR_SCHEDULE must be one of step, cosine"):
+        build_scheduler(opt, t, "linear")

@@ -49,6 +49,10 @@ def compare_resumed_config(stored: dict, cfg: Config, path: Path) -> list:
     if stored.get("TRAIN", {}).get("OPTIMIZER", now["TRAIN"]["OPTIMIZER"]) != now["TRAIN"]["OPTIMIZER"]:
         raise ValueError(f"cannot resume {path}: it was trained with TRAIN.OPTIMIZER="
                          f"{stored['TRAIN']['OPTIMIZER']}, the config asks for {now['TRAIN']['OPTIMIZER']}")
+    old_s = stored.get("HRFAST", {}).get("LR_SCHEDULE", "step")
+    if old_s != now["HRFAST"]["LR_SCHEDULE"]:
+        raise ValueError(f"cannot resume {path}: it was trained with HRFAST.LR_SCHEDULE={old_s}, the config asks "
+                         f"for {now['HRFAST']['LR_SCHEDULE']}")
     old_t = stored.get("TRAIN", {})
     return [f"TRAIN.{k} {old_t[k]} -> {now['TRAIN'][k]}" for k in _SCHEDULE_KEYS
             if k in old_t and _plain(old_t[k]) != _plain(now["TRAIN"][k])]

@@ -7,6 +7,7 @@ rule is the same; the fused kernel only rounds differently in the last bits.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional
 
 import torch
@@ -74,3 +75,33 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     optimizer.load_state_dict(state)
     for group, kept in zip(optimizer.param_groups, flags):
         group.update(kept)
+
+
+SCHEDULES = ("step", "cosine")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, t, schedule: str = "step", warmup_epochs: int = 0):
+    """The learning-rate schedule, stepped once per epoch. ``step``: the official MultiStepLR
+    (``TRAIN.LR_STEP``, ``TRAIN.LR_FACTOR``). ``cosine``: a linear warm-up over
+    ``warmup_epochs`` from a tenth of ``TRAIN.LR``, then a cosine decay to 1% of it at
+    ``TRAIN.END_EPOCH``; short runs (the demo) learn more per epoch with it than with the
+    official steps, which are placed for 210 epochs."""
+    if schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.LR_STEP), t.LR_FACTOR)
+    if schedule != "cosine":
+        raise ValueError(f"HRFAST.LR_SCHEDULE must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineFactor(int(warmup_epochs), int(t.END_EPOCH)))
+
+
+class CosineFactor:
+    """The LR factor of epoch ``e`` of the ``cosine`` schedule (an object, not a lambda, so the
+    scheduler's state_dict keeps it and a resumed run continues the same curve)."""
+
+    def __init__(self, warmup: int, end: int):
+        self.warmup, self.end = warmup, max(end, warmup + 1)
+
+    def __call__(self, e: int) -> float:
+        if e < self.warmup:
+            return 0.1 + 0.9 * e / self.warmup
+        progress = min(1.0, (e - self.warmup) / max(1, self.end - self.warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -53,7 +53,7 @@ from .checkpoint import (
 from .data import build_dataset, dataset_paths, loader_workers, make_loader
 from .evaluate import evaluate, primary_metric
 from .loss import JointsMSELoss, JointsOHKMMSELoss
-from .optim import OPTIMIZERS, build_optimizer, load_optimizer_state
+from .optim import OPTIMIZERS, build_optimizer, build_scheduler, load_optimizer_state
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -171,7 +171,7 @@ def build_run(cfg: Config, out_dir, device: Optional[str] = None) -> Run:
                                 nesterov=bool(t.NESTEROV) if t.OPTIMIZER == "sgd" else False,
                                 fused=None if h.FUSED_OPTIMIZER else False)
     return Run(cfg, out, rank, world, dev, model, model, criterion, optimizer,
-               torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.LR_STEP), t.LR_FACTOR),
+               build_scheduler(optimizer, t, h.LR_SCHEDULE, int(h.WARMUP_EPOCHS)),
                torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16 and dev.type == "cuda"),
                amp_dtype, EMA(model, float(h.EMA)) if h.EMA else None, start_epoch=int(t.BEGIN_EPOCH))
 
@@ -205,8 +205,8 @@ def resume(run: Run, required: bool) -> None:
     run.model.load_state_dict(ck["model"])
     load_optimizer_state(run.optimizer, ck["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
-    if changed:   # the new schedule and LR apply from here on
-        apply_schedule(run.scheduler, run.optimizer, run.cfg.TRAIN)
+    if changed and isinstance(run.scheduler, torch.optim.lr_scheduler.MultiStepLR):
+        apply_schedule(run.scheduler, run.optimizer, run.cfg.TRAIN)   # the new steps and LR apply from here on
         if run.main:
             warnings.warn(f"resuming {path} with a changed schedule: {'; '.join(changed)}", stacklevel=3)
     run.scaler.load_state_dict(ck["scaler"])
