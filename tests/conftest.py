@@ -51,7 +51,7 @@ def rel_err(out: torch.Tensor, gold: torch.Tensor) -> float:
 
 
 def assert_within_twice_eager(fast, eager, gold, what: str = "") -> None:
-    """The low-precision rule (DEVELOPERS.md): the fast path's error against a float64 (or
+    """The low-precision rule: the fast path's error against a float64 (or
     float32) reference is at most twice eager's in the same dtype. No slack term: in the CPU
     interpreter the kernels round bf16 to nearest even as the GPU does (kernels/fused_gemm.py,
     ``_narrow``), so the rule holds there as written."""

@@ -1,5 +1,5 @@
 """The import graph of ``hrfast/``: no cycles (imports inside functions included) and the
-layers of the design card (tools -> engine/deploy -> models/ops -> kernels/csrc)."""
+layers of the package (tools -> engine/deploy -> models/ops -> kernels/csrc)."""
 import ast
 from pathlib import Path
 

@@ -37,7 +37,6 @@ class HighResolutionModule(nn.Module):
         self.fuse_layers: Optional[ExchangeUnit] = None
         if n > 1:
             self.fuse_layers = ExchangeUnit(self.out_channels, n if multi_scale_output else 1)
-        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
