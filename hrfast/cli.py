@@ -36,6 +36,7 @@ from .extras import EXTRAS, MissingExtra
 from .inference import inference_settings
 from .models import HRNet
 from .ops._triton import HAS_TRITON, TRITON_NEEDED, triton_runs_on
+from .ops.decode import METHODS as DECODE_METHODS
 from .outputs import Staged, check_output_dir, check_output_file
 from .predictor import PoseEstimator, load_image
 from .profile import count_macs, count_parameters
@@ -432,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p, "outputs/eval")
     p.add_argument("--checkpoint", help="state_dict or hrfast checkpoint file (default: the config's TEST.MODEL_FILE)")
     p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
-    p.add_argument("--decode", choices=["quarter", "dark", "udp", "argmax"], help="decoding (default: the config's "
+    p.add_argument("--decode", choices=DECODE_METHODS, help="decoding (default: the config's "
                                                                           "HRFAST.DECODE)")
     p.add_argument("--no-flip", action="store_true", help="no flip test (default: the config's TEST.FLIP_TEST)")
     _optimize_arg(p)
@@ -465,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override in dotted form, e.g. --set MODEL.NUM_JOINTS=5 (repeatable)")
     p.add_argument("--out", default="outputs/predict", help="output folder (default: outputs/predict)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--decode", choices=["quarter", "dark", "udp", "argmax"],
+    p.add_argument("--decode", choices=DECODE_METHODS,
                    help="decoding (default: the config's HRFAST.DECODE)")
     p.add_argument("--no-flip", action="store_true", help="no flip test (default: the config's TEST.FLIP_TEST)")
     _optimize_arg(p)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Union
 
 import yaml
 
-from .config_keys import note_ignored, refuse_unsupported
+from .config_keys import get_dotted, note_ignored, refuse_unsupported
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -280,13 +280,6 @@ _INTEGERS = {"HRFAST.SEED", "HRFAST.WARMUP_EPOCHS", "MODEL.NUM_JOINTS", "MODEL.E
              "MODEL.EXTRA.FINAL_CONV_KERNEL", "LOSS.TOPK", "DATASET.NUM_JOINTS_HALF_BODY"}
 
 
-def _lookup(cfg: Config, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def _validate_finite(node: Config, where: str, path: str) -> None:
     """No NaN or infinity anywhere (YAML's .nan and .inf parse as floats)."""
     for key, value in node.items():
@@ -301,7 +294,7 @@ def _validate_finite(node: Config, where: str, path: str) -> None:
 
 def _validate_ranges(cfg: Config, where: str) -> None:
     for key, (lo, hi, meaning) in RANGES.items():
-        v = _lookup(cfg, key)
+        v = get_dotted(cfg, key)
         low_ok = v > lo if key in _OPEN_LOW else v >= lo
         high_ok = v < hi if key in _OPEN_HIGH else v <= hi
         whole = key not in _INTEGERS or float(v).is_integer()
@@ -356,8 +349,6 @@ def _validate_training(cfg: Config, where: str) -> None:
                           f"got {w!r}")
     if int(cfg.HRFAST.MAX_TRAIN_IMAGES) < 0:
         raise ConfigError(f"{where}: HRFAST.MAX_TRAIN_IMAGES must be at least 0, got {cfg.HRFAST.MAX_TRAIN_IMAGES}")
-    if not float(t.LR) > 0:
-        raise ConfigError(f"{where}: TRAIN.LR must be positive, got {t.LR}")
 
 
 def _validate_model(cfg: Config, where: str) -> None:

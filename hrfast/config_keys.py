@@ -106,7 +106,8 @@ def policy(key: str) -> str:
     return found[0]
 
 
-def _get(cfg, dotted: str):
+def get_dotted(cfg, dotted: str):
+    """The value of ``SECTION.KEY`` in a nested config."""
     node = cfg
     for part in dotted.split("."):
         node = node[part]
@@ -116,7 +117,7 @@ def _get(cfg, dotted: str):
 def refuse_unsupported(cfg, where: str, error) -> None:
     """Raise ``error`` (ConfigError) for the first REFUSED key whose value is not accepted."""
     for key, (accepted, instead) in REFUSED.items():
-        value = _get(cfg, key)
+        value = get_dotted(cfg, key)
         if isinstance(value, str):
             ok = value.lower() in [str(a).lower() for a in accepted]
         else:
@@ -131,7 +132,7 @@ def note_ignored(cfg, defaults, where: str) -> None:
     and why each has no effect."""
     changed = []
     for key, why in NOTED.items():
-        value, default = _get(cfg, key), _get(defaults, key)
+        value, default = get_dotted(cfg, key), get_dotted(defaults, key)
         if value != default and not (isinstance(default, tuple) and tuple(value) == default):
             changed.append(f"{key} ({why})" if not why.startswith("as ") else key)
     if changed:

@@ -63,10 +63,7 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
 
 def write_bytes(path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_bytes(data)       # atomic_path syncs it before the rename
     return Path(path)
 
 
@@ -137,10 +134,8 @@ class Staged:
         tmp = _temporary_beside(path, ".tmp")
         self._pending.append((tmp, path))
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp.write_bytes(data)
+            _fsync(tmp)
         except OSError as exc:
             raise _cannot(path, exc) from None
         return path
@@ -154,8 +149,7 @@ class Staged:
     def commit(self) -> None:
         try:
             for tmp, path in self._pending:
-                if path.is_dir():
-                    raise OutputError(f"cannot write {path}: a folder of that name is in the way")
+                _refuse_a_folder_at(path)         # one may have appeared since the write
                 os.replace(tmp, path)
         except OSError as exc:
             self.abort()
@@ -168,9 +162,13 @@ class Staged:
         self._pending = []
 
 
-def _temporary_beside(path: Path, suffix: str) -> Path:
+def _refuse_a_folder_at(path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: a folder of that name is in the way")
+
+
+def _temporary_beside(path: Path, suffix: str) -> Path:
+    _refuse_a_folder_at(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)

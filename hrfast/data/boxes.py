@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from .coco import read_json
+from .transforms import box_overlaps_image
 
 
 def check_boxes(boxes, where: str = "boxes") -> np.ndarray:
@@ -26,7 +27,7 @@ def boxes_inside(boxes: np.ndarray, width: int, height: int):
     """(the boxes with any part inside a ``width`` x ``height`` image, how many were dropped):
     a box wholly outside holds no pixel of a person, so its pose would be made up."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    keep = (b[:, 0] < width) & (b[:, 1] < height) & (b[:, 0] + b[:, 2] > 0) & (b[:, 1] + b[:, 3] > 0)
+    keep = box_overlaps_image(b[:, 0], b[:, 1], b[:, 2], b[:, 3], width, height)
     return b[keep], int((~keep).sum())
 
 

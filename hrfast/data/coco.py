@@ -24,10 +24,17 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from ..ops.targets import gaussian_targets
-from .annotations import check_categories, check_images_exist, check_keypoint_file
+from .annotations import check_images_exist, check_keypoint_file
 from .coco_meta import FLIP_PAIRS
 from .keypoints import COCO17, KeypointSet
-from .transforms import affine_points, box_to_center_scale, get_affine_transform, read_image_rgb, to_tensor
+from .transforms import (
+    affine_points,
+    box_overlaps_image,
+    box_to_center_scale,
+    get_affine_transform,
+    read_image_rgb,
+    to_tensor,
+)
 
 
 @dataclass
@@ -86,7 +93,6 @@ class COCOKeypoints(Dataset):
             raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
         self._set_sampling(image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation, seed)
         self.num_joints = num_joints
-        check_categories(self.coco.dataset, self.ann_file)
         self.category_id, self.keypoints = self._keypoint_set(
             num_joints, dict(flip_pairs=flip_pairs, sigmas=sigmas, joint_weights=joint_weights, upper_body=upper_body))
         check_keypoint_file(self.coco.dataset, self.ann_file, self.category_id, num_joints)
@@ -296,11 +302,9 @@ def half_body_box(joints, vis, aspect_ratio, rng, keypoints: KeypointSet = COCO1
 
 def _overlaps_image(box, info: Dict) -> bool:
     """Whether an [x, y, w, h] box has any part inside its image (True when the file gives no size)."""
-    w, h = info.get("width"), info.get("height")
-    if w is None or h is None:
+    if info.get("width") is None or info.get("height") is None:
         return True
-    x, y, bw, bh = box
-    return x < w and y < h and x + bw > 0 and y + bh > 0
+    return bool(box_overlaps_image(*box, info["width"], info["height"]))
 
 
 def _clean_box(bbox, width, height):

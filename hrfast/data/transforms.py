@@ -84,6 +84,12 @@ def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
+def box_overlaps_image(x, y, w, h, width, height):
+    """Whether [x, y, w, h] boxes (scalars or arrays) have any part inside a ``width`` x
+    ``height`` image: one wholly outside holds no pixel of a person, so its pose would be made up."""
+    return (x < width) & (y < height) & (x + w > 0) & (y + h > 0)
+
+
 def crop_person(image: np.ndarray, center, scale, output_size: Sequence[int], rot: float = 0.0
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Affine-crop ``image`` (H, W, 3) to ``output_size`` (width, height).
