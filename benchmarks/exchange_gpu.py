@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 import hrfast
-from hrfast.bench import emit_report
+from hrfast.benchmarking import emit_report
+from hrfast.kernels.launch import count_launches
 from hrfast.models.exchange import ExchangeUnit
-from hrfast.ops import _triton
 from hrfast.ops.conv import conv_bn_act
 from hrfast.ops.exchange import FusedExchange, _affine
 
@@ -90,9 +90,9 @@ def launches(fn: Callable, device: torch.device) -> str:
     if WARM[0]:
         return "-"
     if device.type != "cuda":
-        before = _triton.LAUNCHES[0]
-        fn()
-        return f"{_triton.LAUNCHES[0] - before} Triton"
+        with count_launches() as count:
+            fn()
+        return f"{count.n} Triton"
     from torch.profiler import ProfilerActivity, profile
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -3,7 +3,7 @@ without a GPU, and read what the compiler made of it: registers, local memory (s
 shared memory, the matrix instructions and the width of the global loads.
 
 How: a stand-in Triton driver reports an sm_90 target; the ops run on CPU tensors with the
-GPU's choices (``hrfast.ops._triton.OFFLINE_GPU``), and every launch only compiles (Triton's
+GPU's choices (``hrfast.kernels.launch.offline_gpu``), and every launch only compiles (Triton's
 warmup path), so the exchange unit's own code picks the kernel variants at the real W32
 shapes. Triton's bundled ptxas makes the cubin and its cuobjdump reads it.
 
@@ -26,7 +26,7 @@ from typing import Dict, List
 
 import torch
 
-from hrfast.bench import emit_report
+from hrfast.benchmarking import emit_report
 
 MMA = re.compile(r"\b((?:HGMMA|HMMA|DMMA)\.[\w.]+)")   # fp16 operands carry no suffix: HGMMA.64x16x16.F32
 LOADS = re.compile(r"\b(LDGSTS\.E[.\w]*|LDG\.E[.\w]*)")
@@ -41,7 +41,7 @@ def offline_sm90():
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
-    from hrfast.ops import _triton
+    from hrfast.kernels.launch import offline_gpu
 
     class Offline(DriverBase):
         @classmethod
@@ -69,14 +69,13 @@ def offline_sm90():
     run = JITFunction.run
     JITFunction.run = lambda self, *a, grid, warmup, **k: run(self, *a, grid=grid, warmup=True, **k)
     driver.set_active(Offline())
-    _triton.OFFLINE_GPU[0] = True
     interp = os.environ.pop("TRITON_INTERPRET", None)
     try:
-        yield triton
+        with offline_gpu():
+            yield triton
     finally:
         JITFunction.run = run
         driver.set_active(None)   # back to the default driver, made on first use
-        _triton.OFFLINE_GPU[0] = False
         if interp is not None:
             os.environ["TRITON_INTERPRET"] = interp
 
@@ -123,12 +122,13 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
     channels_last, fp32 parameters as under autocast) launches, per mode. Returns one row per
     compiled variant."""
     from hrfast.kernels import batchnorm as kbn
+    from hrfast.kernels import branch_sum as kbs
     from hrfast.kernels import fused_gemm as kg
     from hrfast.models.exchange import ExchangeUnit
     from hrfast.ops.exchange import FusedExchange
 
     kernels = [kg.fused_gemm_fwd_kernel, kg.conv_dgrad_kernel, kg.conv_wgrad_kernel, kbn.bn_finalize_kernel,
-               kbn.relu_mask_kernel, kbn.term_bwd_reduce_kernel, kbn.sum_rows_kernel, kbn.bn_bwd_apply_kernel]
+               kbs.relu_mask_kernel, kbs.term_bwd_reduce_kernel, kbs.sum_rows_kernel, kbs.bn_bwd_apply_kernel]
     rows = []
     with offline_sm90():
         for k in kernels:

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ops_cases import SIZES, cases  # noqa: E402
 
-from hrfast.bench import measure  # noqa: E402
+from hrfast.benchmarking import measure  # noqa: E402
 
 
 def main() -> None:

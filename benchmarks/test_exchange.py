@@ -9,7 +9,7 @@ import pytest
 import torch
 from exchange_gpu import W32, make_inputs, unit_variants
 
-from hrfast.ops._triton import HAS_TRITON
+from hrfast.kernels.launch import HAS_TRITON
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
                                 reason="exchange-unit timings need a CUDA GPU with Triton")

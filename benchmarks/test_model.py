@@ -6,7 +6,7 @@ inference batch sizes (default 1,32) and HRFAST_BENCH_TRAIN_BATCH for the traini
 (default 8). ``hrfast bench --compare`` prints the same comparison as a table, with the
 variants timed in interleaved rounds. Groups hold the variants of one workload, so
 pytest-benchmark shows them side by side; ``extra_info["peak_mib"]`` is the memory one call
-adds (``hrfast.bench.peak_memory_mib``).
+adds (``hrfast.benchmarking.peak_memory_mib``).
 """
 import json
 import os
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from hrfast import HRNet, PoseEstimator
-from hrfast.bench import (
+from hrfast.benchmarking import (
     CPU_VARIANTS,
     INFERENCE_VARIANTS,
     TRAINING_VARIANTS,

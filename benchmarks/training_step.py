@@ -1,7 +1,7 @@
 """Where does the training-step speed-up come from? A report, not a test.
 
 Times one training step (forward, MSE loss, backward, Adam) of four variants of the same
-initial weights, in interleaved rounds (:func:`hrfast.bench.measure_interleaved`):
+initial weights, in interleaved rounds (:func:`hrfast.benchmarking.measure_interleaved`):
 - eager fp32 with torch's default Adam (the baseline);
 - eager fp32 with the training engine's fused Adam (the optimizer's share alone);
 - ``optimize(mode="training", compile=False)`` with the fused Adam (what ``hrfast bench
@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from hrfast.bench import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, training_table
+from hrfast.benchmarking import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, training_table
 
 
 def main() -> None:

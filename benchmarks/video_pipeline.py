@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import hrfast
-from hrfast.bench import emit_report
+from hrfast.benchmarking import emit_report
 from hrfast.data.synthetic import render_image
 from hrfast.detect import build_detector
 from hrfast.tables import markdown_table

@@ -12,7 +12,7 @@ benchmarks/RESULTS.md. Run it with: python benchmarks/winograd_probe.py
 import torch
 import torch.nn.functional as F
 
-from hrfast.bench import measure
+from hrfast.benchmarking import measure
 
 # F(2x2, 3x3) (Lavin & Gray, 2016): Y = A^T [(G g G^T) * (B^T d B)] A
 G = torch.tensor([[1.0, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .bench import inference_throughput
+from .benchmarking import inference_throughput
 from .config import resolve_config
 from .data.transforms import box_to_center_scale, crop_person, read_image_rgb, to_tensor
 from .models import HRNet

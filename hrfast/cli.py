@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from ._extension import HAS_EXTENSION, built_against, has_cuda_ops, parallel_threads
-from .bench import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
+from .benchmarking import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
 from .check import model_check
 from .config import DATASETS, ConfigError, available_configs, merge_config, merge_dotted, resolve_config
 from .data.boxes import boxes_for_images, boxes_inside
@@ -34,8 +34,8 @@ from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
 from .extras import EXTRAS, MissingExtra
 from .inference import inference_settings
+from .kernels.launch import HAS_TRITON, TRITON_NEEDED, triton_runs_on
 from .models import HRNet
-from .ops._triton import HAS_TRITON, TRITON_NEEDED, triton_runs_on
 from .ops.decode import METHODS as DECODE_METHODS
 from .outputs import Staged, check_output_dir, check_output_file
 from .predictor import PoseEstimator, load_image
@@ -358,14 +358,12 @@ def _float_in(lo: float, hi: float):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hrfast", description=__doc__.split("\n")[0])
-    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_info(sub) -> None:
     p = sub.add_parser("info", help="versions, extension status and the built-in configs (params, GFLOPs)")
     p.set_defaults(func=cmd_info)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="inference throughput of a model on random inputs")
     _add_model_args(p)
     p.add_argument("--batch", type=_int_at_least(1), default=8, help="batch size (default: 8)")
@@ -384,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: all available here)")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     p.add_argument("--epochs", type=_int_at_least(1), default=40, help="training epochs (default: 40)")
@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_check(sub) -> None:
     p = sub.add_parser("check", help="build a model, round-trip its checkpoint, run it on a real COCO crop")
     p.add_argument("--config", default="w32_256x192", help="config name or YAML (default: w32_256x192)")
     p.add_argument("--batch", type=_int_at_least(1), default=8,
@@ -403,34 +405,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="keep the checkpoint in this folder (default: a temporary folder, removed after)")
     p.set_defaults(func=cmd_check)
 
-    def data_args(p, out_default):
-        _add_model_args(p, backend_default=None)
-        p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/) "
-                                      "or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
-        p.add_argument("--dataset", choices=DATASETS,
-                       help="dataset kind (DATASET.DATASET): coco = any COCO-format keypoint file, mpii = the "
-                            "official MPII layout (default: the config's)")
-        p.add_argument("--synthetic", action="store_true",
-                       help="use (generate) the synthetic dataset in OUT/data, in the --dataset format")
-        p.add_argument("--synthetic-keypoints", type=int, choices=sorted(KEYPOINT_SETS), default=17,
-                       help="with --synthetic: COCO's 17 keypoints, or a COCO-format set of 5 (head, hands, "
-                            "feet; sets MODEL.NUM_JOINTS) (default: 17)")
-        p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
-        p.add_argument("--batch", type=_int_at_least(1), help="batch size per process (default: from the config)")
-        p.add_argument("--workers", type=_int_at_least(0), help="data-loading processes (default: config WORKERS)")
-        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override in dotted form, e.g. --set TRAIN.LR=5e-4 (repeatable)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+def _data_args(p: argparse.ArgumentParser, out_default: str) -> None:
+    """The arguments train and eval share."""
+    _add_model_args(p, backend_default=None)
+    p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/) "
+                                  "or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="dataset kind (DATASET.DATASET): coco = any COCO-format keypoint file, mpii = the "
+                        "official MPII layout (default: the config's)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="use (generate) the synthetic dataset in OUT/data, in the --dataset format")
+    p.add_argument("--synthetic-keypoints", type=int, choices=sorted(KEYPOINT_SETS), default=17,
+                   help="with --synthetic: COCO's 17 keypoints, or a COCO-format set of 5 (head, hands, "
+                        "feet; sets MODEL.NUM_JOINTS) (default: 17)")
+    p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
+    p.add_argument("--batch", type=_int_at_least(1), help="batch size per process (default: from the config)")
+    p.add_argument("--workers", type=_int_at_least(0), help="data-loading processes (default: config WORKERS)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override in dotted form, e.g. --set TRAIN.LR=5e-4 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train on COCO-format data (torchrun --nproc_per_node N -m hrfast train for DDP)")
-    data_args(p, "outputs/train")
+    _data_args(p, "outputs/train")
     p.add_argument("--epochs", type=_int_at_least(1), help="last epoch (TRAIN.END_EPOCH)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth")
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO keypoint AP of a checkpoint (flip test, OKS NMS, COCOeval)")
-    data_args(p, "outputs/eval")
+    _data_args(p, "outputs/eval")
     p.add_argument("--checkpoint", help="state_dict or hrfast checkpoint file (default: the config's TEST.MODEL_FILE)")
     p.add_argument("--detections", help="detector results json (default: ground-truth boxes)")
     p.add_argument("--decode", choices=DECODE_METHODS, help="decoding (default: the config's "
@@ -439,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     _optimize_arg(p)
     p.set_defaults(func=cmd_eval, epochs=None)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the people in images (a json and PNGs with skeletons), or in "
                                        "a video, webcam or frame folder (an annotated mp4 and JSON lines, tracked)")
     _add_model_args(p)
@@ -475,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-thre", type=_float_in(0.0, 1.0), default=0.5,
                    help="minimum detector score of COCO-detection boxes (default: 0.5)")
     p.set_defaults(func=cmd_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hrfast", description=__doc__.split("\n")[0])
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_info, _add_bench, _add_demo, _add_check, _add_train, _add_eval, _add_predict):
+        add(sub)
     return parser
 
 

@@ -1,22 +1,20 @@
-"""Triton kernels of train-mode BatchNorm for the fused exchange unit: statistics in one pass,
-the running-statistics update, and the fused backward of a BN term of the branch sum.
+"""Triton kernels of train-mode BatchNorm for the fused exchange unit, and their launchers:
+the statistics in one pass and the running-statistics update (``hrfast.ops.batchnorm``
+registers the ops ``bn_stats`` and ``bn_partials``).
 
-Views, affines and the (mean, M2) per-tile partials follow ``kernels/fused_gemm.py``. Per-tile
+Views and the (mean, M2) per-tile partials follow ``kernels/fused_gemm.py``. Per-tile
 partials are combined exactly (Chan et al.): with tile counts n_p, means m_p and M2_p,
 ``mean = sum n_p m_p / n`` and ``M2 = sum M2_p + n_p (m_p - mean)^2``. No atomics: the
 statistics are the same on every run.
-
-Backward of one term ``u = up_F(BN(z))`` of ``y = act(base + sum of terms)``, with
-``g = grad_y * (y > 0)`` and ``gsum`` the F x F block sums of g at z's resolution::
-
-    dbias = sum gsum,    dweight = sum gsum * xhat,    xhat = (z - mean) / sqrt(var + eps)
-    dz = w / sqrt(var + eps) * (gsum - (dbias + xhat * dweight) / n)     (batch statistics)
-    dz = w / sqrt(var + eps) * gsum                                      (running statistics)
 """
+from typing import List, Sequence, Tuple
+
+import torch
 import triton
 import triton.language as tl
 
 from .fused_gemm import _index, _narrow, _rows, _split_pixels
+from .launch import acc_dtype, block_rows, needs_int64, on_gpu, record_launch, stats_tile, tl_dtype, view
 
 
 @triton.jit
@@ -106,98 +104,50 @@ def bn_partials_kernel(z, part_mean, part_m2, B, H, W, C, ACC: tl.constexpr, IDX
     tl.store(part_m2 + pid_m * C + c, tl.sum(d * d, axis=0), mask=c_ok)
 
 
-@triton.jit
-def relu_mask_kernel(g, gy, y, numel, IDX64: tl.constexpr, BLOCK: tl.constexpr):
-    """g = gy where y > 0 else 0, over one dense buffer (gy and y share their strides)."""
-    offs = _index(tl.program_id(0), IDX64) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < numel
-    yv = tl.load(y + offs, mask=ok, other=0.0)
-    gv = tl.load(gy + offs, mask=ok, other=0.0)
-    tl.store(g + offs, tl.where(yv > 0, gv, 0.0).to(g.dtype.element_ty), mask=ok)
+# ------------------------------------------------------------------------------------- launchers
+def _float_pair(v: float) -> Tuple[float, float]:
+    """v as hi + lo, both exact float32 values (Triton passes float scalars as float32)."""
+    hi = float(torch.tensor(v, dtype=torch.float32))
+    return hi, float(torch.tensor(v - hi, dtype=torch.float32))
 
 
-@triton.jit
-def _inv_std(aff, c, c_ok, ACC: tl.constexpr):
-    var = tl.load(aff[3] + c, mask=c_ok, other=1.0).to(ACC)
-    return 1.0 / tl.sqrt(var + aff[4])
+def launch_bn_finalize(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running: Sequence[tuple],
+                       widths: Sequence[int], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased var), each (N,), from (P, N) partials over ``count`` pixels. ``running``:
+    per channel group (running_mean, running_var, num_batches_tracked, momentum), momentum
+    negative for None (a cumulative average), updated in place when ``update``."""
+    P, N = part_mean.shape
+    mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
+    var = torch.empty_like(mean)
+    bounds = [0]
+    for w in widths:
+        bounds.append(bounds[-1] + w)
+    bounds += [N] * (4 - len(bounds))
+    groups = tuple((rm, rv, nbt, *_float_pair(m)) for rm, rv, nbt, m in running) if update \
+        else ((mean, var, mean, 0.0, 0.0),)
+    cumulative = update and any(r[3] < 0 for r in running)
+    blk = block_rows(N, 128)
+    grid = (1 if cumulative else triton.cdiv(N, blk),)   # the batch counter is read: one program
+    record_launch()
+    bn_finalize_kernel[grid](part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds),
+                             update, cumulative, len(groups), tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
+    return mean, var
 
 
-@triton.jit
-def term_bwd_reduce_kernel(g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
-                           F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
-                           IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """For one BN term at resolution (Hk, Wk) = ceil((H, W) / F): gsum = F x F block sums of
-    the masked output gradient g (stored when STORE), and per tile the partial sums of gsum and,
-    for a BN (AFF == 2), of gsum * xhat. ``parts``: two (P, C) buffers."""
-    pid_m = tl.program_id(0)
-    offs = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pix_ok = offs < B * Hk * Wk
-    c_ok = c < C
-    mask = pix_ok[:, None] & c_ok[None, :]
-    b, hk, wk = _split_pixels(offs, Hk, Wk)
-    acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC)
-    for dy in tl.static_range(F):
-        for dx in tl.static_range(F):
-            h = hk * F + dy
-            w = wk * F + dx
-            ok = pix_ok & (h < H) & (w < W)
-            acc += tl.load(g[0] + _rows(g, b, h, w)[:, None] + c[None, :] * g[2],
-                           mask=ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
-    if STORE:
-        tl.store(gsum[0] + _rows(gsum, b, hk, wk)[:, None] + c[None, :] * gsum[2],
-                 _narrow(acc, gsum[0].dtype.element_ty), mask=mask)
-    tl.store(parts[0] + pid_m * C + c, tl.sum(acc, axis=0), mask=c_ok)
-    if AFF == 2:
-        zv = tl.load(z[0] + _rows(z, b, hk, wk)[:, None] + c[None, :] * z[2], mask=mask, other=0.0).to(ACC)
-        mean = tl.load(aff[2] + c, mask=c_ok, other=0.0).to(ACC)
-        xhat = (zv - mean[None, :]) * _inv_std(aff, c, c_ok, ACC)[None, :]
-        tl.store(parts[1] + pid_m * C + c, tl.sum(tl.where(mask, acc * xhat, 0.0), axis=0), mask=c_ok)
+def partials_tile(device: torch.device) -> int:
+    """Pixels per partial row of :func:`launch_bn_partials`."""
+    return 128 if on_gpu(device) else 32
 
 
-@triton.jit
-def sum_rows_kernel(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """outs[k][c] = sum over p of parts[k][p, c] for the first NP of the (P, C) buffers
-    (``outs`` are (dbias, dweight) of a BN term, dweight only for NP = 2)."""
-    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C
-    for k in tl.static_range(NP):
-        acc = tl.zeros([BLOCK_C], dtype=ACC)
-        for p0 in range(0, P, BLOCK_P):
-            p = p0 + tl.arange(0, BLOCK_P)
-            acc += tl.sum(tl.load(parts[k] + p[:, None] * C + c[None, :],
-                                  mask=(p < P)[:, None] & c_ok[None, :], other=0.0), axis=0)
-        tl.store(outs[k] + c, _narrow(acc, outs[k].dtype.element_ty), mask=c_ok)
-
-
-@triton.jit
-def bn_bwd_apply_kernel(gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
-                        BATCH: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dz of a BN term (module doc); ``dbias``/``dweight`` are the summed partials."""
-    offs = _index(tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pix_ok = offs < B * Hk * Wk
-    c_ok = c < C
-    mask = pix_ok[:, None] & c_ok[None, :]
-    b, hk, wk = _split_pixels(offs, Hk, Wk)
-    gs = tl.load(gsum[0] + _rows(gsum, b, hk, wk)[:, None] + c[None, :] * gsum[2], mask=mask, other=0.0).to(ACC)
-    inv = _inv_std(aff, c, c_ok, ACC)
-    w = tl.load(aff[0] + c, mask=c_ok, other=0.0).to(ACC)
-    if BATCH:
-        n = B * Hk * Wk
-        zv = tl.load(z[0] + _rows(z, b, hk, wk)[:, None] + c[None, :] * z[2], mask=mask, other=0.0).to(ACC)
-        mean = tl.load(aff[2] + c, mask=c_ok, other=0.0).to(ACC)
-        xhat = (zv - mean[None, :]) * inv[None, :]
-        db = tl.load(dbias + c, mask=c_ok, other=0.0).to(ACC)
-        dw = tl.load(dweight + c, mask=c_ok, other=0.0).to(ACC)
-        gs = gs - (db[None, :] + xhat * dw[None, :]) / n
-    out = gs * (w * inv)[None, :]
-    tl.store(dz[0] + _rows(dz, b, hk, wk)[:, None] + c[None, :] * dz[2], _narrow(out, dz[0].dtype.element_ty),
-             mask=mask)
-
-
-def block_rows(n: int, cap: int = 1024) -> int:
-    """A power of two covering n, between 16 and cap."""
-    return max(16, min(cap, triton.next_power_of_2(max(int(n), 1))))
+def launch_bn_partials(z: torch.Tensor) -> List[torch.Tensor]:
+    """[mean, M2], each (ceil(B*H*W / tile), C), of z (B, C, H, W)."""
+    B, C, H, W = z.shape
+    bm = partials_tile(z.device)
+    P = triton.cdiv(B * H * W, bm)
+    pm = torch.empty((P, C), dtype=acc_dtype(z.dtype), device=z.device)
+    pm2 = torch.empty_like(pm)
+    bc = block_rows(C, 64)
+    record_launch()
+    bn_partials_kernel[(P, triton.cdiv(C, bc))](view(z), pm, pm2, B, H, W, C, tl_dtype(z.dtype), needs_int64(z),
+                                                BLOCK_M=bm, BLOCK_C=bc)
+    return [pm, pm2]

@@ -37,11 +37,36 @@ is split into its S*S output-parity classes so no tap is wasted) and ``conv_wgra
 Accumulation is float32 (float64 for float64 inputs). bf16/fp16 operands go to ``tl.dot`` as
 they are; float32 operands use ``PREC`` ('tf32' or 'ieee', chosen by the caller as cuDNN's
 ``allow_tf32`` is).
+
+The launchers at the end (``launch_fused_gemm``, ``launch_conv_backward``) choose the grid,
+the tiles and the dtypes; ``hrfast.ops.conv`` and ``hrfast.ops.branch_sum`` register the ops
+that call them.
 """
 import os
+from typing import List, Optional, Sequence, Tuple
 
+import torch
 import triton
 import triton.language as tl
+
+from .launch import (
+    MAX_GROUPS,
+    MAX_SEGMENTS,
+    MAX_TERMS,
+    NO_AFFINE,
+    Segment,
+    Term,
+    acc_dtype,
+    dot_precision,
+    dot_upcast,
+    empty_like_layout,
+    needs_int64,
+    on_gpu,
+    record_launch,
+    tl_dtype,
+    view,
+    weight_view,
+)
 
 # The CPU interpreter narrows float32 to bf16 by truncation (Triton 3.9), where the GPU and
 # torch round to nearest even: truncation doubles the rounding error and biases it toward
@@ -373,3 +398,132 @@ def conv_wgrad_kernel(part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TIL
                 acc = _mma(a, xv, acc, PREC, UPCAST)
             row = (pid_k.to(tl.int64) * N + offsets[g] + co) * (KS * KS) + tap
             tl.store(part + row[:, None] * Cin + ci[None, :], acc, mask=co_ok[:, None] & ci_ok[None, :])
+
+
+# ------------------------------------------------------------------------------------- launchers
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
+
+
+def gemm_tiles(M: int, N: int, K: int, device: torch.device) -> dict:
+    """Tile shape for a GEMM of M pixels x N channels over K input channels per tap.
+
+    GPU: 128-pixel tiles (64 when the grid would not fill the machine), N and K tiles matched
+    to the channel counts of HRNet (32 to 384), fp32 accumulators at most 128 x 128. The CPU
+    interpreter gets small tiles: its cost grows with the tile, not the pixel count."""
+    if not on_gpu(device):
+        return dict(BLOCK_M=64, BLOCK_N=_pow2(N, 16, 32), BLOCK_K=_pow2(K, 16, 32), num_warps=4, num_stages=1)
+    bn = _pow2(N, 16, 128)
+    bm = 128 if triton.cdiv(M, 128) * triton.cdiv(N, bn) >= 132 else 64
+    # 128 x 128 tiles take K in steps of 32: with 64, the grouped 3x3 conv with the statistics
+    # epilogue needed 255 registers and spilled under Triton 3.6 (the GPU image's; 3.9 fits)
+    bk = _pow2(K, 16, 32 if bm * bn >= 128 * 128 else 64)
+    # 8 warps from 64 x 128 up: with 4, the merged 1x1 convs' grouped weight pointers and the
+    # statistics epilogue needed 255 registers and spilled (benchmarks/offline_compile.py)
+    warps = 8 if bm * bn >= 64 * 128 else 4
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=3)
+
+
+def wgrad_tiles(Cout: int, Cin: int, device: torch.device) -> dict:
+    """Tiles of the weight-gradient GEMM: output channels x input channels of one tap, over
+    pixels in BLOCK_K steps (long steps: the reduction is over B*Ho*Wo pixels)."""
+    if not on_gpu(device):
+        return dict(BLOCK_M=_pow2(Cout, 16, 32), BLOCK_N=_pow2(Cin, 16, 32), BLOCK_K=128, num_warps=4, num_stages=1)
+    bm, bn = _pow2(Cout, 64, 128), _pow2(Cin, 16, 128)   # 64 rows at least: Hopper's wgmma
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=3)
+
+
+def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] = (), terms: Sequence[Term] = (),
+                      relu: Sequence[bool] = (False,), stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                      tiles: Optional[dict] = None) -> None:
+    """Launch ``fused_gemm_fwd_kernel`` writing ``outs`` (groups split along channels).
+
+    ``stats``: (mean, M2) buffers of shape (P, N), P = ceil(M / BLOCK_M), written from the raw
+    accumulator (only with one segment and no affine)."""
+    G, NS, NT = len(outs), len(segments), len(terms)
+    assert 1 <= G <= MAX_GROUPS and NS <= MAX_SEGMENTS and NT <= MAX_TERMS and (G == 1 or NT == 0)
+    y = outs[0]
+    B, _, Ho, Wo = y.shape
+    widths = [o.shape[1] for o in outs]
+    N = sum(widths)
+    bounds = (widths[0], widths[0] + (widths[1] if G > 1 else 0))
+    dummy = y
+    seg_args, seg_meta = [], []
+    for s in segments:
+        aff = s.affines or [NO_AFFINE] * G
+        seg_args.append((view(s.x), s.x.shape[2], s.x.shape[3], s.x.shape[1],
+                         tuple(weight_view(w) for w in s.weights), tuple(a.args(dummy) for a in aff)))
+        seg_meta += [s.ks, s.stride, s.factor, int(aff[0].mode)]
+    term_args, term_meta = [], []
+    for t in terms:
+        term_args.append((view(t.z), t.affine.args(dummy)))
+        term_meta += [t.factor, int(t.affine.mode)]
+    seg_meta += [1, 1, 1, 0] * (MAX_SEGMENTS - NS)
+    term_meta += [1, 0] * (MAX_TERMS - NT)
+    # unused slots are never read (NS, NT guard them); Triton wants no empty tuples
+    seg_args = seg_args or [(view(y), 1, 1, 1, (weight_view(y),), ((y, y, y, y, 0.0),))]
+    term_args = term_args or [(view(y), (y, y, y, y, 0.0))]
+    relu = [int(bool(r)) for r in relu] + [0] * (MAX_GROUPS - len(relu))
+    M = B * Ho * Wo
+    K = max([s.x.shape[1] for s in segments] + [1])
+    cfg = dict(tiles or gemm_tiles(M, N, K, y.device))
+    if stats is not None:
+        assert stats[0].shape == (triton.cdiv(M, cfg["BLOCK_M"]), N), "stats buffers must be (ceil(M / BLOCK_M), N)"
+    st = tuple(stats) if stats is not None else (dummy, dummy)
+    ref = segments[0].x if segments else y
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
+    big = needs_int64(*outs, *[s.x for s in segments], *[t.z for t in terms])
+    record_launch()
+    fused_gemm_fwd_kernel[grid](
+        tuple(view(o) for o in outs), bounds, tuple(seg_args), tuple(term_args), st, B, Ho, Wo, N,
+        NS, *seg_meta, NT, *term_meta, G, *relu, stats is not None, tl_dtype(ref.dtype),
+        dot_precision(ref.dtype), dot_upcast(ref.dtype, y.device), big, **cfg)
+
+
+def wgrad_splits(M: int, tiles_mn: int, device: torch.device) -> int:
+    """Split-K factor over the M pixels: enough programs for 2 waves on 132 SMs, each split
+    at least 512 pixels long. The interpreter splits small problems too, so the split path is
+    tested."""
+    if not on_gpu(device):
+        return 2 if M >= 64 else 1
+    return max(1, min(-(-264 // max(tiles_mn, 1)), M // 512))
+
+
+def launch_conv_backward(grads: Sequence[torch.Tensor], x: torch.Tensor, weights: Sequence[torch.Tensor],
+                         stride: int, need_x: bool) -> List[torch.Tensor]:
+    """[grad_x (empty when not needed), grad of all weights as one (N, k, k, Cin) tensor] of
+    the grouped conv ``[conv2d(x, w_g, stride)]`` for output gradients ``grads``."""
+    B, Cin, H, W = x.shape
+    ks = weights[0].shape[-1]
+    Ho, Wo = grads[0].shape[2:]
+    G = len(weights)
+    widths = [w.shape[0] for w in weights]
+    N = sum(widths)
+    acc, prec, up = tl_dtype(x.dtype), dot_precision(x.dtype), dot_upcast(x.dtype, x.device)
+    big = needs_int64(x, *grads)
+    gz = tuple((view(g), g.shape[1]) for g in grads)
+    gx = torch.empty(0, dtype=x.dtype, device=x.device)
+    if need_x:
+        gx = empty_like_layout(x, x.shape)
+        cfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
+        Mc = B * -(-H // stride) * -(-W // stride)
+        grid = (triton.cdiv(Mc, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]), stride * stride)
+        record_launch()
+        conv_dgrad_kernel[grid](view(gx), gz, tuple(weight_view(w) for w in weights), B, H, W, Cin, Ho, Wo,
+                                ks, stride, G, acc, prec, up, big, **cfg)
+    # wgrad: rows are output channels, columns input channels of one tap, K the pixels
+    M = B * Ho * Wo
+    cfg = wgrad_tiles(max(widths), Cin, x.device)
+    tiles_co = triton.cdiv(max(widths), cfg["BLOCK_M"])
+    tiles_ci = triton.cdiv(Cin, cfg["BLOCK_N"])
+    splits = wgrad_splits(M, G * tiles_co * ks * ks * tiles_ci, x.device)
+    part = torch.empty((splits, N, ks, ks, Cin), dtype=acc_dtype(x.dtype), device=x.device)
+    offsets = (0, widths[0], widths[0] + (widths[1] if G > 1 else 0))
+    record_launch()
+    conv_wgrad_kernel[(G * tiles_co, ks * ks * tiles_ci, splits)](
+        part, gz, view(x), offsets, B, H, W, Cin, Ho, Wo, N, -(-M // splits), tiles_co, tiles_ci,
+        ks, stride, G, acc, prec, up, big, **cfg)
+    if splits > 1:
+        record_launch()
+        part = part.sum(0, keepdim=True)
+    return [gx, part[0]]

@@ -221,3 +221,29 @@ def mpii_pckh(preds, dataset_joints, jnt_missing, pos_gt_src, headboxes_src):
     return {"Head": pck[idx["head"]], "Shoulder": pair("lsho", "rsho"), "Elbow": pair("lelb", "relb"),
             "Wrist": pair("lwri", "rwri"), "Hip": pair("lhip", "rhip"), "Knee": pair("lkne", "rkne"),
             "Ankle": pair("lank", "rank"), "Mean": np.sum(pck * ratio), "Mean@0.1": np.sum(pck_all[11, :] * ratio)}
+
+
+def affine_transform(center, scale, rot, output_size, inv=False):
+    """The official crop transform: three point pairs (the centre, a point half a box width
+    above it turned by ``rot`` degrees, and a third at a right angle) and OpenCV's solve.
+    ``scale`` in units of 200 px, ``output_size`` (W, H). A 2x3 matrix."""
+    import cv2
+
+    def turn(p, rad):
+        s, c = np.sin(rad), np.cos(rad)
+        return np.array([p[0] * c - p[1] * s, p[0] * s + p[1] * c])
+
+    def third(a, b):
+        d = a - b
+        return b + np.array([-d[1], d[0]])
+
+    box_w = np.asarray(scale, np.float64)[0] * 200.0
+    out_w, out_h = output_size
+    src, dst = np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32)
+    src[0] = center
+    src[1] = np.asarray(center, np.float64) + turn([0.0, -0.5 * box_w], np.pi * rot / 180)
+    dst[0] = [0.5 * out_w, 0.5 * out_h]
+    dst[1] = dst[0] + np.array([0.0, -0.5 * out_w])
+    src[2], dst[2] = third(src[0], src[1]), third(dst[0], dst[1])
+    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+

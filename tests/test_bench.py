@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrfast.bench import TRAINING_VARIANTS, inference_variant, measure_interleaved, peak_memory_mib, training_variant
+from hrfast.benchmarking import (
+    TRAINING_VARIANTS,
+    inference_variant,
+    measure_interleaved,
+    peak_memory_mib,
+    training_variant,
+)
 from hrfast.device import cpu_has_native_bf16
-from hrfast.ops._triton import HAS_TRITON
+from hrfast.kernels.launch import HAS_TRITON
 
 
 def test_measure_interleaved_keeps_each_callable_its_own_time():

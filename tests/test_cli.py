@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from hrfast.bench import peak_memory_mib
+from hrfast.benchmarking import peak_memory_mib
 from hrfast.cli import main
 
 
@@ -50,7 +50,7 @@ def test_bench_compare_writes_table_and_chart(tmp_path, capsys):
     """The whole --compare report on a subset of the variants: the ones compiled by Inductor
     (torch.compile, optimize torch, optimize int8) are built and checked in test_optimize.py,
     and cost minutes here on a cold cache."""
-    from hrfast.bench import INFERENCE_VARIANTS, available_inference_variants
+    from hrfast.benchmarking import INFERENCE_VARIANTS, available_inference_variants
     assert set(INFERENCE_VARIANTS) - {"optimize torch"} <= set(available_inference_variants("cpu"))
     report, png = tmp_path / "r.md", tmp_path / "r.png"
     assert main(["bench", "--compare", "--train", "--config", "w18_small_128x96", "--batch", "2", "--iters", "1",

@@ -17,10 +17,10 @@ import torch
 from conftest import assert_within_twice_eager
 
 from hrfast import HRNet
+from hrfast.kernels.launch import HAS_TRITON, count_launches
 from hrfast.models.blocks import BasicBlock
 from hrfast.models.exchange import ExchangeUnit
 from hrfast.models.hrnet import HighResolutionModule
-from hrfast.ops._triton import HAS_TRITON, LAUNCHES
 from hrfast.ops.exchange import FusedExchange, unit_supported
 
 pytestmark = [pytest.mark.usefixtures("tf32_off"), pytest.mark.skipif(
@@ -128,25 +128,21 @@ def test_cudnn_conv_variant():
     check_module_parity(3, "train", 2, 16, 24, CL, FusedExchange(conv="cudnn"))
 
 
-def test_per_shape_dispatch_table(monkeypatch):
-    """A merged conv listed in CUDNN_CONVS runs on cuDNN/oneDNN, in both plans, with the same
-    results: the first convs leaving branch 0 (3x3, stride 2, 4 -> 6 + 4 [+ 4] channels) and the
-    low-resolution 1x1 convs of the lowest branch."""
-    from hrfast.ops import exchange
+def test_per_shape_dispatch_table():
+    """A merged conv listed in ``cudnn_convs`` runs on cuDNN/oneDNN, in both plans, with the
+    same results: the first convs leaving branch 0 (3x3, stride 2, 4 -> 6 + 4 [+ 4] channels)
+    and the low-resolution 1x1 convs of the lowest branch."""
     unit = randomize(ExchangeUnit(CHANNELS, 4)).to(DEV).eval()
-    unit.fused_impl = FusedExchange()
     xs = [x.detach() for x in inputs(4, 1, 16, 24, CL)]
     counts = []
     for table in (set(), {(3, 2, 4, 14), (1, 1, 10, 10)}):
-        monkeypatch.setattr(exchange, "CUDNN_CONVS", table)
-        before = LAUNCHES[0]
-        with torch.no_grad():
+        unit.fused_impl = FusedExchange(cudnn_convs=table)
+        with torch.no_grad(), count_launches() as launches:
             unit(xs)
-        counts.append(LAUNCHES[0] - before)
+        counts.append(launches.n)
     assert counts[1] == counts[0] + 3   # two Triton GEMMs become cuDNN convs + 5 BN(+ReLU) passes
-    check_module_parity(4, "eval", 1, 16, 24, CL)
-    monkeypatch.setattr(exchange, "CUDNN_CONVS", {(3, 2, 4, 10), (1, 1, 8, 10)})
-    check_module_parity(3, "train", 1, 16, 24, NCHW)
+    check_module_parity(4, "eval", 1, 16, 24, CL, FusedExchange(cudnn_convs={(3, 2, 4, 14), (1, 1, 10, 10)}))
+    check_module_parity(3, "train", 1, 16, 24, NCHW, FusedExchange(cudnn_convs={(3, 2, 4, 10), (1, 1, 8, 10)}))
 
 
 def test_float64_statistics():
@@ -185,12 +181,11 @@ def test_launches_per_unit():
     unit = randomize(ExchangeUnit(CHANNELS, 4)).to(DEV).eval()
     unit.fused_impl = FusedExchange()
     xs = [x.detach() for x in inputs(4, 1, 16, 24, CL)]
-    with torch.no_grad():
-        before = LAUNCHES[0]
+    with torch.no_grad(), count_launches() as launches:
         unit(xs)
-        # 3 merged first convs + 1 middle chain step + 2 low-resolution 1x1 convs (F 4, 8)
-        # + 4 output branches
-        assert LAUNCHES[0] - before == 10
+    # 3 merged first convs + 1 middle chain step + 2 low-resolution 1x1 convs (F 4, 8)
+    # + 4 output branches
+    assert launches.n == 10
 
 
 def test_whole_small_hrnet_triton_equals_reference():
@@ -253,10 +248,9 @@ def test_unsupported_structure_falls_back_to_reference():
     assert not unit_supported(unit)
     unit.fused_impl = FusedExchange()
     xs = [x.detach() for x in inputs(2, 1, 8, 8, NCHW)]
-    before = LAUNCHES[0]
-    with torch.no_grad():
+    with torch.no_grad(), count_launches() as launches:
         unit(xs)
-    assert LAUNCHES[0] == before
+    assert launches.n == 0
 
 
 def test_mismatched_branches_are_a_clear_error():
@@ -321,10 +315,9 @@ def test_folded_batchnorm_runs_fused():
     fold_batchnorm(folded)
     folded.set_backend("triton")
     x = torch.randn(1, 3, 64, 64, device=DEV).contiguous(memory_format=CL)
-    before = LAUNCHES[0]
-    with torch.no_grad():
+    with torch.no_grad(), count_launches() as launches:
         a, r = folded(x), ref(x)
-    assert LAUNCHES[0] > before
+    assert launches.n > 0
     close(a, r, 1e-4)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import assert_within_twice_eager
 
-from hrfast.ops._triton import HAS_TRITON, Affine, Segment, Term, stats_tile
+from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, stats_tile
 from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_ref
 from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
 from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hrfast.ops._triton import HAS_TRITON
+from hrfast.kernels.launch import HAS_TRITON
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = """

@@ -135,7 +135,7 @@ def test_readme_entry_points():
 def test_onnxruntime_bench_variant_gives_the_reference_heatmaps(trained_like):
     """The "onnxruntime fp32" row of ``hrfast bench --compare`` computes the same function."""
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (CI installs it)")
-    from hrfast.bench import inference_variant
+    from hrfast.benchmarking import inference_variant
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         ref = trained_like(x)
@@ -149,7 +149,7 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
     """OpenVINO IR export reloads with the same heatmaps, and the "openvino fp32/bf16" rows of
     ``hrfast bench --compare`` compute the reference function."""
     ov = pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
-    from hrfast.bench import inference_variant
+    from hrfast.benchmarking import inference_variant
     from hrfast.deploy.export import openvino
     from hrfast.deploy.openvino import openvino_runner
     from hrfast.device import cpu_has_native_bf16

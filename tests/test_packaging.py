@@ -329,7 +329,7 @@ def test_int8_without_torchao_names_the_extra(monkeypatch):
 
 
 def test_the_chart_without_matplotlib_names_plot(monkeypatch, tmp_path):
-    from hrfast.bench import bar_chart
+    from hrfast.benchmarking import bar_chart
     hide(monkeypatch, "matplotlib")
     with pytest.raises(MissingExtra, match=r"pip install 'hrfast\[plot\]'"):
         bar_chart([{"variant": "eager fp32", "ratio": 1.0}], tmp_path / "x.png", "t")

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from ..ops._triton import HAS_TRITON
+from ..kernels.launch import HAS_TRITON
 from .fold import fold_batchnorm
 from .model import CudaGraphNet, OptimizedModel
 from .plan import Plan, dtype_name

@@ -9,7 +9,8 @@
   (conv, BN, ReLU) step of a transition when set and ``transition_impl.applies(x)`` is true.
 
 An implementation registers an installer, ``install(model)``, that sets those attributes
-(``hrfast.ops.exchange`` registers ``triton`` and ``auto`` when hrfast is imported). Parameters
+(``hrfast/__init__.py`` calls ``hrfast.ops.exchange.register_fused_backends``, which
+registers ``triton`` and ``auto``). Parameters
 and state_dict keys never change with the backend.
 """
 from __future__ import annotations

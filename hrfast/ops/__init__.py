@@ -1,9 +1,9 @@
 """Custom ops: thin typed fronts over ``torch.ops.hrfast`` with their reference twins.
 
-Importing this package registers the fused exchange-unit backends (``triton``, ``auto``) with
-``hrfast.models.backends``.
+The pose ops (``targets``, ``decode``, ``nms``) run the C++/CUDA kernels of ``hrfast._C``;
+the exchange-unit ops (``conv``, ``batchnorm``, ``branch_sum``) the Triton kernels of
+``hrfast.kernels``, and ``exchange`` is the plan that composes them into a fused unit.
 """
-from . import exchange  # noqa: F401  (registers the fused backends)
 from .decode import decode_heatmaps, decode_heatmaps_ref, final_preds, heatmap_to_image
 from .nms import COCO_SIGMAS, oks_nms, oks_nms_ref, rescore
 from .targets import gaussian_targets, gaussian_targets_ref

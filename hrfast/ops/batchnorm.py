@@ -11,6 +11,8 @@ that ran on cuDNN). The statistics are not differentiated here: the consumer of 
 normalized values (``hrfast.ops.branch_sum``) owns the full BN backward, so the partials are
 taken detached.
 
+Kernels and launchers: ``kernels/batchnorm.py``.
+
 Shapes: partials (P, N) over ``count`` pixels; N channels split into groups of ``widths``
 (one BN each); outputs (N,) mean and biased variance in the partials' dtype.
 """
@@ -20,12 +22,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ._triton import HAS_TRITON, LAUNCHES, acc_dtype, needs_int64, on_gpu, require_triton, stats_tile, tl_dtype, view
+from ..kernels.launch import HAS_TRITON, acc_dtype, require_triton, stats_tile
 
 if HAS_TRITON:
-    import triton
-
-    from hrfast.kernels.batchnorm import block_rows, bn_finalize_kernel, bn_partials_kernel
+    from ..kernels.batchnorm import launch_bn_finalize, launch_bn_partials, partials_tile
 
 
 def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],
@@ -49,34 +49,12 @@ def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, run
     return mean, var
 
 
-def _float_pair(v: float) -> Tuple[float, float]:
-    """v as hi + lo, both exact float32 values (Triton passes float scalars as float32)."""
-    hi = float(torch.tensor(v, dtype=torch.float32))
-    return hi, float(torch.tensor(v - hi, dtype=torch.float32))
-
-
 @torch.library.custom_op("hrfast::bn_stats", mutates_args=("running_mean", "running_var", "num_batches_tracked"))
 def _bn_stats_op(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: List[torch.Tensor],
                  running_var: List[torch.Tensor], num_batches_tracked: List[torch.Tensor], widths: List[int],
                  momentum: List[float], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    P, N = part_mean.shape
-    mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
-    var = torch.empty_like(mean)
-    bounds = [0]
-    for w in widths:
-        bounds.append(bounds[-1] + w)
-    bounds += [N] * (4 - len(bounds))
-    G = max(len(widths), 1)
-    groups = tuple((rm, rv, nbt, *_float_pair(m)) for rm, rv, nbt, m in
-                   zip(running_mean, running_var, num_batches_tracked, momentum)) if update \
-        else ((mean, var, mean, 0.0, 0.0),)
-    cumulative = update and any(m < 0 for m in momentum)
-    blk = block_rows(N, 128)
-    grid = (1 if cumulative else triton.cdiv(N, blk),)   # the batch counter is read: one program
-    LAUNCHES[0] += 1
-    bn_finalize_kernel[grid](part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds),
-                             update, cumulative, G, tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
-    return mean, var
+    running = list(zip(running_mean, running_var, num_batches_tracked, momentum))
+    return launch_bn_finalize(part_mean, part_m2, count, running, widths, update)
 
 
 @_bn_stats_op.register_fake
@@ -109,26 +87,14 @@ def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Se
 
 @torch.library.custom_op("hrfast::bn_partials", mutates_args=())
 def _bn_partials_op(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    B, C, H, W = z.shape
-    bm = _partials_tile(z)
-    P = triton.cdiv(B * H * W, bm)
-    pm = torch.empty((P, C), dtype=acc_dtype(z.dtype), device=z.device)
-    pm2 = torch.empty_like(pm)
-    bc = block_rows(C, 64)
-    LAUNCHES[0] += 1
-    bn_partials_kernel[(P, triton.cdiv(C, bc))](view(z), pm, pm2, B, H, W, C, tl_dtype(z.dtype), needs_int64(z),
-                                                BLOCK_M=bm, BLOCK_C=bc)
+    pm, pm2 = launch_bn_partials(z)
     return pm, pm2
-
-
-def _partials_tile(z: torch.Tensor) -> int:
-    return 128 if on_gpu(z.device) else 32
 
 
 @_bn_partials_op.register_fake
 def _(z):
     B, C, H, W = z.shape
-    P = -(-(B * H * W) // _partials_tile(z))
+    P = -(-(B * H * W) // partials_tile(z.device))
     return z.new_empty((P, C), dtype=acc_dtype(z.dtype)), z.new_empty((P, C), dtype=acc_dtype(z.dtype))
 
 

@@ -19,7 +19,8 @@ on the low-resolution inputs, BN in their epilogue, so an output branch is one l
 reads its inputs and writes y once. Not differentiable.
 
 Shapes: base and y (B, C, H, W); z_k (B, C, ceil(H/F_k), ceil(W/F_k)); affine vectors (C,).
-NHWC or NCHW (y follows base's layout). At most 3 terms besides the base (4 in
+NHWC or NCHW (y follows base's layout). Kernels and launchers: ``kernels/fused_gemm.py``
+(forward), ``kernels/branch_sum.py`` (backward). At most 3 terms besides the base (4 in
 ``exchange_branch``, the identity included).
 """
 from __future__ import annotations
@@ -29,36 +30,24 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._triton import (
+from ..kernels.launch import (
     FLOATS,
     HAS_TRITON,
-    LAUNCHES,
     MAX_SEGMENTS,
     MAX_TERMS,
     Affine,
+    AffineMode,
     Segment,
     Term,
     acc_dtype,
     affine_lists,
     empty_like_layout,
-    launch_fused_gemm,
-    needs_int64,
-    on_gpu,
     require_triton,
-    tl_dtype,
-    view,
 )
 
 if HAS_TRITON:
-    import triton
-
-    from hrfast.kernels.batchnorm import (
-        block_rows,
-        bn_bwd_apply_kernel,
-        relu_mask_kernel,
-        sum_rows_kernel,
-        term_bwd_reduce_kernel,
-    )
+    from ..kernels.branch_sum import launch_relu_mask, launch_term_backward
+    from ..kernels.fused_gemm import launch_fused_gemm
 
 
 def _up_shape(z: torch.Tensor, f: int):
@@ -90,9 +79,9 @@ def check_branch_args(base, zs, factors, affines, batch) -> torch.Size:
             v = getattr(a, name)
             if v is not None and tuple(v.shape) != (C,):
                 raise ValueError(f"affines[{k}].{name} must be (C,) = ({C},), got {tuple(v.shape)}")
-        if a.mode == 2 and a.weight is None:
+        if a.mode == AffineMode.BATCHNORM and a.weight is None:
             raise ValueError(f"affines[{k}] is a BatchNorm without weight: pass ones")
-        if batch[k] and a.mode != 2:
+        if batch[k] and a.mode != AffineMode.BATCHNORM:
             raise ValueError(f"batch[{k}] needs a BatchNorm affine (mean and var)")
     for name, t in [("base", base)] + [(f"zs[{k}]", z) for k, z in enumerate(zs)]:
         if t is None:
@@ -109,11 +98,11 @@ def _upsample(t: torch.Tensor, f: int, H: int, W: int) -> torch.Tensor:
 
 
 def _apply_affine_ref(z: torch.Tensor, a: Affine, batch: bool) -> torch.Tensor:
-    if a.mode == 2:
+    if a.mode == AffineMode.BATCHNORM:
         if batch:   # z's own statistics, with their gradient: the semantics of the fused op
             return F.batch_norm(z, None, None, a.weight, a.bias, True, 0.0, a.eps)
         return F.batch_norm(z, a.mean, a.var, a.weight, a.bias, False, 0.0, a.eps)
-    if a.mode == 1:
+    if a.mode == AffineMode.BIAS:
         return z + a.bias.view(1, -1, 1, 1).to(z.dtype)
     return z
 
@@ -157,61 +146,6 @@ def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu):
     return _y_like(base, zs, factors)
 
 
-def _launch_rows(M: int, C: int, device):
-    bm = 64
-    bc = block_rows(C, 64 if on_gpu(device) else 32)
-    return bm, bc, (triton.cdiv(M, bm), triton.cdiv(C, bc))
-
-
-def _masked_grad(grad: torch.Tensor, y: torch.Tensor, relu: bool) -> torch.Tensor:
-    if not relu:
-        return grad
-    if grad.stride() != y.stride():
-        grad = grad.contiguous(memory_format=torch.channels_last if y.dim() == 4 and
-                               y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
-    g = torch.empty_like(grad)
-    blk = 1024 if on_gpu(y.device) else 256
-    LAUNCHES[0] += 1
-    relu_mask_kernel[(triton.cdiv(y.numel(), blk),)](g, grad, y, y.numel(), needs_int64(y), BLOCK=blk)
-    return g
-
-
-def _term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: bool, dweight: torch.Tensor,
-                   dbias: torch.Tensor) -> torch.Tensor:
-    """dz of one term; the BN's weight and bias gradients are written into ``dweight`` and
-    ``dbias`` (rows of the op's outputs, zero where the affine has no such parameter)."""
-    B, C, Hk, Wk = z.shape
-    H, W = g.shape[2:]
-    acc_t = acc_dtype(z.dtype)
-    if a.mode < 2:
-        dweight.zero_()
-    if a.mode == 0:
-        dbias.zero_()
-        if f == 1:
-            return g.to(z.dtype).clone()
-    gsum = g if f == 1 else empty_like_layout(z, z.shape, dtype=z.dtype if a.mode < 2 else acc_t)
-    bm, bc, grid = _launch_rows(B * Hk * Wk, C, z.device)
-    parts = [torch.empty((grid[0], C), dtype=acc_t, device=z.device) for _ in range(2)]
-    dummy = parts[0]
-    big = needs_int64(g, z)
-    LAUNCHES[0] += 1
-    term_bwd_reduce_kernel[grid](view(g), view(z), view(gsum), a.args(dummy), tuple(parts), B, H, W, Hk, Wk, C,
-                                 f, a.mode, f > 1, tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
-    if a.mode == 0:
-        return gsum
-    blk = block_rows(C, 128)
-    LAUNCHES[0] += 1
-    sum_rows_kernel[(triton.cdiv(C, blk),)](tuple(parts), grid[0], C, (dbias, dweight), a.mode, tl_dtype(z.dtype),
-                                            BLOCK_P=32, BLOCK_C=blk)
-    if a.mode == 1:
-        return gsum if f > 1 else g.to(z.dtype).clone()
-    dz = empty_like_layout(z, z.shape)
-    LAUNCHES[0] += 1
-    bn_bwd_apply_kernel[grid](view(gsum), view(z), view(dz), a.args(dummy), dbias, dweight, B, Hk, Wk, C,
-                              bool(batch), tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
-    return dz
-
-
 @torch.library.custom_op("hrfast::branch_sum_backward", mutates_args=())
 def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.Tensor], factors: List[int],
                             bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
@@ -220,12 +154,12 @@ def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.
     """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
     of a term without weight or bias are zero. The kernels write the parameter gradients
     straight into their rows: no per-term PyTorch op."""
-    g = _masked_grad(grad, y, relu)
+    g = launch_relu_mask(grad, y) if relu else grad
     C = y.shape[1]
     dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
     dbs = torch.empty_like(dws)
     affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
-    dzs = [_term_backward(g, z, int(f), a, batch[k], dws[k], dbs[k])
+    dzs = [launch_term_backward(g, z, int(f), a, batch[k], dws[k], dbs[k])
            for k, (z, f, a) in enumerate(zip(zs, factors, affines))]
     g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
     return [g_base] + dzs + [dws, dbs]

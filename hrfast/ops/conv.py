@@ -8,6 +8,7 @@ more outputs carry the per-tile (mean, M2) of every output channel, the train-mo
 statistics (``hrfast.ops.batchnorm.bn_stats`` combines them), computed from the accumulator
 without a second pass over the output. Differentiable with respect to x and every weight; the
 backward is a dgrad kernel (per output-parity class for stride 2) and a split-K wgrad kernel.
+Kernels and launchers: ``kernels/fused_gemm.py``.
 
 ``conv_bn_act(x, weights, stride, ...)`` is the inference form: each group's BatchNorm (running
 statistics) or folded bias and its optional ReLU are the GEMM's epilogue. Not differentiable;
@@ -23,33 +24,21 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._triton import (
+from ..kernels.launch import (
     FLOATS,
     HAS_TRITON,
-    LAUNCHES,
     MAX_GROUPS,
     Affine,
+    AffineMode,
     Segment,
     acc_dtype,
     affine_lists,
-    dot_precision,
-    dot_upcast,
     empty_like_layout,
-    gemm_tiles,
-    launch_fused_gemm,
-    needs_int64,
-    on_gpu,
     require_triton,
-    tl_dtype,
-    view,
-    weight_view,
-    wgrad_tiles,
 )
 
 if HAS_TRITON:
-    import triton
-
-    from hrfast.kernels.fused_gemm import conv_dgrad_kernel, conv_wgrad_kernel
+    from ..kernels.fused_gemm import gemm_tiles, launch_conv_backward, launch_fused_gemm
 
 
 def out_size(n: int, stride: int) -> int:
@@ -110,61 +99,10 @@ def _(x, weights, stride, stats):
     return _outputs(x, weights, stride) + (_stats_buffers(x, weights, stride) if stats else [])
 
 
-def _wgrad_splits(M: int, tiles_mn: int, device: torch.device) -> int:
-    """Split-K factor over the M pixels: enough programs for 2 waves on 132 SMs, each split
-    at least 512 pixels long. The interpreter splits small problems too, so the split path is
-    tested."""
-    if not on_gpu(device):
-        return 2 if M >= 64 else 1
-    return max(1, min(-(-264 // max(tiles_mn, 1)), M // 512))
-
-
-def conv_backward_impl(grads: Sequence[torch.Tensor], x: torch.Tensor, weights: Sequence[torch.Tensor],
-                       stride: int, need_x: bool) -> List[torch.Tensor]:
-    """[grad_x (empty when not needed), grad of all weights as one (N, k, k, Cin) tensor]."""
-    B, Cin, H, W = x.shape
-    ks = weights[0].shape[-1]
-    Ho, Wo = grads[0].shape[2:]
-    G = len(weights)
-    widths = [w.shape[0] for w in weights]
-    N = sum(widths)
-    acc = tl_dtype(x.dtype)
-    prec = dot_precision(x.dtype)
-    up = dot_upcast(x.dtype, x.device)
-    big = needs_int64(x, *grads)
-    gz = tuple((view(g), g.shape[1]) for g in grads)
-    gx = torch.empty(0, dtype=x.dtype, device=x.device)
-    if need_x:
-        gx = empty_like_layout(x, x.shape)
-        cfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
-        Mc = B * -(-H // stride) * -(-W // stride)
-        grid = (triton.cdiv(Mc, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]), stride * stride)
-        LAUNCHES[0] += 1
-        conv_dgrad_kernel[grid](view(gx), gz, tuple(weight_view(w) for w in weights), B, H, W, Cin, Ho, Wo,
-                                ks, stride, G, acc, prec, up, big, **cfg)
-    # wgrad: rows are output channels, columns input channels of one tap, K the pixels
-    M = B * Ho * Wo
-    cfg = wgrad_tiles(max(widths), Cin, x.device)
-    tiles_co = triton.cdiv(max(widths), cfg["BLOCK_M"])
-    tiles_ci = triton.cdiv(Cin, cfg["BLOCK_N"])
-    splits = _wgrad_splits(M, G * tiles_co * ks * ks * tiles_ci, x.device)
-    split = -(-M // splits)
-    part = torch.empty((splits, N, ks, ks, Cin), dtype=acc_dtype(x.dtype), device=x.device)
-    offsets = (0, widths[0], widths[0] + (widths[1] if G > 1 else 0))
-    LAUNCHES[0] += 1
-    conv_wgrad_kernel[(G * tiles_co, ks * ks * tiles_ci, splits)](
-        part, gz, view(x), offsets, B, H, W, Cin, Ho, Wo, N, split, tiles_co, tiles_ci,
-        ks, stride, G, acc, prec, up, big, **cfg)
-    if splits > 1:
-        LAUNCHES[0] += 1
-        part = part.sum(0, keepdim=True)
-    return [gx, part[0]]
-
-
 @torch.library.custom_op("hrfast::conv_backward", mutates_args=())
 def _conv_backward_op(grads: List[torch.Tensor], x: torch.Tensor, weights: List[torch.Tensor], stride: int,
                       need_x: bool) -> List[torch.Tensor]:
-    return conv_backward_impl([g.to(x.dtype) for g in grads], x, weights, stride, need_x)
+    return launch_conv_backward([g.to(x.dtype) for g in grads], x, weights, stride, need_x)
 
 
 @_conv_backward_op.register_fake
@@ -214,9 +152,9 @@ def conv_bn_act_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: in
     """Eager twin of :func:`conv_bn_act`."""
     outs = []
     for z, a, r in zip(conv_ref(x, weights, stride), affines, relu):
-        if a.mode == 2:
+        if a.mode == AffineMode.BATCHNORM:
             z = F.batch_norm(z, a.mean, a.var, a.weight, a.bias, False, 0.0, a.eps)
-        elif a.mode == 1:
+        elif a.mode == AffineMode.BIAS:
             z = z + a.bias.view(1, -1, 1, 1).to(z.dtype)
         outs.append(torch.relu(z) if r else z)
     return outs

@@ -74,77 +74,97 @@ def _blur_kernel_1d(k: int, device) -> torch.Tensor:
     return w / w.sum()
 
 
-def _decode_ref(hm: torch.Tensor, method: str, k: int):
+def _gather(src: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+    """src (B, K, h, w) at integer pixels (yy, xx), each (B, K), as float64."""
+    B, K, _, w = src.shape
+    return torch.gather(src.reshape(B, K, -1), 2, (yy * w + xx)[..., None])[..., 0].double()
+
+
+def _argmax_ref(hm: torch.Tensor):
+    """(px, py, maxvals) of every map, with numpy's argmax rules: the first NaN if any, else
+    the first maximum."""
     B, K, H, W = hm.shape
     flat = hm.reshape(B, K, H * W)
     nan = torch.isnan(flat)
-    # numpy argmax semantics: the first NaN if any, else the first maximum.
     first_nan = torch.argmax(nan.to(torch.uint8), dim=-1)
     first_max = torch.argmax(torch.where(nan, torch.full_like(flat, -math.inf), flat), dim=-1)
     idx = torch.where(nan.any(-1), first_nan, first_max)
-    maxvals = torch.gather(flat, 2, idx[..., None])[..., 0]
-    px, py = idx % W, idx // W
+    return idx % W, idx // W, torch.gather(flat, 2, idx[..., None])[..., 0]
+
+
+def _quarter_ref(hm, px, py, conf):
+    """The official quarter-pixel shift toward the higher neighbour (inner pixels only)."""
+    H, W = hm.shape[2:]
     x, y = px.double(), py.double()
-    conf = maxvals > 0
+    if W < 3 or H < 3:
+        return x, y
+    inner = (px > 1) & (px < W - 1) & (py > 1) & (py < H - 1) & conf
+    pxc, pyc = px.clamp(1, max(W - 2, 1)), py.clamp(1, max(H - 2, 1))
+    ddx = _gather(hm, pyc, (pxc + 1).clamp(max=W - 1)) - _gather(hm, pyc, (pxc - 1).clamp(min=0))
+    ddy = _gather(hm, (pyc + 1).clamp(max=H - 1), pxc) - _gather(hm, (pyc - 1).clamp(min=0), pxc)
+    ddx = torch.nan_to_num(torch.sign(ddx), nan=0.0)
+    ddy = torch.nan_to_num(torch.sign(ddy), nan=0.0)
+    return torch.where(inner, x + 0.25 * ddx, x), torch.where(inner, y + 0.25 * ddy, y)
 
-    def at(src, yy, xx):  # src (B, K, h, w) gathered at integer (yy, xx) of shape (B, K)
-        w_ = src.shape[-1]
-        return torch.gather(src.reshape(B, K, -1), 2, (yy * w_ + xx)[..., None])[..., 0].double()
 
-    if method == "argmax":
-        pass
-    elif method == "quarter":
-        inner = (px > 1) & (px < W - 1) & (py > 1) & (py < H - 1) & conf
-        pxc, pyc = px.clamp(1, max(W - 2, 1)), py.clamp(1, max(H - 2, 1))
-        if W >= 3 and H >= 3:
-            ddx = at(hm, pyc, (pxc + 1).clamp(max=W - 1)) - at(hm, pyc, (pxc - 1).clamp(min=0))
-            ddy = at(hm, (pyc + 1).clamp(max=H - 1), pxc) - at(hm, (pyc - 1).clamp(min=0), pxc)
-            ddx = torch.nan_to_num(torch.sign(ddx), nan=0.0)
-            ddy = torch.nan_to_num(torch.sign(ddy), nan=0.0)
-            x = torch.where(inner, x + 0.25 * ddx, x)
-            y = torch.where(inner, y + 0.25 * ddy, y)
+def _log_blurred(hm, maxvals, k: int, udp: bool):
+    """log of the Gaussian-blurred maps rescaled to their original maximum, padded by 2: zeros
+    (DARK) or replicated edges (UDP). (B, K, H + 4, W + 4), float64."""
+    B, K, H, W = hm.shape
+    w1 = _blur_kernel_1d(k, hm.device)
+    r = k // 2
+    m = hm.double().reshape(B * K, 1, H, W)
+    m = F.conv2d(F.pad(m, (r, r, 0, 0)), w1.view(1, 1, 1, k))
+    m = F.conv2d(F.pad(m, (0, 0, r, r)), w1.view(1, 1, k, 1)).reshape(B, K, H, W)
+    bmax = m.amax(dim=(2, 3))
+    scale = torch.where((bmax > 0) & torch.isfinite(bmax), maxvals.double() / bmax, torch.ones_like(bmax))
+    lo, hi = (1e-3, 50.0) if udp else (1e-10, math.inf)
+    logm = torch.log((m * scale[..., None, None]).clamp(lo, hi))
+    if udp:
+        return F.pad(logm.reshape(B * K, 1, H, W), (2,) * 4, mode="replicate").reshape(B, K, H + 4, W + 4)
+    return F.pad(logm, (2,) * 4, value=0.0)
+
+
+def _taylor_ref(hm, px, py, maxvals, conf, k: int, udp: bool):
+    """DARK's (or UDP's) second-order Taylor step on the log of the blurred map."""
+    H, W = hm.shape[2:]
+    logp = _log_blurred(hm, maxvals, k, udp)
+
+    def L(dy, dx):
+        return _gather(logp, py + 2 + dy, px + 2 + dx)
+
+    c = L(0, 0)
+    dx = 0.5 * (L(0, 1) - L(0, -1))
+    dy = 0.5 * (L(1, 0) - L(-1, 0))
+    if udp:
+        eps = float(torch.finfo(torch.float32).eps)
+        dxx = L(0, 1) - 2 * c + L(0, -1) + eps
+        dyy = L(1, 0) - 2 * c + L(-1, 0) + eps
+        dxy = 0.5 * (L(1, 1) - L(0, 1) - L(1, 0) + c + c - L(0, -1) - L(-1, 0) + L(-1, -1))
+        applies = conf
     else:
-        udp = method == "udp"
-        w1 = _blur_kernel_1d(k, hm.device)
-        r = k // 2
-        m = hm.double().reshape(B * K, 1, H, W)
-        m = F.conv2d(F.pad(m, (r, r, 0, 0)), w1.view(1, 1, 1, k))
-        m = F.conv2d(F.pad(m, (0, 0, r, r)), w1.view(1, 1, k, 1)).reshape(B, K, H, W)
-        bmax = m.amax(dim=(2, 3))
-        scale = torch.where((bmax > 0) & torch.isfinite(bmax), maxvals.double() / bmax,
-                            torch.ones_like(bmax))
-        lo, hi = (1e-3, 50.0) if udp else (1e-10, math.inf)
-        logm = torch.log((m * scale[..., None, None]).clamp(lo, hi))
-        pad = 2
-        if udp:
-            logp = F.pad(logm.reshape(B * K, 1, H, W), (pad,) * 4, mode="replicate").reshape(B, K, H + 4, W + 4)
-        else:
-            logp = F.pad(logm, (pad,) * 4, value=0.0)
+        dxx = 0.25 * (L(0, 2) - 2 * c + L(0, -2))
+        dxy = 0.25 * (L(1, 1) - L(-1, 1) - L(1, -1) + L(-1, -1))
+        dyy = 0.25 * (L(2, 0) - 2 * c + L(-2, 0))
+        applies = conf & (px > 1) & (px < W - 2) & (py > 1) & (py < H - 2)
+    det = dxx * dyy - dxy * dxy
+    ok = applies & (det != 0) & torch.isfinite(det)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    x, y = px.double(), py.double()
+    x = torch.where(ok, x - (dyy * dx - dxy * dy) / safe, x)
+    y = torch.where(ok, y - (-dxy * dx + dxx * dy) / safe, y)
+    return x, y
 
-        def L(dy, dx):
-            return at(logp, py + pad + dy, px + pad + dx)
 
-        c = L(0, 0)
-        dx = 0.5 * (L(0, 1) - L(0, -1))
-        dy = 0.5 * (L(1, 0) - L(-1, 0))
-        if udp:
-            eps = float(torch.finfo(torch.float32).eps)
-            dxx = L(0, 1) - 2 * c + L(0, -1) + eps
-            dyy = L(1, 0) - 2 * c + L(-1, 0) + eps
-            dxy = 0.5 * (L(1, 1) - L(0, 1) - L(1, 0) + c + c - L(0, -1) - L(-1, 0) + L(-1, -1))
-            applies = conf
-        else:
-            dxx = 0.25 * (L(0, 2) - 2 * c + L(0, -2))
-            dxy = 0.25 * (L(1, 1) - L(-1, 1) - L(1, -1) + L(-1, -1))
-            dyy = 0.25 * (L(2, 0) - 2 * c + L(-2, 0))
-            applies = conf & (px > 1) & (px < W - 2) & (py > 1) & (py < H - 2)
-        det = dxx * dyy - dxy * dxy
-        ok = applies & (det != 0) & torch.isfinite(det)
-        safe = torch.where(ok, det, torch.ones_like(det))
-        ox = -(dyy * dx - dxy * dy) / safe
-        oy = -(-dxy * dx + dxx * dy) / safe
-        x = torch.where(ok, x + ox, x)
-        y = torch.where(ok, y + oy, y)
+def _decode_ref(hm: torch.Tensor, method: str, k: int):
+    px, py, maxvals = _argmax_ref(hm)
+    conf = maxvals > 0
+    if method == "argmax":
+        x, y = px.double(), py.double()
+    elif method == "quarter":
+        x, y = _quarter_ref(hm, px, py, conf)
+    else:
+        x, y = _taylor_ref(hm, px, py, maxvals, conf, k, method == "udp")
     x = torch.where(conf, x, torch.zeros_like(x))
     y = torch.where(conf, y, torch.zeros_like(y))
     return torch.stack([x, y], -1).float(), maxvals

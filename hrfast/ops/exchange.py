@@ -25,18 +25,22 @@ Two plans, chosen per call:
 
 ``conv="cudnn"`` runs the convs on cuDNN (oneDNN on the CPU) with the same BN and sum
 kernels, for the per-shape measurement against the Triton conv (benchmarks/RESULTS.md).
+
+Every choice of the plan is an argument of :class:`FusedExchange`; nothing is read from a
+mutable module global. :func:`register_fused_backends` (called by ``hrfast/__init__.py``)
+makes the plan the ``triton`` and ``auto`` backends of ``hrfast.models.backends``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.launch import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, triton_runs_on
 from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
-from ._triton import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, triton_runs_on
 from .batchnorm import bn_partials, bn_stats
 from .branch_sum import branch_sum, exchange_branch
 from .conv import conv, conv_bn_act
@@ -50,13 +54,12 @@ IN_KERNEL_UPSAMPLE = (2,)
 # channels, output channels of the merged conv). The table of "Per-shape dispatch" in
 # benchmarks/RESULTS.md fills it from the GPU measurement (benchmarks/exchange_gpu.py); until
 # then it is empty and every conv runs on Triton.
-CUDNN_CONVS: set = set()
+CUDNN_CONVS: FrozenSet[Tuple[int, int, int, int]] = frozenset()
 
 
-def conv_backend(convs: Sequence[nn.Conv2d], stride: int, default: str) -> str:
-    """'cudnn' or 'triton' for a merged conv, by its shape (``CUDNN_CONVS``)."""
-    key = (convs[0].kernel_size[0], stride, convs[0].in_channels, sum(c.out_channels for c in convs))
-    return "cudnn" if key in CUDNN_CONVS else default
+def conv_key(convs: Sequence[nn.Conv2d], stride: int) -> Tuple[int, int, int, int]:
+    """A merged conv's entry in a ``cudnn_convs`` table."""
+    return convs[0].kernel_size[0], stride, convs[0].in_channels, sum(c.out_channels for c in convs)
 
 
 def _batch_stats(bn: nn.Module) -> bool:
@@ -106,13 +109,14 @@ def _affine(conv_m: nn.Conv2d, bn: nn.Module, mean=None, var=None) -> Affine:
 
 
 def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Module], stride: int,
-             backend: str = "triton") -> Tuple[List[torch.Tensor], List[Affine], List[bool]]:
-    """Raw outputs of convs that read ``x`` (one GEMM), the affine each needs, and whether
-    that affine uses batch statistics. In train mode the statistics come from the GEMM's
-    epilogue and the BNs' running statistics are updated here, once."""
+             cudnn: bool = False) -> Tuple[List[torch.Tensor], List[Affine], List[bool]]:
+    """Raw outputs of convs that read ``x`` (one GEMM, or one cuDNN conv with ``cudnn``), the
+    affine each needs, and whether that affine uses batch statistics. In train mode the
+    statistics come from the GEMM's epilogue and the BNs' running statistics are updated
+    here, once."""
     weights = [c.weight for c in convs]
     batch = [_batch_stats(bn) for bn in bns]
-    if conv_backend(convs, stride, backend) == "cudnn":
+    if cudnn:
         ks = convs[0].kernel_size[0]
         z = F.conv2d(x, torch.cat(weights).to(x.dtype), stride=stride, padding=(ks - 1) // 2)
         outs = list(torch.split(z, [w.shape[0] for w in weights], dim=1))
@@ -145,15 +149,25 @@ class FusedExchange:
     """The fused forward of an :class:`ExchangeUnit` (installed as ``unit.fused_impl``).
 
     ``conv``: "triton" (the Triton GEMMs) or "cudnn" (cuDNN convs, Triton BN and sum kernels).
-    ``upsample``: which 1x1 convs run inside the branch kernel: "auto" (factors in
-    ``IN_KERNEL_UPSAMPLE``), "in_kernel" (all) or "low_res" (none)."""
+    ``cudnn_convs``: with "triton", the merged convs (:func:`conv_key`) that run on cuDNN.
+    ``upsample``: which 1x1 convs run inside the branch kernel: "auto" (the factors in
+    ``in_kernel_factors``), "in_kernel" (all) or "low_res" (none).
+    ``cuda_only``: apply to CUDA tensors only (the ``auto`` backend)."""
 
-    def __init__(self, conv: str = "triton", upsample: str = "auto", cuda_only: bool = False):
+    def __init__(self, conv: str = "triton", upsample: str = "auto", cuda_only: bool = False,
+                 cudnn_convs: Iterable[Tuple[int, int, int, int]] = CUDNN_CONVS,
+                 in_kernel_factors: Iterable[int] = IN_KERNEL_UPSAMPLE):
         if conv not in ("triton", "cudnn"):
             raise ValueError(f"conv must be 'triton' or 'cudnn', got {conv!r}")
         if upsample not in ("auto", "in_kernel", "low_res"):
             raise ValueError(f"upsample must be 'auto', 'in_kernel' or 'low_res', got {upsample!r}")
         self.conv, self.upsample, self.cuda_only = conv, upsample, cuda_only
+        self.cudnn_convs = frozenset(tuple(k) for k in cudnn_convs)
+        self.in_kernel_factors = frozenset(int(f) for f in in_kernel_factors)
+
+    def on_cudnn(self, convs: Sequence[nn.Conv2d], stride: int) -> bool:
+        """Whether the merged conv of ``convs`` runs on cuDNN in this plan."""
+        return self.conv == "cudnn" or conv_key(convs, stride) in self.cudnn_convs
 
     def applies(self, unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> bool:
         x0 = xs[0]
@@ -179,17 +193,19 @@ class FusedExchange:
         for j, x in enumerate(xs):
             ups = _ups_from(unit, j)
             if ups:
-                zs, affs, bts = convs_bn(x, [unit[i][j][0] for i in ups], [unit[i][j][1] for i in ups], 1, self.conv)
+                convs = [unit[i][j][0] for i in ups]
+                zs, affs, bts = convs_bn(x, convs, [unit[i][j][1] for i in ups], 1, self.on_cudnn(convs, 1))
                 for i, z, a, bt in zip(ups, zs, affs, bts):
                     terms[i].append((j, z, 2 ** (j - i), a, bt))
             downs = _chains_from(unit, j)
             if downs:
                 firsts = [unit[i][j][0] for i in downs]
-                zs, affs, bts = convs_bn(x, [s[0] for s in firsts], [s[1] for s in firsts], 2, self.conv)
+                convs = [s[0] for s in firsts]
+                zs, affs, bts = convs_bn(x, convs, [s[1] for s in firsts], 2, self.on_cudnn(convs, 2))
                 for i, z, a, bt in zip(downs, zs, affs, bts):
                     for step in unit[i][j][1:]:   # BN + ReLU of the previous step, then the next conv
                         h = branch_sum(None, [z], [1], [a], [bt], relu=True)
-                        (z,), (a,), (bt,) = convs_bn(h, [step[0]], [step[1]], 2, self.conv)
+                        (z,), (a,), (bt,) = convs_bn(h, [step[0]], [step[1]], 2, self.on_cudnn([step[0]], 2))
                     terms[i].append((j, z, 1, a, bt))
         out = []
         for i in range(unit.num_outputs):
@@ -200,7 +216,7 @@ class FusedExchange:
 
     # ------------------------------------------------------------------ inference plan
     def _in_kernel(self, factor: int) -> bool:
-        return self.upsample == "in_kernel" or (self.upsample == "auto" and factor in IN_KERNEL_UPSAMPLE)
+        return self.upsample == "in_kernel" or (self.upsample == "auto" and factor in self.in_kernel_factors)
 
     def _inference(self, unit: ExchangeUnit, xs: List[torch.Tensor]) -> List[torch.Tensor]:
         terms: Dict[int, List[Term]] = {i: [Term(xs[i])] for i in range(unit.num_outputs)}
@@ -237,9 +253,9 @@ class FusedExchange:
         """act(BN(conv(x))) for convs that read x: one Triton GEMM with the BN and ReLU in its
         epilogue, or a cuDNN conv and one elementwise pass per output (the dispatch table)."""
         affs = [_affine(c, bn) for c, bn in zip(convs, bns)]
-        if conv_backend(convs, stride, self.conv) == "triton":
+        if not self.on_cudnn(convs, stride):
             return conv_bn_act(x, [c.weight for c in convs], stride, affs, relu)
-        zs, _, _ = convs_bn(x, convs, bns, stride, "cudnn")
+        zs, _, _ = convs_bn(x, convs, bns, stride, cudnn=True)
         return [branch_sum(None, [z], [1], [a], [False], relu=r) for z, a, r in zip(zs, affs, relu)]
 
 
@@ -271,7 +287,7 @@ class FusedTransition:
             return seq(x)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in seq.parameters()))
         if needs_grad or _batch_stats(bn) or self.fused.conv == "cudnn":
-            (z,), (a,), (bt,) = convs_bn(x, [c], [bn], c.stride[0], self.fused.conv)
+            (z,), (a,), (bt,) = convs_bn(x, [c], [bn], c.stride[0], self.fused.on_cudnn([c], c.stride[0]))
             return branch_sum(None, [z], [1], [a], [bt], relu=True)
         return conv_bn_act(x, [c.weight], c.stride[0], [_affine(c, bn)], [True])[0]
 
@@ -288,8 +304,11 @@ def _install(fused: Optional[FusedExchange]):
     return install
 
 
-register_backend("triton", _install(FusedExchange()))
-if HAS_TRITON:   # 'auto' without Triton is the reference path
-    register_backend("auto", _install(FusedExchange(cuda_only=True)))
-else:  # pragma: no cover - exercised on machines without triton
-    register_backend("auto", lambda model: None)
+def register_fused_backends() -> None:
+    """Register ``triton`` (the fused units wherever Triton runs) and ``auto`` (on CUDA only;
+    without Triton, the reference path) with ``hrfast.models.backends``."""
+    register_backend("triton", _install(FusedExchange()))
+    if HAS_TRITON:
+        register_backend("auto", _install(FusedExchange(cuda_only=True)))
+    else:  # pragma: no cover - exercised on machines without triton
+        register_backend("auto", lambda model: None)

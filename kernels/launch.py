@@ -1,5 +1,12 @@
-"""Shared plumbing of the Triton ops: availability, strided views, affines, tile choice and the
-launcher of ``kernels.fused_gemm.fused_gemm_fwd_kernel``.
+"""What every launcher of hrfast's Triton kernels shares: whether Triton can run, the target
+the launches choose for (a GPU, real or offline, or the CPU interpreter), strided views,
+dtype choices, the affine/segment/term arguments, and the launch counter.
+
+Nothing here imports Triton itself, so ``HAS_TRITON`` can be asked without it. The kernels
+and their launchers are one module per kernel family: ``fused_gemm`` (the gather-GEMM
+forward and the conv backward), ``batchnorm`` (train-mode statistics) and ``branch_sum`` (the
+fused backward of a branch's sum). Their ``torch.library`` ops are ``hrfast.ops.conv``,
+``hrfast.ops.batchnorm`` and ``hrfast.ops.branch_sum``.
 
 The ops are ``torch.library.custom_op`` with explicit fake impls rather than ``triton_op``: a
 ``triton_op`` is traced into its kernel by ``torch.compile``, and that trace cannot run in the
@@ -8,9 +15,12 @@ Triton interpreter (pytorch/pytorch#152868). As opaque custom ops they compile w
 """
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from packaging.version import Version
@@ -24,7 +34,6 @@ try:  # Triton is an optional dependency
     if Version(triton.__version__).release < (3, 2):
         raise ImportError(f"triton {triton.__version__} is older than 3.2")
 
-    from hrfast.kernels.fused_gemm import fused_gemm_fwd_kernel
     HAS_TRITON = True
 except ImportError:  # pragma: no cover - exercised on machines without triton
     HAS_TRITON = False
@@ -34,15 +43,68 @@ MAX_SEGMENTS = 3   # a 4-branch unit's output sums at most 3 other branches
 MAX_TERMS = 4      # the identity plus 3 precomputed terms
 MAX_GROUPS = 3     # the first convs of at most 3 chains leave one branch
 
-LAUNCHES = [0]     # kernels launched so far (benchmarks/exchange_gpu.py reads it on the CPU)
-# Set by benchmarks/offline_compile.py: CPU tensors stand in for CUDA ones, and every choice
-# (tiles, operand dtypes) is the GPU's, so the kernels compile for sm_90 on a machine without one.
-OFFLINE_GPU = [False]
+
+
+class _LaunchState:
+    """The launch counter and the offline-GPU switch. Private: launchers call
+    :func:`record_launch`, everyone else :func:`count_launches` and :func:`offline_gpu`.
+    Process-wide rather than per thread, because autograd runs CUDA backward passes on its
+    own device threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.launches = 0
+        self.offline = 0
+
+
+_STATE = _LaunchState()
+
+
+def record_launch(n: int = 1) -> None:
+    """Called by every launcher, once per kernel launch (and per torch reduction it runs)."""
+    with _STATE.lock:
+        _STATE.launches += n
+
+
+class LaunchCount:
+    """The launches made inside a :func:`count_launches` block (``.n``, read at any time)."""
+
+    def __init__(self):
+        self._start = _STATE.launches
+        self._end: Optional[int] = None
+
+    @property
+    def n(self) -> int:
+        return (_STATE.launches if self._end is None else self._end) - self._start
+
+
+@contextlib.contextmanager
+def count_launches() -> Iterator[LaunchCount]:
+    """``with count_launches() as c: ...`` then ``c.n``: the kernels launched in the block."""
+    count = LaunchCount()
+    try:
+        yield count
+    finally:
+        count._end = _STATE.launches
+
+
+@contextlib.contextmanager
+def offline_gpu() -> Iterator[None]:
+    """Launches inside the block take the GPU's choices (tiles, operand dtypes) for CPU
+    tensors: with Triton's driver set to an offline sm_90a target, the kernels then compile
+    for the GPU on a machine without one (``benchmarks/offline_compile.py``)."""
+    with _STATE.lock:
+        _STATE.offline += 1
+    try:
+        yield
+    finally:
+        with _STATE.lock:
+            _STATE.offline -= 1
 
 
 def on_gpu(device: torch.device) -> bool:
     """Whether launches on ``device`` take the GPU's choices (a real or an offline target)."""
-    return device.type == "cuda" or OFFLINE_GPU[0]
+    return device.type == "cuda" or _STATE.offline > 0
 
 
 def triton_runs_on(device: torch.device) -> bool:
@@ -114,6 +176,24 @@ def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
                sum((s - 1) * st for s, st in zip(t.shape, t.stride())) >= 2 ** 31 - 1 for t in tensors)
 
 
+def block_rows(n: int, cap: int = 1024) -> int:
+    """A power of two covering n, between 16 and cap."""
+    return max(16, min(cap, 1 << (max(int(n), 1) - 1).bit_length()))
+
+
+def stats_tile(M: int, P: int) -> int:
+    """The pixel tile of a (P, N) partial-statistics buffer over M pixels: with power-of-two
+    tiles and P = ceil(M / tile), next_pow2(ceil(M / P)) is that tile (see the tests)."""
+    return 1 << (-(-M // max(P, 1)) - 1).bit_length()
+
+
+class AffineMode(enum.IntEnum):
+    """What an :class:`Affine` applies; the kernels take it as a constexpr int."""
+    NONE = 0        # the identity
+    BIAS = 1        # a bias alone (a BatchNorm folded into its conv)
+    BATCHNORM = 2   # scale = w / sqrt(var + eps), shift = b - mean * scale
+
+
 @dataclass
 class Affine:
     """A per-channel affine after a conv or on a term: a BatchNorm (weight, bias, mean, var,
@@ -125,10 +205,10 @@ class Affine:
     eps: float = 0.0
 
     @property
-    def mode(self) -> int:
+    def mode(self) -> AffineMode:
         if self.var is not None:
-            return 2
-        return 1 if self.bias is not None else 0
+            return AffineMode.BATCHNORM
+        return AffineMode.BIAS if self.bias is not None else AffineMode.NONE
 
     def args(self, dummy: torch.Tensor) -> tuple:
         pick = lambda t: dummy if t is None else t  # noqa: E731
@@ -175,88 +255,3 @@ class Term:
     z: torch.Tensor
     factor: int = 1
     affine: Affine = field(default_factory=Affine)
-
-
-def _pow2(n: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
-
-
-def gemm_tiles(M: int, N: int, K: int, device: torch.device) -> dict:
-    """Tile shape for a GEMM of M pixels x N channels over K input channels per tap.
-
-    GPU: 128-pixel tiles (64 when the grid would not fill the machine), N and K tiles matched
-    to the channel counts of HRNet (32 to 384), fp32 accumulators at most 128 x 128. The CPU
-    interpreter gets small tiles: its cost grows with the tile, not the pixel count."""
-    if not on_gpu(device):
-        return dict(BLOCK_M=64, BLOCK_N=_pow2(N, 16, 32), BLOCK_K=_pow2(K, 16, 32), num_warps=4, num_stages=1)
-    bn = _pow2(N, 16, 128)
-    bm = 128 if triton.cdiv(M, 128) * triton.cdiv(N, bn) >= 132 else 64
-    # 128 x 128 tiles take K in steps of 32: with 64, the grouped 3x3 conv with the statistics
-    # epilogue needed 255 registers and spilled under Triton 3.6 (the GPU image's; 3.9 fits)
-    bk = _pow2(K, 16, 32 if bm * bn >= 128 * 128 else 64)
-    # 8 warps from 64 x 128 up: with 4, the merged 1x1 convs' grouped weight pointers and the
-    # statistics epilogue needed 255 registers and spilled (benchmarks/offline_compile.py)
-    warps = 8 if bm * bn >= 64 * 128 else 4
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=3)
-
-
-def wgrad_tiles(Cout: int, Cin: int, device: torch.device) -> dict:
-    """Tiles of the weight-gradient GEMM: output channels x input channels of one tap, over
-    pixels in BLOCK_K steps (long steps: the reduction is over B*Ho*Wo pixels)."""
-    if not on_gpu(device):
-        return dict(BLOCK_M=_pow2(Cout, 16, 32), BLOCK_N=_pow2(Cin, 16, 32), BLOCK_K=128, num_warps=4, num_stages=1)
-    bm, bn = _pow2(Cout, 64, 128), _pow2(Cin, 16, 128)   # 64 rows at least: Hopper's wgmma
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=3)
-
-
-def stats_tile(M: int, P: int) -> int:
-    """The pixel tile of a (P, N) partial-statistics buffer over M pixels: with power-of-two
-    tiles and P = ceil(M / tile), next_pow2(ceil(M / P)) is that tile (see the tests)."""
-    return triton.next_power_of_2(-(-M // max(P, 1)))
-
-
-def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] = (), terms: Sequence[Term] = (),
-                      relu: Sequence[bool] = (False,), stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                      tiles: Optional[dict] = None) -> None:
-    """Launch ``fused_gemm_fwd_kernel`` writing ``outs`` (groups split along channels).
-
-    ``stats``: (mean, M2) buffers of shape (P, N), P = ceil(M / BLOCK_M), written from the raw
-    accumulator (only with one segment and no affine)."""
-    G, NS, NT = len(outs), len(segments), len(terms)
-    assert 1 <= G <= MAX_GROUPS and NS <= MAX_SEGMENTS and NT <= MAX_TERMS and (G == 1 or NT == 0)
-    y = outs[0]
-    B, _, Ho, Wo = y.shape
-    widths = [o.shape[1] for o in outs]
-    N = sum(widths)
-    bounds = (widths[0], widths[0] + (widths[1] if G > 1 else 0))
-    dummy = y
-    seg_args, seg_meta = [], []
-    for s in segments:
-        aff = s.affines or [NO_AFFINE] * G
-        seg_args.append((view(s.x), s.x.shape[2], s.x.shape[3], s.x.shape[1],
-                         tuple(weight_view(w) for w in s.weights), tuple(a.args(dummy) for a in aff)))
-        seg_meta += [s.ks, s.stride, s.factor, aff[0].mode]
-    term_args, term_meta = [], []
-    for t in terms:
-        term_args.append((view(t.z), t.affine.args(dummy)))
-        term_meta += [t.factor, t.affine.mode]
-    seg_meta += [1, 1, 1, 0] * (MAX_SEGMENTS - NS)
-    term_meta += [1, 0] * (MAX_TERMS - NT)
-    # unused slots are never read (NS, NT guard them); Triton wants no empty tuples
-    seg_args = seg_args or [(view(y), 1, 1, 1, (weight_view(y),), ((y, y, y, y, 0.0),))]
-    term_args = term_args or [(view(y), (y, y, y, y, 0.0))]
-    relu = [int(bool(r)) for r in relu] + [0] * (MAX_GROUPS - len(relu))
-    M = B * Ho * Wo
-    K = max([s.x.shape[1] for s in segments] + [1])
-    cfg = dict(tiles or gemm_tiles(M, N, K, y.device))
-    if stats is not None:
-        assert stats[0].shape == (triton.cdiv(M, cfg["BLOCK_M"]), N), "stats buffers must be (ceil(M / BLOCK_M), N)"
-    st = tuple(stats) if stats is not None else (dummy, dummy)
-    ref = segments[0].x if segments else y
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"]))
-    big = needs_int64(*outs, *[s.x for s in segments], *[t.z for t in terms])
-    LAUNCHES[0] += 1
-    fused_gemm_fwd_kernel[grid](
-        tuple(view(o) for o in outs), bounds, tuple(seg_args), tuple(term_args), st, B, Ho, Wo, N,
-        NS, *seg_meta, NT, *term_meta, G, *relu, stats is not None, tl_dtype(ref.dtype),
-        dot_precision(ref.dtype), dot_upcast(ref.dtype, y.device), big, **cfg)
