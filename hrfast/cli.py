@@ -19,26 +19,25 @@ from ._extension import HAS_EXTENSION, built_against, has_cuda_ops, parallel_thr
 from .benchmarking import available_inference_variants, bar_chart, compare_report, emit_report, inference_throughput
 from .check import model_check
 from .config import DATASETS, ConfigError, available_configs, merge_config, merge_dotted, resolve_config
-from .data.boxes import boxes_for_images, boxes_inside
+from .data.boxes import boxes_for_images
 from .data.keypoints import KeypointSet
 from .data.mpii import MPII16
 from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco, make_synthetic_mpii
 from .data.transforms import check_image_file
 from .demo import run_demo
-from .deploy import optimize
+from .deploy import maybe_optimize
 from .deploy.plan import RUNTIMES
 from .detect import LAYOUTS, build_detector, no_person_hint
-from .device import apply_cudnn_settings, cpu_has_native_bf16
-from .engine.data import build_dataset, dataset_paths, loader_workers, make_loader
-from .engine.evaluate import evaluate, format_stats
+from .device import cpu_has_native_bf16
+from .engine.evaluate import evaluate_checkpoint, format_stats
 from .engine.train import train
 from .extras import EXTRAS, MissingExtra
 from .inference import inference_settings
 from .kernels.launch import HAS_TRITON, TRITON_NEEDED, triton_runs_on
 from .models import HRNet
 from .ops.decode import METHODS as DECODE_METHODS
-from .outputs import Staged, check_output_dir, check_output_file
-from .predictor import PoseEstimator, load_image
+from .outputs import check_output_dir, check_output_file
+from .predictor import PoseEstimator, predict_images
 from .profile import count_macs, count_parameters
 from .video import is_footage, run_video
 from .weights import joints_of, load_weights, read_weights
@@ -182,34 +181,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or cfg.TEST.MODEL_FILE
     if not checkpoint:
         raise ValueError("--checkpoint (or the config's TEST.MODEL_FILE) must name the weights to evaluate")
+    _check_dtype(args.optimize, args.dtype)
     settings = inference_settings(cfg, args.no_flip, args.decode)
     print(settings.describe())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_backend(cfg.HRFAST.BACKEND, device)
-    apply_cudnn_settings(cfg.CUDNN)
-    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
-    load_weights(model, checkpoint)
-    model.to(device)
-    ds = build_dataset(cfg, train=False)
-    loader = make_loader(ds, int(cfg.TEST.BATCH_SIZE_PER_GPU), False, loader_workers(cfg), 1, 0, 0)
-    stats = evaluate(_maybe_optimized(model, args.optimize, device, args.dtype), loader,
-                     dataset_paths(cfg, "test")[0], device, settings.flip_test, settings.decode, results_file=results,
-                     oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
-                     shift_heatmap=settings.shift_heatmap, progress=not args.quiet)
+    stats = evaluate_checkpoint(cfg, checkpoint, results, device, settings, args.optimize, args.dtype,
+                                progress=not args.quiet)
     print(format_stats(stats))
     return 0
 
 
-def _maybe_optimized(model, runtime, device, dtype=None):
-    """``model``, or ``hrfast.optimize`` of it on ``runtime`` (one of ``deploy.plan.RUNTIMES``)
-    in ``dtype`` (default: the runtime's, fp32 for onnxruntime), which prints what it applied."""
-    if not runtime:
-        if dtype:
-            raise ValueError(f"--dtype {dtype} needs --optimize (the eager model runs in float32)")
-        return model
-    if runtime == "onnxruntime" and dtype is None:
-        dtype = "fp32"        # the only precision its CPU provider runs; auto would pick bf16 here
-    return optimize(model.to(device), device=device, runtime=runtime, dtype=dtype, verbose=True)
+def _check_dtype(runtime: Optional[str], dtype: Optional[str]) -> None:
+    if dtype and not runtime:
+        raise ValueError(f"--dtype {dtype} needs --optimize (the eager model runs in float32)")
 
 
 def _optimize_arg(p: argparse.ArgumentParser) -> None:
@@ -219,17 +204,6 @@ def _optimize_arg(p: argparse.ArgumentParser) -> None:
                    help="run the network through hrfast.optimize on this runtime (default: eager for images "
                         "and eval, auto for footage; auto: the fastest installed, which is openvino for CPU "
                         "inference when installed; openvino and onnxruntime: CPU only, need their packages)")
-
-
-def _output_names(images) -> List[str]:
-    """Drawing names unique per call: two images named alike in different folders get
-    ``_2``, ``_3``... rather than overwrite each other."""
-    seen, names = {}, []
-    for im in images:
-        stem = Path(im).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return names
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -250,29 +224,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_images(args: argparse.Namespace, est: PoseEstimator, detector, boxes, out: Path) -> int:
-    """Keypoints and drawings of still images: all written at the end, or none (a failure
-    leaves the previous outputs as they were)."""
-    records, lines, found_none, outside = [], [], 0, 0
-    with Staged() as staged:
-        for im, b, stem in zip(args.images, boxes, _output_names(args.images)):
-            image = load_image(im)      # decoded once for the detector, the network and the drawing
-            if b is None and detector is not None and args.boxes is None:
-                b = detector(image)[:, :4]
-                found_none += len(b) == 0
-            if b is not None:
-                b, dropped = boxes_inside(b, image.shape[1], image.shape[0])
-                outside += dropped
-            kp = est(image, b)
-            png = staged.png(out / f"{stem}_pose.png", est.draw(image, kp, threshold=args.threshold))
-            records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
-                            "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
-            lines.append(f"{im}: {len(kp)} people -> {png}")
-        staged.json(out / "keypoints.json", records)
-    print("\n".join(lines + [f"keypoints written to {out / 'keypoints.json'}"]))
-    if outside:
-        print(f"note: dropped {outside} boxes that lie wholly outside their image")
-    if found_none:
-        print(no_person_hint(args.detector or "hog", found_none, len(args.images), "images"))
+    r = predict_images(args.images, est, out, boxes, None if args.boxes else detector, args.threshold)
+    print("\n".join(r["lines"] + [f"keypoints written to {r['json']}"]))
+    if r["outside"]:
+        print(f"note: dropped {r['outside']} boxes that lie wholly outside their image")
+    if r["found_none"]:
+        print(no_person_hint(args.detector or "hog", r["found_none"], len(args.images), "images"))
     return 0
 
 
@@ -294,7 +251,8 @@ def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimato
     else:
         print("note: no --checkpoint, so the weights are random and no joint is confident: pass official "
               "weights (README, Quick start) or a trained model")
-    return PoseEstimator(_maybe_optimized(model, runtime, args.device, args.dtype), device=args.device,
+    _check_dtype(runtime, args.dtype)
+    return PoseEstimator(maybe_optimize(model, runtime, args.device, args.dtype), device=args.device,
                          flip_test=settings.flip_test, shift_heatmap=settings.shift_heatmap, method=settings.decode,
                          keypoints=keypoints)
 

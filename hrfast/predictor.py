@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import deploy
-from .data.boxes import check_boxes
+from .data.boxes import boxes_inside, check_boxes
 from .data.coco_meta import flip_permutation
 from .data.keypoints import COCO17, KeypointSet
 from .data.transforms import (
@@ -27,7 +27,7 @@ from .data.transforms import (
 from .inference import infer_heatmaps
 from .models import HRNet
 from .ops.decode import final_preds
-from .outputs import write_png
+from .outputs import Staged, write_png
 from .timing import StageTimer
 from .visualize import draw_skeleton
 from .weights import load_weights
@@ -157,3 +157,45 @@ class PoseEstimator:
         if path is not None:
             write_png(path, out)     # whole or not at all (hrfast.outputs)
         return out
+
+
+def predict_images(paths: Sequence[Union[str, Path]], est: "PoseEstimator", out: Path, boxes=None, detector=None,
+                   threshold: float = 0.2) -> dict:
+    """Keypoints and drawings of still images, all written at the end or none (a failure
+    leaves earlier outputs as they were): ``OUT/<stem>_pose.png`` per image and
+    ``OUT/keypoints.json``.
+
+    ``boxes``: per image, (N, 4) [x, y, w, h] person boxes in image pixels, or None (the
+    detector's boxes, else the whole image). Returns ``lines`` (one per image), ``json``,
+    ``outside`` (boxes dropped as wholly outside their image) and ``found_none`` (images where
+    the detector found nobody)."""
+    records, lines, found_none, outside = [], [], 0, 0
+    boxes = [None] * len(paths) if boxes is None else boxes
+    with Staged() as staged:
+        for im, b, stem in zip(paths, boxes, output_names(paths)):
+            image = load_image(im)      # decoded once for the detector, the network and the drawing
+            if b is None and detector is not None:
+                b = detector(image)[:, :4]
+                found_none += len(b) == 0
+            if b is not None:
+                b, dropped = boxes_inside(b, image.shape[1], image.shape[0])
+                outside += dropped
+            kp = est(image, b)
+            png = staged.png(out / f"{stem}_pose.png", est.draw(image, kp, threshold=threshold))
+            records.append({"file_name": Path(im).name, "boxes": None if b is None else b.tolist(),
+                            "keypoints": [[[round(float(v), 2) for v in j] for j in p] for p in kp]})
+            lines.append(f"{im}: {len(kp)} people -> {png}")
+        staged.json(out / "keypoints.json", records)
+    return {"lines": lines, "json": out / "keypoints.json", "outside": outside, "found_none": found_none}
+
+
+def output_names(images: Sequence[Union[str, Path]]) -> List[str]:
+    """Drawing names unique per call: two images named alike in different folders get
+    ``_2``, ``_3``... rather than overwrite each other."""
+    seen, names = {}, []
+    for im in images:
+        stem = Path(im).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+

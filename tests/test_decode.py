@@ -241,3 +241,17 @@ def test_cuda_equals_cpu(method):
     cc, vc = decode_heatmaps(hm.cuda(), method)
     assert torch.equal(vc.cpu(), v)
     torch.testing.assert_close(cc.cpu(), c, atol=1e-5, rtol=0)  # same float64 math, other sum order
+
+
+@needs_ext
+@pytest.mark.parametrize("args,match", [((torch.empty(2, 17, 64), "dark", 11), "heatmaps must be"),
+                                        ((torch.empty(1, 1, 4, 4, dtype=torch.int32), "dark", 11), "floating"),
+                                        ((torch.empty(1, 1, 4, 4), "soft", 11), "method must be"),
+                                        ((torch.empty(1, 1, 4, 4), "dark", 4), "odd")])
+def test_fake_impl_checks_what_the_kernel_checks(args, match):
+    """Under torch.compile the fake runs instead of the kernel: a bad call fails there too."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = (mode.from_tensor(args[0]),) + args[1:]
+        with pytest.raises(Exception, match=match):
+            torch.ops.hrfast.decode_heatmaps(*fake)

@@ -179,7 +179,7 @@ def test_bad_annotations_name_the_file_the_annotation_and_the_field(tmp_path, ca
 def test_eval_refuses_a_bad_annotation_before_any_inference(tmp_path, small_weights, capsys, monkeypatch):
     import hrfast.cli
     path = bad_annotations(tmp_path, ANNOTATION_CASES["short keypoints"][0])
-    monkeypatch.setattr(hrfast.cli, "evaluate", lambda *a, **k: pytest.fail("inference ran"))
+    monkeypatch.setattr(hrfast.engine.evaluate, "evaluate", lambda *a, **k: pytest.fail("inference ran"))
     line = one_line(capsys, main(["eval", *SMALL, "--checkpoint", str(small_weights), "--set",
                                   f"DATASET.TEST_ANN={path}", "--set", f"DATASET.TEST_IMAGES={COCO_MINI / 'images'}",
                                   "--out", str(tmp_path / "e"), "--quiet"]))
@@ -190,7 +190,7 @@ def test_eval_refuses_a_bad_annotation_before_any_inference(tmp_path, small_weig
 def test_eval_out_that_cannot_be_written_fails_before_the_evaluation(tmp_path, small_weights, capsys, monkeypatch,
                                                                       where):
     import hrfast.cli
-    monkeypatch.setattr(hrfast.cli, "evaluate", lambda *a, **k: pytest.fail("inference ran"))
+    monkeypatch.setattr(hrfast.engine.evaluate, "evaluate", lambda *a, **k: pytest.fail("inference ran"))
     out = tmp_path / "e"
     if where == "file":
         out.write_text("a file")

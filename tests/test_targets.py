@@ -154,3 +154,15 @@ def test_window_cache_is_bounded():
     for s in range(1, 3 * targets._MAX_WINDOWS):
         msra_window(float(s))
     assert len(targets._WINDOWS) <= targets._MAX_WINDOWS
+
+
+@needs_ext
+@pytest.mark.parametrize("shapes,match", [(((2, 17, 3), (2, 17)), "joints must be"),
+                                          (((2, 17, 2), (2, 16)), "visible must be")])
+def test_fake_impl_checks_what_the_kernel_checks(shapes, match):
+    """Under torch.compile the fake runs instead of the kernel: a bad call fails there too."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        joints, visible = (mode.from_tensor(torch.zeros(s)) for s in shapes)
+        with pytest.raises(Exception, match=match):
+            torch.ops.hrfast.gaussian_targets(joints, visible, [192, 256], [48, 64], 2.0, "msra", torch.empty(0))

@@ -24,8 +24,8 @@ from .plan import Plan, make_plan
 _BUILDERS = {"torch": torch_runtime.build, "int8": int8.build, "openvino": openvino.build,
              "onnxruntime": onnxruntime.build}
 
-__all__ = ["optimize", "make_plan", "Plan", "OptimizedModel", "CudaGraphNet", "RuntimeNet", "fold_batchnorm",
-           "quantize_int8", "export"]
+__all__ = ["optimize", "maybe_optimize", "make_plan", "Plan", "OptimizedModel", "CudaGraphNet", "RuntimeNet",
+           "fold_batchnorm", "quantize_int8", "export"]
 
 
 def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] = None,
@@ -58,3 +58,16 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
     if verbose:
         print(plan.report())
     return out
+
+
+def maybe_optimize(model: nn.Module, runtime: Optional[str], device, dtype: Optional[str] = None,
+                   verbose: bool = True) -> nn.Module:
+    """``model`` itself when ``runtime`` is None, else :func:`optimize` on that runtime, which
+    prints what it applied. onnxruntime defaults to fp32, the only precision its CPU provider
+    runs (auto would pick bf16 on a bf16 CPU)."""
+    if not runtime:
+        return model
+    if runtime == "onnxruntime" and dtype is None:
+        dtype = "fp32"
+    return optimize(model.to(device), device=device, runtime=runtime, dtype=dtype, verbose=verbose)
+

@@ -4,7 +4,8 @@
 record per person. ``coco_results`` applies the official rescoring and OKS NMS per image and
 produces the COCO results list. ``coco_eval`` scores it with pycocotools. ``evaluate`` chains
 them for a COCO-format dataset (gathering the predictions of all ranks under
-torch.distributed), or hands an MPII dataset to PCKh.
+torch.distributed), or hands an MPII dataset to PCKh. ``evaluate_checkpoint`` is ``hrfast
+eval``: a config and a weights file to the table.
 """
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from pycocotools.cocoeval import COCOeval
 
 from ..data.coco import quiet
 from ..data.keypoints import COCO17
+from ..deploy import maybe_optimize
+from ..device import apply_cudnn_settings
+from ..models import HRNet
 from ..ops.nms import oks_nms, rescore
 from ..outputs import write_json
+from ..weights import load_weights
+from .data import build_dataset, dataset_paths, loader_workers, make_loader
 from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh
 from .predict import gather_records, predict_dataset
 
@@ -115,3 +121,23 @@ def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, meth
     results = coco_results(records, in_vis_thre, oks_thre, sigmas=keypoints.sigmas,
                            category_id=getattr(loader.dataset, "category_id", 1))
     return coco_eval(ann_file, results, results_file, sigmas=keypoints.sigmas)
+
+
+def evaluate_checkpoint(cfg, checkpoint, results_file: Path, device: torch.device, settings,
+                        runtime: Optional[str] = None, dtype: Optional[str] = None,
+                        progress: bool = True) -> Dict[str, float]:
+    """Build the config's model, load ``checkpoint`` (strictly, weights only), optionally
+    through ``hrfast.optimize`` on ``runtime`` in ``dtype``, and evaluate it on the config's
+    test set with ``settings`` (:func:`hrfast.inference.inference_settings`). The COCO results
+    go to ``results_file``."""
+    apply_cudnn_settings(cfg.CUDNN)
+    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
+    load_weights(model, checkpoint)
+    model.to(device)
+    loader = make_loader(build_dataset(cfg, train=False), int(cfg.TEST.BATCH_SIZE_PER_GPU), False,
+                         loader_workers(cfg), 1, 0, 0)
+    return evaluate(maybe_optimize(model, runtime, device, dtype), loader, dataset_paths(cfg, "test")[0], device,
+                    settings.flip_test, settings.decode, results_file=results_file,
+                    oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
+                    shift_heatmap=settings.shift_heatmap, progress=progress)
+

@@ -16,6 +16,7 @@ from .._extension import HAS_EXTENSION
 from ._dispatch import check_tensor, native_available
 
 METHODS = ("quarter", "dark", "udp", "argmax")
+NATIVE_METHODS = ("quarter", "dark", "udp")   # argmax is a gather: no kernel
 # "argmax" is the official decoding with TEST.POST_PROCESS false: the maximum's pixel, no
 # refinement. It is a gather with nothing to fuse, so it has no native kernel: both fronts run
 # the reference.
@@ -221,6 +222,11 @@ def _register_fake() -> None:
 
     @torch.library.register_fake("hrfast::decode_heatmaps")
     def _(heatmaps, method, blur_kernel):
+        # the schema the C++ kernels check, so a traced graph fails where eager would
+        torch._check(heatmaps.dim() == 4, lambda: "heatmaps must be (B, K, H, W)")
+        torch._check(heatmaps.is_floating_point(), lambda: "heatmaps must be floating-point")
+        torch._check(method in NATIVE_METHODS, lambda: f"method must be one of {NATIVE_METHODS}")
+        torch._check(method == "quarter" or blur_kernel % 2 == 1, lambda: "blur_kernel must be odd")
         B, K = heatmaps.shape[:2]
         return heatmaps.new_empty((B, K, 2)), heatmaps.new_empty((B, K))
 

@@ -161,6 +161,13 @@ def _register_fake() -> None:
 
     @torch.library.register_fake("hrfast::gaussian_targets")
     def _(joints, visible, image_size, heatmap_size, sigma, encoding, window):
+        # the schema the C++ kernels check, so a traced graph fails where eager would
+        torch._check(joints.dim() == 3 and joints.shape[2] == 2, lambda: "joints must be (B, K, 2)")
+        torch._check(joints.dtype == torch.float32, lambda: "joints must be float32")
+        torch._check(visible.shape == joints.shape[:2], lambda: "visible must be (B, K) like joints")
+        torch._check(len(image_size) == 2 and len(heatmap_size) == 2,
+                     lambda: "image_size and heatmap_size must be (width, height)")
+        torch._check(encoding in ENCODINGS, lambda: f"encoding must be one of {ENCODINGS}")
         B, K = joints.shape[:2]
         return (joints.new_empty((B, K, heatmap_size[1], heatmap_size[0])), joints.new_empty((B, K)))
 
