@@ -165,7 +165,7 @@ def main() -> None:
         packages=find_packages(include=["hrfast", "hrfast.*"]) + ["hrfast.configs", "hrfast.kernels",
                                                                   "hrfast.sample_data"],
         package_dir={"hrfast.kernels": "kernels", "hrfast.sample_data": "data"},
-        package_data={"hrfast.configs": ["*.yaml"],
+        package_data={"hrfast.configs": ["*.yaml", "family/*.yaml"],
                       "hrfast.sample_data": ["coco-mini/README.md", "coco-mini/annotations/*.json",
                                              "coco-mini/images/*.jpg"]},
         long_description=long_description(),

@@ -34,7 +34,7 @@ from .engine.train import train
 from .extras import EXTRAS, MissingExtra
 from .inference import inference_settings
 from .kernels.launch import HAS_TRITON, TRITON_NEEDED, triton_runs_on
-from .models import HRNet
+from .models import HRNet, build_model, family_configs
 from .ops.decode import METHODS as DECODE_METHODS
 from .outputs import check_output_dir, check_output_file
 from .predictor import PoseEstimator, predict_images
@@ -68,12 +68,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         except importlib.metadata.PackageNotFoundError:
             found.append(f"{pkg} not installed ({use}: pip install 'hrfast[{EXTRAS[pkg][1]}]')")
     print("optional: " + "; ".join(found))
-    print(f"{'config':<20} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
-    for name in available_configs():
-        m = HRNet.from_config(name)
+    print(f"{'config':<36} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
+    for name in available_configs() + family_configs():
+        m = build_model(name)
         c = count_macs(m, m.input_size)
         w, h = m.input_size
-        print(f"{name:<20} {f'{w}x{h}':>12} {count_parameters(m):>12,} {c['macs'] / 1e9:>8.2f} "
+        print(f"{name:<36} {f'{w}x{h}':>12} {count_parameters(m):>12,} {c['macs'] / 1e9:>8.2f} "
               f"{c['flops'] / 1e9:>8.2f}")
     return 0
 
@@ -83,8 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_compare(args)
 
     torch.manual_seed(0)
-    cfg = resolve_config(args.config)
-    model = HRNet.from_config(cfg, backend=args.backend).to(args.device)
+    model = build_model(args.config, backend=args.backend).to(args.device)   # any of the HRNet family
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     r = inference_throughput(model, args.batch, model.input_size, args.device, dtype,
                              warmup=args.warmup, iters=args.iters, channels_last=args.channels_last)

@@ -50,42 +50,53 @@ def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
 
 def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num_val: int = 100,
              batch: int = 32, workers: int = 1, overrides=(), progress: bool = True) -> dict:
-    t_start = time.perf_counter()
     out = Path(out_dir)
+    phases, clock = {}, time.perf_counter()
+
+    def lap(name: str) -> float:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = now - clock
+        clock = now
+        return phases[name]
+
     paths = make_synthetic_coco(out / "data", num_train, num_val, progress=progress)
-    print(f"synthetic COCO data: {num_train} train / {num_val} val images in {out / 'data'} "
-          f"({time.perf_counter() - t_start:.0f} s)")
+    print(f"synthetic COCO data: {num_train} train / {num_val} val images in {out / 'data'} ({lap('data'):.0f} s)")
     cfg = demo_config(paths, epochs, batch, workers, overrides)
-    t0 = time.perf_counter()
     result = train(cfg, out / "train", progress=progress)
-    train_s = time.perf_counter() - t0
     hist = result["history"]
     ips = float(np.mean([h["images_per_s"] for h in hist]))
-    print(f"trained {DEMO_CONFIG} for {epochs} epochs in {train_s / 60:.1f} min: "
+    print(f"trained {DEMO_CONFIG} for {epochs} epochs in {lap('training') / 60:.1f} min: "
           f"loss {hist[0]['loss']:.2e} -> {hist[-1]['loss']:.2e}, {ips:.1f} training images/s")
     print("\nval, ground-truth boxes, flip test, DARK decoding:")
     print(format_stats(result["stats"]))
-
-    model = result["model"].eval()
-    det_cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False}})
-    det_set = build_dataset(det_cfg, train=False)
-    loader = make_loader(det_set, 64, False, workers, 1, 0, 0)
-    t1 = time.perf_counter()
-    det_stats = evaluate(model, loader, paths["val_ann"], "cpu", True, "dark",
-                         results_file=out / "results_val_detections.json", progress=progress)
-    eval_ips = len(det_set) / (time.perf_counter() - t1)
-    print(f"\nval, detector boxes ({len(det_set)} boxes), flip test, DARK decoding:")
-    print(format_stats(det_stats))
-    print(f"\nevaluation throughput: {eval_ips:.1f} person crops/s (flip test: 2 forward passes each, "
-          f"decode, NMS, COCOeval)")
-    png = draw_predictions(model, paths, out / "predictions.png")
+    det_stats, eval_ips = _detector_box_eval(result["model"].eval(), cfg, paths, out, workers, progress)
+    lap("evaluation")
+    png = draw_predictions(result["model"], paths, out / "predictions.png")
+    lap("drawing")
     print(f"predictions drawn to {png}")
     summary = {"ap_gt_boxes": result["stats"].get("AP"), "ap_detections": det_stats.get("AP"),
                "train_images_per_s": ips, "eval_crops_per_s": eval_ips,
-               "minutes": (time.perf_counter() - t_start) / 60}
+               "phases_s": {k: round(v, 1) for k, v in phases.items()}, "minutes": sum(phases.values()) / 60}
     write_json(out / "summary.json", summary, indent=1)
-    print(f"total {summary['minutes']:.1f} min")
+    print("time by phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+          + f"; total {summary['minutes']:.1f} min")
     return summary
+
+
+def _detector_box_eval(model, cfg, paths, out: Path, workers: int, progress: bool):
+    """AP of ``model`` on the val split's detector boxes; (stats, person crops per second)."""
+    det_set = build_dataset(merge_config(cfg, {"TEST": {"USE_GT_BBOX": False}}), train=False)
+    loader = make_loader(det_set, 64, False, workers, 1, 0, 0)
+    t1 = time.perf_counter()
+    stats = evaluate(model, loader, paths["val_ann"], "cpu", True, "dark",
+                     results_file=out / "results_val_detections.json", progress=progress)
+    crops_per_s = len(det_set) / (time.perf_counter() - t1)
+    print(f"\nval, detector boxes ({len(det_set)} boxes), flip test, DARK decoding:")
+    print(format_stats(stats))
+    print(f"\nevaluation throughput: {crops_per_s:.1f} person crops/s (flip test: 2 forward passes each, "
+          f"decode, NMS, COCOeval)")
+    return stats, crops_per_s
 
 
 def draw_predictions(model, paths, png, count: int = 8) -> Path:

@@ -41,6 +41,9 @@ def state_dict_of(obj, path) -> Dict[str, torch.Tensor]:
                               f"{type(obj[bad]).__name__}, not a tensor")
     if all(k.startswith("module.") for k in obj):        # saved from DataParallel / DDP
         obj = {k[len("module."):]: v for k, v in obj.items()}
+    if any(k.startswith("model.") for k in obj) and all(k.startswith(("model.", "loss.")) for k in obj):
+        # the segmentation repository's FullModel: the net as ``model``, its loss (class weights) as ``loss``
+        obj = {k[len("model."):]: v for k, v in obj.items() if k.startswith("model.")}
     return obj
 
 

@@ -4,7 +4,9 @@ For output branch ``i`` and inputs ``x_0 .. x_{n-1}`` (branch ``j`` at 1/2^j of 
 
     y_i = ReLU( x_i + sum_{j>i} up_{2^(j-i)}(BN(conv1x1(x_j))) + sum_{j<i} down_{i-j}(x_j) )
 
-where ``down_k`` is k strided 3x3 conv+BN with ReLU between them (not after the last).
+where ``down_k`` is k strided 3x3 conv+BN with ReLU between them (not after the last), and
+``up`` is nearest upsampling (the pose and classification nets) or bilinear resizing to x_i's
+size (HRNetV2 of the face and segmentation nets; ``upsample="bilinear"``).
 
 The unit *is* a ``ModuleList`` of ``ModuleList`` so that its parameters keep the official
 key names ``fuse_layers.{i}.{j}.…`` (``None`` where ``i == j``, exactly as the official code).
@@ -19,16 +21,22 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import batch_norm, conv1x1, conv3x3
 
+UPSAMPLE_MODES = ("nearest", "bilinear")
 
-def _upsample_path(in_channels: int, out_channels: int, factor: int) -> nn.Sequential:
-    # Upsample has no parameters; it stays in the Sequential (index 2) as in the official
-    # layout so the reference path is the plain module call.
-    return nn.Sequential(conv1x1(in_channels, out_channels), batch_norm(out_channels),
-                         nn.Upsample(scale_factor=factor, mode="nearest"))
+
+def _upsample_path(in_channels: int, out_channels: int, factor: int, mode: str) -> nn.Sequential:
+    # Upsample has no parameters; for nearest it stays in the Sequential (index 2) as in the
+    # official layout, so the reference path is the plain module call. The bilinear nets
+    # resize to the target's size in their forward instead (``ExchangeUnit._up``).
+    layers = [conv1x1(in_channels, out_channels), batch_norm(out_channels)]
+    if mode == "nearest":
+        layers.append(nn.Upsample(scale_factor=factor, mode="nearest"))
+    return nn.Sequential(*layers)
 
 
 def _downsample_path(in_channels: int, out_channels: int, steps: int) -> nn.Sequential:
@@ -50,12 +58,17 @@ class ExchangeUnit(nn.ModuleList):
     Args:
         channels: channels of each input branch, highest resolution first.
         num_outputs: how many output branches to produce (from the highest resolution down).
+        upsample: "nearest" (by 2^(j-i)) or "bilinear" (to the output's size, with
+            ``align_corners``).
     Input: list of n tensors, branch j of shape (B, channels[j], H / 2^j, W / 2^j).
     Output: list of ``num_outputs`` tensors, branch i of shape (B, channels[i], H/2^i, W/2^i).
     """
 
-    def __init__(self, channels: Sequence[int], num_outputs: int) -> None:
+    def __init__(self, channels: Sequence[int], num_outputs: int, upsample: str = "nearest",
+                 align_corners: bool = False) -> None:
         n = len(channels)
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         if n < 2:
             raise ValueError(f"ExchangeUnit needs at least 2 branches, got channels={list(channels)}")
         if not 1 <= num_outputs <= n:
@@ -65,7 +78,7 @@ class ExchangeUnit(nn.ModuleList):
             row: List[nn.Module | None] = []
             for j in range(n):
                 if j > i:
-                    row.append(_upsample_path(channels[j], channels[i], 2 ** (j - i)))
+                    row.append(_upsample_path(channels[j], channels[i], 2 ** (j - i), upsample))
                 elif j == i:
                     row.append(None)
                 else:
@@ -74,6 +87,8 @@ class ExchangeUnit(nn.ModuleList):
         super().__init__(rows)
         self.channels = list(channels)
         self.num_outputs = num_outputs
+        self.upsample = upsample
+        self.align_corners = bool(align_corners)
         self.fused_impl = None   # the fusion hook (module doc)
 
     def check_inputs(self, xs: Sequence[torch.Tensor]) -> None:
@@ -95,9 +110,15 @@ class ExchangeUnit(nn.ModuleList):
             row = self[i]
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, n):
-                y = y + (xs[j] if i == j else row[j](xs[j]))
+                y = y + (xs[j] if i == j else self._up(row[j](xs[j]), xs[i]) if j > i else row[j](xs[j]))
             out.append(torch.relu(y))
         return out
+
+    def _up(self, z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """An upsample path's output at ``like``'s resolution (nearest is in the path itself)."""
+        if self.upsample == "nearest":
+            return z
+        return F.interpolate(z, size=like.shape[2:], mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         impl = self.fused_impl

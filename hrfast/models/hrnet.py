@@ -1,4 +1,6 @@
-"""The pose HRNet (Sun et al., CVPR 2019) with the official pose_hrnet module names.
+"""The HRNet backbone and the pose HRNet (Sun et al., CVPR 2019), with the official module
+names (``conv1`` ... ``stage4`` are the same in the pose, classification, face and
+segmentation repositories; the heads of the other three are in :mod:`hrfast.models.family`).
 
 Shapes: input (B, 3, H, W) with H and W multiples of 32, output heatmaps (B, K, H/4, W/4).
 """
@@ -23,7 +25,8 @@ class HighResolutionModule(nn.Module):
     """
 
     def __init__(self, block: type, num_blocks: Sequence[int], in_channels: Sequence[int],
-                 channels: Sequence[int], multi_scale_output: bool = True) -> None:
+                 channels: Sequence[int], multi_scale_output: bool = True, upsample: str = "nearest",
+                 align_corners: bool = False) -> None:
         super().__init__()
         n = len(channels)
         if not (len(num_blocks) == len(in_channels) == n):
@@ -36,7 +39,7 @@ class HighResolutionModule(nn.Module):
         self.out_channels = [c * block.expansion for c in channels]
         self.fuse_layers: Optional[ExchangeUnit] = None
         if n > 1:
-            self.fuse_layers = ExchangeUnit(self.out_channels, n if multi_scale_output else 1)
+            self.fuse_layers = ExchangeUnit(self.out_channels, n if multi_scale_output else 1, upsample, align_corners)
 
     def forward(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
@@ -88,69 +91,55 @@ def _apply_transition(transition: nn.ModuleList, xs: List[torch.Tensor], step_fn
     return out
 
 
-class HRNet(nn.Module):
-    """Pose HRNet; a drop-in for the official ``PoseHighResolutionNet`` (same state_dict keys).
+class HRNetBackbone(nn.Module):
+    """Stem, ``layer1``, transitions and stages of HRNet, with the official key names; the
+    task models add their head (pose: :class:`HRNet`; :mod:`hrfast.models.family`).
 
-    Build with :meth:`from_config` (a config name, a YAML path's :func:`hrfast.load_config`
-    result, or a plain mapping). ``forward(x)``: x (B, 3, H, W), H and W multiples of 32, in
-    input-image pixels normalized as ImageNet; returns heatmaps (B, K, H/4, W/4).
+    ``spec`` keys: ``stem_channels``, ``stage1`` and ``stages`` (block, num_modules,
+    num_blocks, num_channels), ``multi_scale_last`` (the last module keeps every branch:
+    classification and HRNetV2; the pose net keeps branch 0 only), ``upsample`` ("nearest" or
+    "bilinear") and ``align_corners`` of the exchange units. :meth:`forward_branches` returns
+    the last stage's branches; ``out_channels`` their widths.
     """
 
-    def __init__(self, spec: Mapping[str, Any], backend: str = "reference") -> None:
+    def __init__(self, spec: Mapping[str, Any]) -> None:
         super().__init__()
-        if backend not in backend_names():
-            raise ValueError(f"backend must be one of {backend_names()}, got {backend!r}")
         self.spec = dict(spec)
-        self.num_joints = int(spec["num_joints"])
         stem = int(spec.get("stem_channels", 64))
         self.conv1 = conv3x3(3, stem, stride=2)
         self.bn1 = batch_norm(stem)
         self.conv2 = conv3x3(stem, stem, stride=2)
         self.bn2 = batch_norm(stem)
         self.relu = nn.ReLU(inplace=True)
-
         s1 = spec["stage1"]
         block1 = BLOCKS[s1["block"]]
         self.layer1 = make_blocks(block1, stem, s1["num_channels"][0], s1["num_blocks"][0])
         prev = [s1["num_channels"][0] * block1.expansion]
-
         stages = spec["stages"]
         for idx, stage in enumerate(stages, start=2):
             block = BLOCKS[stage["block"]]
             channels = [c * block.expansion for c in stage["num_channels"]]
             setattr(self, f"transition{idx - 1}", make_transition(prev, channels))
-            last_stage = idx == len(stages) + 1
-            modules = []
-            in_channels = channels
-            for m in range(stage["num_modules"]):
-                # The last module of the last stage fuses only into the high-resolution branch.
-                multi = not (last_stage and m == stage["num_modules"] - 1)
-                hrm = HighResolutionModule(block, stage["num_blocks"], in_channels,
-                                           stage["num_channels"], multi_scale_output=multi)
-                modules.append(hrm)
-                in_channels = hrm.out_channels
-            setattr(self, f"stage{idx}", nn.Sequential(*modules))
-            prev = in_channels
+            setattr(self, f"stage{idx}", self._stage(stage, block, channels, last=idx == len(stages) + 1))
+            prev = getattr(self, f"stage{idx}")[-1].out_channels
+            if idx == len(stages) + 1 and not spec.get("multi_scale_last", False):
+                prev = prev[:1]
         self.num_stages = len(stages) + 1
-        k = int(spec.get("final_conv_kernel", 1))
-        self.final_layer = nn.Conv2d(prev[0], self.num_joints, k, stride=1, padding=1 if k == 3 else 0)
-        self.init_weights()
+        self.out_channels = list(prev)
         self.backend = "reference"
         self.transition_impl = None   # the transition hook (hrfast.models.backends)
-        self.set_backend(backend)
 
-    # ------------------------------------------------------------------ construction helpers
-    @classmethod
-    def from_config(cls, config: Union[str, Config, Mapping[str, Any]], backend: str = "reference",
-                    **overrides: Any) -> "HRNet":
-        """Build from a config name (see :func:`hrfast.available_configs`), a :class:`Config`
-        (what :func:`hrfast.load_config` returns) or a model-spec mapping. ``overrides`` replace
-        spec entries, e.g. ``num_joints=14``."""
-        if isinstance(config, str):
-            config = get_config(config)
-        spec = model_spec(config) if isinstance(config, Config) else dict(config)
-        spec.update(overrides)
-        return cls(spec, backend=backend)
+    def _stage(self, stage: Mapping[str, Any], block: type, in_channels: List[int], last: bool) -> nn.Sequential:
+        modules = []
+        for m in range(stage["num_modules"]):
+            # The pose net's last module fuses only into the high-resolution branch.
+            multi = not (last and m == stage["num_modules"] - 1 and not self.spec.get("multi_scale_last", False))
+            hrm = HighResolutionModule(block, stage["num_blocks"], in_channels, stage["num_channels"],
+                                       multi_scale_output=multi, upsample=self.spec.get("upsample", "nearest"),
+                                       align_corners=bool(self.spec.get("align_corners", False)))
+            modules.append(hrm)
+            in_channels = hrm.out_channels
+        return nn.Sequential(*modules)
 
     def init_weights(self) -> None:
         """Official initialization: conv weights N(0, 0.001), conv biases 0, BN weight 1 bias 0."""
@@ -163,32 +152,29 @@ class HRNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    default_input_size = (192, 256)   # (width, height) when the spec names none
+
     @property
     def input_size(self) -> tuple:
         """(width, height) of the input image the config was made for (the official order)."""
-        return tuple(self.spec.get("image_size", (192, 256)))
-
-    @property
-    def heatmap_size(self) -> tuple:
-        """(width, height) of the output heatmaps for :attr:`input_size`."""
-        w, h = self.input_size
-        return (w // 4, h // 4)
+        return tuple(self.spec.get("image_size", self.default_input_size))
 
     def exchange_units(self) -> List[ExchangeUnit]:
         return [m for m in self.modules() if isinstance(m, ExchangeUnit)]
 
-    def set_backend(self, backend: str) -> "HRNet":
+    def set_backend(self, backend: str) -> "HRNetBackbone":
         """Choose the exchange-unit implementation; parameters and keys are unchanged.
 
         ``reference``: eager PyTorch. ``triton``: fused Triton kernels. ``auto``: fused kernels
         for CUDA inputs when Triton is usable, the reference otherwise. The names come from
         :mod:`hrfast.models.backends`, where the fused implementation registers itself.
         """
+        if backend not in backend_names():
+            raise ValueError(f"backend must be one of {backend_names()}, got {backend!r}")
         install_backend(self, backend)
         self.backend = backend
         return self
 
-    # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
         if torch.jit.is_tracing():   # ONNX export traces with one checked example input
             return
@@ -204,8 +190,8 @@ class HRNet(nn.Module):
             raise ValueError(f"HRNet input x height and width must be multiples of 32 "
                              f"(4x stem and 3 halvings), got {h}x{w}")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> high-resolution features (B, C_0, H/4, W/4) before the final conv."""
+    def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, 3, H, W) -> the last stage's branches, branch j (B, out_channels[j], H/2^(j+2), W/2^(j+2))."""
         self._check_input(x)
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
@@ -216,7 +202,50 @@ class HRNet(nn.Module):
                 step = None
             xs = _apply_transition(getattr(self, f"transition{idx - 1}"), xs, step)
             xs = getattr(self, f"stage{idx}")(xs)
-        return xs[0]
+        return xs
+
+
+class HRNet(HRNetBackbone):
+    """Pose HRNet; a drop-in for the official ``PoseHighResolutionNet`` (same state_dict keys).
+
+    Build with :meth:`from_config` (a config name, a YAML path's :func:`hrfast.load_config`
+    result, or a plain mapping). ``forward(x)``: x (B, 3, H, W), H and W multiples of 32, in
+    input-image pixels normalized as ImageNet; returns heatmaps (B, K, H/4, W/4).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], backend: str = "reference") -> None:
+        if backend not in backend_names():
+            raise ValueError(f"backend must be one of {backend_names()}, got {backend!r}")
+        super().__init__(spec)
+        self.num_joints = int(spec["num_joints"])
+        k = int(spec.get("final_conv_kernel", 1))
+        self.final_layer = nn.Conv2d(self.out_channels[0], self.num_joints, k, stride=1, padding=1 if k == 3 else 0)
+        self.init_weights()
+        self.set_backend(backend)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_config(cls, config: Union[str, Config, Mapping[str, Any]], backend: str = "reference",
+                    **overrides: Any) -> "HRNet":
+        """Build from a config name (see :func:`hrfast.available_configs`), a :class:`Config`
+        (what :func:`hrfast.load_config` returns) or a model-spec mapping. ``overrides`` replace
+        spec entries, e.g. ``num_joints=14``."""
+        if isinstance(config, str):
+            config = get_config(config)
+        spec = model_spec(config) if isinstance(config, Config) else dict(config)
+        spec.update(overrides)
+        return cls(spec, backend=backend)
+
+    @property
+    def heatmap_size(self) -> tuple:
+        """(width, height) of the output heatmaps for :attr:`input_size`."""
+        w, h = self.input_size
+        return (w // 4, h // 4)
+
+    # ------------------------------------------------------------------ forward
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> high-resolution features (B, C_0, H/4, W/4) before the final conv."""
+        return self.forward_branches(x)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.forward_features(x))

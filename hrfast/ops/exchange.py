@@ -79,9 +79,10 @@ def _pair_ok(conv_m: nn.Module, bn: nn.Module, ks: int, stride: int) -> bool:
 
 
 def unit_supported(unit: ExchangeUnit) -> bool:
-    """Whether every path of ``unit`` has the structure the kernels implement."""
+    """Whether every path of ``unit`` has the structure the kernels implement (nearest
+    upsampling only: the bilinear units of HRNetV2 run the reference path)."""
     n = len(unit.channels)
-    if n - 1 > MAX_SEGMENTS:
+    if n - 1 > MAX_SEGMENTS or unit.upsample != "nearest":
         return False
     modes = set()
     for i in range(unit.num_outputs):
