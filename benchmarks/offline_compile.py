@@ -7,7 +7,7 @@ GPU's choices (``hrfast.kernels.launch.offline_gpu``), and every launch only com
 warmup path), so the exchange unit's own code picks the kernel variants at the real W32
 shapes. Triton's bundled ptxas makes the cubin and its cuobjdump reads it.
 
-What to look for (HOPPER.md): ``HGMMA...BF16`` for bf16 GEMMs (warpgroup MMA on the tensor
+What to look for: ``HGMMA...BF16`` for bf16 GEMMs (warpgroup MMA on the tensor
 cores; ``TF32`` would mean float32 operands), no ``LDL``/``STL`` (local memory: spills), and
 16-byte loads (``.128``) for the NHWC activation tiles.
 

@@ -192,14 +192,7 @@ def load_config(path: Union[str, Path]) -> Config:
     values of the wrong kind (the message names the dotted key).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    data = read_yaml(path)
     cfg = default_config()
     try:
         _merge(cfg, data, "")
@@ -208,6 +201,22 @@ def load_config(path: Union[str, Path]) -> Config:
     validate(cfg, str(path))
     note_ignored(cfg, default_config(), str(path))
     return cfg
+
+
+def read_yaml(path: Union[str, Path]) -> Mapping[str, Any]:
+    """The sections of a YAML config file, read with ``yaml.safe_load`` (it is untrusted).
+    FileNotFoundError for a missing file, :class:`ConfigError` for bad YAML or a top level
+    that is not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
 
 
 def available_configs() -> List[str]:

@@ -211,3 +211,16 @@ def test_bench_and_info_take_the_family_configs(capsys):
     # the published parameter counts (the face net's table gives none to the unit)
     assert rows["cls_hrnet_w18_224"] == "21,299,004" and rows["seg_hrnetv2_w48_cityscapes_1024x512"] == "65,859,379"
     assert set(rows) == set(hrfast.models.family_configs())
+
+
+@pytest.mark.parametrize("name", ["hrnet", "seg_hrnet"])
+def test_the_low_resolution_head_is_the_concatenated_head(name):
+    """The head's 1x1 conv run per branch at the branch's resolution, then resized and summed,
+    equals the official concatenate-then-convolve (float32: another summation order)."""
+    model = randomized(hrfast.build_model({"MODEL": {"NAME": name, "NUM_JOINTS": 5, "EXTRA": TINY}}))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        model.low_res_head = True
+        fast = model(x)
+        model.low_res_head = False
+        torch.testing.assert_close(fast, model(x), atol=1e-5, rtol=1e-5)
