@@ -5,9 +5,11 @@ what to pass when it does not.
 model zoo, hrfast's ``model_best.pth``), the official training ``checkpoint.pth``
 (``{'epoch', 'model': 'pose_hrnet', 'state_dict', 'perf', 'optimizer'}``), hrfast's training
 checkpoint (``{'model': state_dict, 'optimizer', ...}``) and ``{'state_dict': ...}``; DataParallel
-``module.`` prefixes are removed. ``load_weights`` loads it strictly; a mismatch is one line
-with the first keys that differ and, when a built-in config fits the file, which one to pass.
-A legacy (non-zip) file has no CRCs, so its values are checked for plausibility instead.
+``module.`` prefixes are removed, as are the segmentation repository's ``model.`` and mmpose's
+``backbone.`` / ``keypoint_head.`` / ``head.`` (:func:`from_mmpose`). ``load_weights`` loads
+it strictly; a mismatch is one line with the first keys that differ and, when a built-in
+config fits the file, which one to pass. A legacy (non-zip) file has no CRCs, so its values
+are checked for plausibility instead.
 """
 from __future__ import annotations
 
@@ -44,7 +46,34 @@ def state_dict_of(obj, path) -> Dict[str, torch.Tensor]:
     if any(k.startswith("model.") for k in obj) and all(k.startswith(("model.", "loss.")) for k in obj):
         # the segmentation repository's FullModel: the net as ``model``, its loss (class weights) as ``loss``
         obj = {k[len("model."):]: v for k, v in obj.items() if k.startswith("model.")}
+    if any(k.startswith("backbone.") for k in obj):
+        obj = from_mmpose(obj, path)
     return obj
+
+
+# the final 1x1 conv of mmpose's top-down heatmap head: 0.x TopdownHeatmapSimpleHead, 1.x HeatmapHead
+MMPOSE_HEADS = ("keypoint_head.final_layer.", "head.final_layer.")
+
+
+def from_mmpose(obj: Dict[str, torch.Tensor], path) -> Dict[str, torch.Tensor]:
+    """An mmpose top-down HRNet state_dict (``backbone.*`` plus the head's ``final_layer``,
+    mmpose 0.x or 1.x) in the official pose_hrnet keys. mmpose's HRNet backbone names its
+    modules as the official code does, so the keys only lose their prefix. A head with more
+    than its final conv (deconvolutions, the HRNetV2 concat head) is one clear error."""
+    out, other = {}, []
+    for key, value in obj.items():
+        if key.startswith("backbone."):
+            out[key[len("backbone."):]] = value
+        elif key.startswith(MMPOSE_HEADS):
+            out["final_layer." + key.split("final_layer.", 1)[1]] = value
+        elif not key.startswith("data_preprocessor."):   # 1.x's normalisation constants
+            other.append(key)
+    if other or "final_layer.weight" not in out:
+        raise CheckpointError(f"checkpoint {path} is an mmpose model whose head hrfast does not load "
+                              f"({', '.join(other[:3]) or 'no final_layer'}): hrfast loads top-down HRNet "
+                              f"heatmap models whose head is one final conv (keypoint_head.final_layer in mmpose "
+                              f"0.x, head.final_layer in 1.x)")
+    return out
 
 
 def check_plausible(state: Dict[str, torch.Tensor], path) -> None:
@@ -115,6 +144,26 @@ def fitting_configs(state: Dict[str, torch.Tensor]) -> List[str]:
         if mismatch(model, state) is None:
             found.append(name)
     return found
+
+
+def load_pose_model(path, config: Optional[str] = None, backend: str = "reference") -> nn.Module:
+    """A pose HRNet with the weights of ``path`` (official, hrfast or mmpose layout), its
+    keypoint count taken from the file. ``config`` names the input size and widths; by
+    default the built-in config whose network fits the file (the first, when several do:
+    they differ only in input size). A file that no config fits is one error naming the keys."""
+    from .config import get_config, load_config, merge_config
+    from .models import HRNet
+    state = read_weights(path)
+    name = config or next(iter(fitting_configs(state)), None)
+    if name is None:
+        raise CheckpointError(f"checkpoint {path} fits no built-in config: pass config= (a name or a YAML)")
+    cfg = load_config(name) if str(name).endswith((".yaml", ".yml")) else get_config(name)
+    joints = joints_of(state)
+    if joints is not None:
+        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": joints}})
+    model = HRNet.from_config(cfg, backend=backend)
+    load_weights(model, path, state)
+    return model
 
 
 def load_weights(model: nn.Module, checkpoint, state: Optional[Dict[str, torch.Tensor]] = None) -> None:
