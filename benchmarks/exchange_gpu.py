@@ -460,7 +460,10 @@ def main(argv=None) -> str:
             save()
     if args.model:
         bench_model(B, device, args.tiny, peak, rows, save)
-    return emit_report(report(rows, disp, header), args.report)
+    text = emit_report(report(rows, disp, header), args.report)
+    if args.warm:
+        print("WARM DONE", flush=True)   # gpu_session.sh tells a finished warm run from a killed one
+    return text
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@
 # machine starts with under 4 minutes left), with carry [".whl"] and timeout_s 600:
 #     bash benchmarks/gpu_session.sh all         # build, GPU suites (parallel), exchange units and
 #                                                # dispatch, whole model, memcheck: each step
-#                                                # given what is left of BUDGET (520 s), every
-#                                                # log and report under $OUT as it goes
+#                                                # capped, the whole model kept 150 s, all within
+#                                                # BUDGET (520 s; "plan" prints the caps), every
+#                                                # log and report under $OUT as it goes. A missing
+#                                                # wheel, a failed build or a GPU without CUDA ops
+#                                                # stops it at once (FAILED in summary.txt)
 # The single stages, for a later session with time left:
 #     bash benchmarks/gpu_session.sh tests       # build; the GPU suites on CUDA (Triton kernels,
 #                                                # C++/CUDA ops, footage crops); the C++/CUDA ops
@@ -33,7 +36,7 @@
 # "--tiny" on the CPU, "--max-autotune" when time allows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_session.sh wheels|all|tests|exchange|model|video|suites [pytest args]}
+stage=${1:?usage: gpu_session.sh wheels|plan|all|tests|exchange|model|video|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
 # The tests that touch the GPU: the Triton files run every case on CUDA when it is there, the
@@ -46,28 +49,39 @@ GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targe
 mkdir -p "$OUT"
 PY=${PY:-python3}
 
+# fail: one line to the summary and stderr, then exit with status $1 (a call that cannot
+# measure anything ends in seconds, while the machine is still warm for a second try)
+fail() {
+    local rc=$1
+    shift
+    echo "gpu_session: FAILED: $*" | tee -a "$OUT/summary.txt" >&2
+    exit "$rc"
+}
+
 setup() {
-    if ! $PY -c "import pycocotools" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+    if ! $PY -c "import pycocotools" 2> /dev/null; then
+        local wheels=${WHEELS:-.whl}   # the carried folder (a dry run may point elsewhere)
+        compgen -G "$wheels/*.whl" > /dev/null || fail 3 "pycocotools is missing and no $wheels/ was carried" \
+            "(here: bash benchmarks/gpu_session.sh wheels; then run with carry [\".whl\"])"
         # --target: the image's site-packages stay untouched; nothing is fetched
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            "$wheels"/*.whl || fail 3 "the carried wheels in $wheels/ do not install: $(ls "$wheels")"
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
     # Hopper only: one arch keeps the CUDA build short; --no-deps: the image's packages are used.
     # SKIP_BUILD=1: a dry run where hrfast is installed already.
-    [ -n "${SKIP_BUILD:-}" ] || MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} $PY -m pip install -q --no-build-isolation --no-deps -e . \
-        > /tmp/hrfast_build.log 2>&1 || { tail -30 /tmp/hrfast_build.log; exit 1; }
-    $PY - <<'EOF' | tee "$OUT/versions.txt"
-import platform, torch
-import hrfast
-try:
-    import triton
-    tv = triton.__version__
-except ImportError:
-    tv = "not installed"
-dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
-print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-      f"triton {tv}, hrfast {hrfast.__version__}, _C built: {hrfast.HAS_EXTENSION}, device: {dev}")
-EOF
+    if [ -z "${SKIP_BUILD:-}" ]; then
+        MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} timeout "${BUILD_TIMEOUT:-180}" \
+            $PY -m pip install -q --no-build-isolation --no-deps -e . > /tmp/hrfast_build.log 2>&1 \
+            || { tail -5 /tmp/hrfast_build.log >> "$OUT/summary.txt"; tail -30 /tmp/hrfast_build.log;
+                 fail 1 "the build failed or ran past ${BUILD_TIMEOUT:-180} s"; }
+        tail -3 /tmp/hrfast_build.log | sed 's/^/build: /' >> "$OUT/summary.txt"
+    fi
+    echo "nvcc: $(command -v nvcc > /dev/null && nvcc --version | tail -1 || echo 'not found')" | tee "$OUT/versions.txt"
+    local rc=0
+    $PY benchmarks/gpu_versions.py >> "$OUT/versions.txt" || rc=$?
+    cat "$OUT/versions.txt"
+    (( rc == 0 )) || fail "$rc" "the CUDA ops did not build (versions.txt: nvcc and torch's CUDA must match)"
 }
 
 # boxed CAP NAME CMD...: CMD under a timeout of CAP seconds or what is left before $deadline,
@@ -141,7 +155,20 @@ stop_warm() {
         waited=$(( waited + 2 ))
     done
     for p in "${WARM_PIDS[@]}"; do kill -- "-$p" 2> /dev/null || true; done
-    echo "gpu_session: warm runs $(grep -L Traceback /tmp/warm_*.log | wc -l) of ${#WARM_PIDS[@]} clean," \
+    # done: the run printed WARM DONE; failed: a traceback; killed: neither (stopped above)
+    local done_=0 failed=0 killed=0 f
+    for f in /tmp/warm_*.log; do
+        if grep -q "^WARM DONE" "$f"; then
+            done_=$(( done_ + 1 ))
+        elif grep -q Traceback "$f"; then
+            failed=$(( failed + 1 ))
+            tail -2 "$f" | sed "s|^|$(basename "$f"): |" >> "$OUT/summary.txt"
+        else
+            killed=$(( killed + 1 ))
+            echo "$(basename "$f"): killed while compiling" >> "$OUT/summary.txt"
+        fi
+    done
+    echo "gpu_session: warm runs of ${#WARM_PIDS[@]}: $done_ done, $killed killed, $failed failed," \
          "after $waited s more" | tee -a "$OUT/summary.txt"
     WARM_PIDS=()
 }
@@ -150,23 +177,43 @@ trap 'if (( ${#WARM_PIDS[@]} )); then stop_warm 0; fi' EXIT   # no session left 
 export -f gpu_tests memcheck
 export PY OUT
 
+# The budget of "all" (seconds): BUDGET in all; the tests and the units have caps, the warm
+# runs are waited for at most WARM_WAIT after the tests, and the whole model keeps MODEL_MIN
+# (its step and optimize rows need them); memcheck uses the margin kept for the copy back.
+BUDGET=${BUDGET:-520}
+BUILD_EST=${BUILD_EST:-90}         # what the build of _C for sm_90 is planned to take (its timeout: BUILD_TIMEOUT)
+TESTS_CAP=${TESTS_CAP:-110}
+WARM_WAIT=${WARM_WAIT:-20}
+EXCHANGE_CAP=${EXCHANGE_CAP:-120}
+MODEL_MIN=${MODEL_MIN:-150}
+MEMCHECK_CAP=${MEMCHECK_CAP:-40}
+
 case "$stage" in
+plan)
+    # what "all" plans, step by step, before anything runs (the dry-run test checks the sum)
+    for step in "build $BUILD_EST" "tests $TESTS_CAP" "warm $WARM_WAIT" "exchange $EXCHANGE_CAP" \
+                "model $MODEL_MIN" "memcheck $MEMCHECK_CAP"; do echo "$step"; done
+    echo "total $(( BUILD_EST + TESTS_CAP + WARM_WAIT + EXCHANGE_CAP + MODEL_MIN + MEMCHECK_CAP ))"
+    ;;
 all)
-    deadline=$(( $(date +%s) + ${BUDGET:-520} ))
+    deadline=$(( $(date +%s) + BUDGET ))
     : > "$OUT/summary.txt"
     t0=$(date +%s)
     setup
     echo "gpu_session: build $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
     # correctness first: every GPU test, then the figures, the units' before the whole model's
     if wants exchange && [ "${WARM:-1}" = 1 ]; then start_warm; fi
-    boxed 200 tests gpu_tests "${GPU_TESTS[@]}"
-    if (( ${#WARM_PIDS[@]} )); then stop_warm 60; fi
-    boxed 200 exchange env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --stages 4 3 2 \
+    boxed "$TESTS_CAP" tests gpu_tests "${GPU_TESTS[@]}"
+    if (( ${#WARM_PIDS[@]} )); then stop_warm "$WARM_WAIT"; fi
+    # stage 4 first, inference before training; the whole model keeps MODEL_MIN seconds
+    ex_cap=$(( deadline - $(date +%s) - MODEL_MIN ))
+    (( ex_cap > EXCHANGE_CAP )) && ex_cap=$EXCHANGE_CAP
+    boxed "$ex_cap" exchange env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --stages 4 3 2 \
         --report "$OUT/exchange.md" ${EXCHANGE_ARGS:-} > "$OUT/exchange.log" 2>&1
     boxed 600 model env PYTHONUNBUFFERED=1 $PY benchmarks/exchange_gpu.py --batch 64 --model --no-units \
         --report "$OUT/model.md" ${EXCHANGE_ARGS:-} > "$OUT/model.log" 2>&1
     deadline=$(( deadline + 45 ))   # memcheck may use the margin kept for the copy back
-    boxed 60 memcheck memcheck
+    boxed "$MEMCHECK_CAP" memcheck memcheck
     tail -5 "$OUT/tests.log" 2> /dev/null || true
     for f in exchange model; do [ -s "$OUT/$f.md" ] && cat "$OUT/$f.md"; done
     cat "$OUT/summary.txt"
@@ -223,7 +270,7 @@ suites)
         --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
     ;;
 *)
-    echo "unknown stage '$stage': wheels, all, tests, exchange, model, video or suites" >&2
+    echo "unknown stage '$stage': wheels, plan, all, tests, exchange, model, video or suites" >&2
     exit 2
     ;;
 esac

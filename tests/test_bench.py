@@ -79,7 +79,7 @@ def test_training_variants_start_equal_and_use_their_optimizer():
 
 @pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
                     reason="the dry run needs Triton's interpreter (make test sets TRITON_INTERPRET=1)")
-def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
+def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch, capsys):
     """benchmarks/exchange_gpu.py, which the GPU session runs, works end to end (tiny shapes on
     the CPU interpreter): a row per variant, the fused one with its launch count."""
     # restored after the test: spawned processes inherit sys.path, and benchmarks/ has a
@@ -98,6 +98,13 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch):
     monkeypatch.setattr(FusedExchange, "__call__", broken)
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer"])
     assert "| 2 | infer | eager |" in text and "failed: RuntimeError: illegal memory access |" in text
+    # a warm run says when it is done (gpu_session.sh tells it from one it had to kill)
+    monkeypatch.undo()
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    capsys.readouterr()
+    exchange_gpu.main(["--tiny", "--warm", "--stages", "2", "--modes", "infer"])
+    assert capsys.readouterr().out.rstrip().endswith("WARM DONE")
+    exchange_gpu.WARM[0] = False
 
 
 @pytest.mark.skipif(not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1",
@@ -111,9 +118,9 @@ def test_gpu_session_all_stage_dry_run(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     def session(stage, out, **knobs):
         # WARM=0: seven warm-up processes of the interpreter would take minutes on two cores
-        env = dict(os.environ, OUT=str(out), PY=sys.executable, SKIP_BUILD="1", WORKERS="0", WARM="0",
-                   TESTS="tests/test_config.py -k missing_file", EXCHANGE_ARGS="--tiny --stages 2 --modes infer",
-                   **knobs)
+        env = {**os.environ, "OUT": str(out), "PY": sys.executable, "SKIP_BUILD": "1", "WORKERS": "0", "WARM": "0",
+               "TESTS": "tests/test_config.py -k missing_file", "EXCHANGE_ARGS": "--tiny --stages 2 --modes infer",
+               **knobs}
         return subprocess.run(["bash", "benchmarks/gpu_session.sh", stage], cwd=repo, env=env, capture_output=True,
                               text=True, timeout=300)
     # the whole model in the interpreter would take minutes: the other steps
@@ -128,6 +135,14 @@ def test_gpu_session_all_stage_dry_run(tmp_path):
     assert r.returncode == 0 and summary.count("skipped") == 3, summary   # memcheck has the copy-back margin
     bad = session("nosuch", tmp_path / "c")
     assert bad.returncode == 2 and "unknown stage 'nosuch'" in bad.stderr
+    # the plan of "all" fits the device call: build, steps and memcheck under 540 s, the whole
+    # model kept at least 150 s
+    plan = dict(line.split() for line in session("plan", tmp_path / "d").stdout.splitlines())
+    assert int(plan["total"]) == sum(int(v) for k, v in plan.items() if k != "total") < 540
+    assert int(plan["model"]) >= 150
+    # no pycocotools and no carried wheels: one FAILED line at once, before any build
+    r = session("all", tmp_path / "e", PY="/bin/false", WHEELS=str(tmp_path / "no_wheels"))
+    assert r.returncode == 3 and "FAILED: pycocotools is missing" in (tmp_path / "e" / "summary.txt").read_text()
 
 
 def test_video_pipeline_benchmark_runs(tmp_path, monkeypatch):
