@@ -14,8 +14,12 @@ rate as a fraction of the bf16 matmul peak measured in the same run, the peak me
 adds, the kernel launches of one call (torch.profiler; training rows: forward / forward +
 backward), and the forward's relative error against a float32 run without autocast (so no
 row times a wrong result; eager's own bf16 error is the yardstick). Then the per-shape
-dispatch measurements: every conv of the units on the Triton GEMM against cuDNN, and each
-output branch's upsample 1x1 convs inside the branch kernel against low resolution first.
+dispatch measurements: every conv of the units on the Triton GEMM against cuDNN (its BN
+timed on both sides), and each output branch's upsample 1x1 convs inside the branch kernel
+against low resolution first. ``--model``: the whole W32 net, eager bf16 and fp32, the fused
+backend and ``hrfast.optimize`` (inference and training step), timed over 1000 ms of calls;
+``--model-compile`` adds the torch.compile rows. A row whose error is over 3x eager's is
+marked WRONG and quotes no speed-up.
 A line per timed variant goes to stdout, and ``--report`` is rewritten after each unit, so a
 call cut short by its time limit keeps what it measured.
 
@@ -66,12 +70,14 @@ def unit_flops(channels: List[int], H: int, W: int, B: int) -> float:
     return total
 
 
-def timer(device: torch.device) -> Callable:
+def timer(device: torch.device, rep: int = 100) -> Callable:
+    """Median ms of a call: CUDA events over ``rep`` ms of calls (``do_bench``) on the GPU,
+    host timers in the CPU dry run."""
     if WARM[0]:
         return lambda fn: (fn(), float("nan"))[1]
     if device.type == "cuda":
         import triton.testing
-        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
     def host(fn, iters=3):
         fn()
@@ -270,8 +276,8 @@ def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
             ws = [s[0].weight.to(torch.bfloat16) for s in steps]
             affs = [_affine(s[0], s[1]) for s in steps]
             tri = t(lambda: conv_bn_act(xs[j], ws, 2, affs, [False] * len(ws)))
-            cat = torch.cat(ws)
-            cud = t(lambda: F.conv2d(xs[j], cat, stride=2, padding=1))
+            cat, bn = torch.cat(ws), _merged_bn(affs)
+            cud = t(lambda: bn(F.conv2d(xs[j], cat, stride=2, padding=1)))
             rows.append(dict(what=f"3x3 s2 from branch {j}: {W32[j]} -> {sum(w.shape[0] for w in ws)}",
                              triton=tri, cudnn=cud))
         for j in range(1, 4):   # the merged upsample 1x1 convs of source j, at low resolution
@@ -279,8 +285,8 @@ def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
             ws = [c.weight.to(torch.bfloat16) for c, _ in pairs]
             affs = [_affine(c, bn) for c, bn in pairs]
             tri = t(lambda: conv_bn_act(xs[j], ws, 1, affs, [False] * len(ws)))
-            cat = torch.cat(ws)
-            cud = t(lambda: F.conv2d(xs[j], cat))
+            cat, bn = torch.cat(ws), _merged_bn(affs)
+            cud = t(lambda: bn(F.conv2d(xs[j], cat)))
             rows.append(dict(what=f"1x1 from branch {j}: {W32[j]} -> {sum(w.shape[0] for w in ws)}",
                              triton=tri, cudnn=cud))
         for upsample in ("in_kernel", "low_res"):
@@ -290,8 +296,34 @@ def dispatch_rows(B: int, H: int, W: int, device) -> List[dict]:
     return rows
 
 
+def _merged_bn(affs) -> Callable:
+    """The groups' eval-mode BatchNorms as one call on the merged conv's output: the cuDNN
+    side pays for the BN the Triton GEMM applies in its epilogue."""
+    cat = [torch.cat([getattr(a, k) for a in affs]) for k in ("mean", "var", "weight", "bias")]
+    return lambda z: F.batch_norm(z, *cat[:2], *cat[2:], False, 0.0, affs[0].eps)
+
+
+class _NoAutocast(torch.nn.Module):
+    """The ``eager fp32`` row: the model called without autocast."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class _Optimized(_NoAutocast):
+    """The ``optimize`` rows: ``_model_call`` hands the model to ``hrfast.optimize``."""
+
+
 def _model_net(base: torch.nn.Module, name: str) -> torch.nn.Module:
     net = copy.deepcopy(base)
+    if name == "eager fp32":
+        return _NoAutocast(net)
+    if name == "optimize":
+        return _Optimized(net)
     if "fused" in name:
         net.set_backend("triton")
     return torch.compile(net) if "compile" in name else net
@@ -302,13 +334,21 @@ def _model_call(net: torch.nn.Module, mode: str, xs: List[torch.Tensor], device)
     Adam) under bf16 autocast, on the next input set of the rotation."""
     from hrfast.engine.optim import build_optimizer
     net.train(mode == "train")
-    opt = build_optimizer(net.parameters(), "adam", lr=1e-3) if mode == "train" else None
+    params = net.parameters()
+    amp = not isinstance(net, _NoAutocast)
+    if isinstance(net, _Optimized):   # hrfast.optimize picks its dtype and runs its own autocast
+        params = net.model.parameters()
+        # compile=False: CUDA graphs over the fused units for inference, no minutes of Inductor
+        net = hrfast.optimize(net.model, mode="training" if mode == "train" else "inference", device=device,
+                              compile=False)
+        amp = False
+    opt = build_optimizer(params, "adam", lr=1e-3) if mode == "train" else None
     k = [0]
 
     def call():
         x = xs[k[0] % len(xs)]
         k[0] += 1
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=True, cache_enabled=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
             if opt is None:
                 with torch.no_grad():
                     net(x)
@@ -320,7 +360,11 @@ def _model_call(net: torch.nn.Module, mode: str, xs: List[torch.Tensor], device)
     return call
 
 
-def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save: Callable[[], None]) -> None:
+MODEL_VARIANTS = ("eager", "eager fp32", "fused", "optimize")
+
+
+def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save: Callable[[], None],
+                modes=("infer", "train"), compile_rows: bool = False, variants=MODEL_VARIANTS) -> None:
     """Whole W32 256x192: inference and a training step (``_model_call``), bf16 autocast,
     channels_last, eager against the fused backend (alone and in a CUDA graph for inference)
     and torch.compile of each. The compiled variants come last: they take minutes to compile,
@@ -333,19 +377,23 @@ def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save:
     xs = [torch.randn(B, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
           for _ in range(ROTATE if device.type == "cuda" else 1)]
     flops = _model_flops(base, xs[0])
-    t = timer(device)
+    t = timer(device, rep=1000)   # a whole-model step is milliseconds: a second of calls for a stable median
     ref = reference_outputs(base.eval(), xs[0])
-    names = ["eager", "fused"] + (["compile", "fused + compile"] if device.type == "cuda" else [])
-    for name, mode in [(n, m) for n in names for m in ("infer", "train")]:
+    names = list(variants) + (["compile", "fused + compile"] if device.type == "cuda" and compile_rows else [])
+    for name, mode in [(n, m) for n in names for m in modes]:
         try:
             net = _model_net(base, name)
             call = _model_call(net, mode, xs, device)
             err = float("nan")
             if mode == "infer":   # the heatmaps against float32 eager, on the first input set
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
-                    err = rel_err([net(xs[0])], ref)
+                fwd = net if not isinstance(net, _Optimized) else hrfast.optimize(net.model, device=device,
+                                                                                  compile=False)
+                amp = not isinstance(net, _NoAutocast)
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp,
+                                                     cache_enabled=False):
+                    err = rel_err([fwd(xs[0])], ref)
             variants = [(name, call)]
-            if mode == "infer" and device.type == "cuda" and "compile" not in name:
+            if mode == "infer" and device.type == "cuda" and "compile" not in name and name != "optimize":
                 variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
         except Exception as e:   # a failing variant is a finding; the others still run
             rows.append(failed_row("model", mode, name, e))
@@ -403,17 +451,25 @@ def versions(device) -> str:
 def report(unit_rows, disp_rows, header: str) -> str:
     lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | +MiB | launches "
              "| rel err vs fp32 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    eager_err = {(r["stage"], r["mode"]): r.get("err", float("nan")) for r in unit_rows if r["variant"] == "eager"}
     for r in unit_rows:
         err = r.get("err", float("nan"))
-        lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | {_ratio(r)} | "
-                     f"{r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | {r['launches']} | "
-                     f"{f'{err:.1e}' if err == err else '-'} |")
+        wrong = is_wrong(err, eager_err.get((r["stage"], r["mode"]), float("nan")))
+        lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | "
+                     f"{'WRONG' if wrong else _ratio(r)} | {r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | "
+                     f"{r['launches']} | {f'{err:.1e}' if err == err else '-'}{' WRONG' if wrong else ''} |")
     if disp_rows:
         lines += ["", "| conv or plan | Triton ms | cuDNN ms | faster |", "|---|---:|---:|---|"]
         for r in disp_rows:
             faster = "-" if r["cudnn"] != r["cudnn"] else ("Triton" if r["triton"] < r["cudnn"] else "cuDNN")
             lines.append(f"| {r['what']} | {r['triton']:.3f} | {r['cudnn']:.3f} | {faster} |")
     return "\n".join(lines)
+
+
+def is_wrong(err: float, eager_err: float) -> bool:
+    """A row whose error against float32 is over 3x eager's (in the same dtype) computes
+    something else: it is marked WRONG and no speed-up is quoted for it."""
+    return err == err and eager_err == eager_err and err > 3 * max(eager_err, 1e-7)
 
 
 def _ratio(row: dict) -> str:
@@ -430,6 +486,10 @@ def main(argv=None) -> str:
     ap.add_argument("--no-dispatch", action="store_true", help="skip the per-shape dispatch measurements")
     ap.add_argument("--model", action="store_true", help="also the whole model: inference and training step")
     ap.add_argument("--no-units", action="store_true", help="leave out the per-unit rows (with --model)")
+    ap.add_argument("--model-variants", default=",".join(MODEL_VARIANTS),
+                    help=f"with --model: which of {', '.join(MODEL_VARIANTS)} (default: all)")
+    ap.add_argument("--model-compile", action="store_true",
+                    help="with --model: also torch.compile of eager and fused (minutes of compiling)")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run: tiny shapes in the Triton interpreter")
     ap.add_argument("--report", help="also write the Markdown report here")
     ap.add_argument("--warm", action="store_true", help="run every variant once to fill the compile caches; no timing")
@@ -459,7 +519,8 @@ def main(argv=None) -> str:
                 traceback.print_exc()
             save()
     if args.model:
-        bench_model(B, device, args.tiny, peak, rows, save)
+        bench_model(B, device, args.tiny, peak, rows, save, args.modes, args.model_compile,
+                    [v.strip() for v in args.model_variants.split(",")])
     text = emit_report(report(rows, disp, header), args.report)
     if args.warm:
         print("WARM DONE", flush=True)   # gpu_session.sh tells a finished warm run from a killed one

@@ -98,6 +98,17 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(FusedExchange, "__call__", broken)
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer"])
     assert "| 2 | infer | eager |" in text and "failed: RuntimeError: illegal memory access |" in text
+    # the whole model: eager bf16, eager fp32 and hrfast.optimize side by side (the fused rows
+    # take minutes in the interpreter: the GPU session has them)
+    text = exchange_gpu.main(["--tiny", "--model", "--no-units", "--modes", "infer",
+                              "--model-variants", "eager,eager fp32,optimize"])
+    assert all(f"| model | infer | {v} |" in text for v in ("eager", "eager fp32", "optimize"))
+    # a row whose error is over 3x eager's is WRONG, with no speed-up quoted
+    rows = [dict(stage=4, mode="infer", variant=v, ms=1.0, tflops=1.0, of_peak=0.5, mib=1.0, launches=1,
+                 err=e, speedup=2.0) for v, e in (("eager", 4e-3), ("fused", 1.3e-2), ("fast", 8e-3))]
+    lines = exchange_gpu.report(rows, [], "h").splitlines()
+    assert "| fused | 1.000 | WRONG |" in lines[-2] and lines[-2].endswith("1.3e-02 WRONG |")
+    assert "| fast | 1.000 | 2.00x |" in lines[-1]
     # a warm run says when it is done (gpu_session.sh tells it from one it had to kill)
     monkeypatch.undo()
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
