@@ -303,45 +303,26 @@ def _merged_bn(affs) -> Callable:
     return lambda z: F.batch_norm(z, *cat[:2], *cat[2:], False, 0.0, affs[0].eps)
 
 
-class _NoAutocast(torch.nn.Module):
-    """The ``eager fp32`` row: the model called without autocast."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)
-
-
-class _Optimized(_NoAutocast):
-    """The ``optimize`` rows: ``_model_call`` hands the model to ``hrfast.optimize``."""
-
-
-def _model_net(base: torch.nn.Module, name: str) -> torch.nn.Module:
-    net = copy.deepcopy(base)
+def _model_net(base: torch.nn.Module, name: str, mode: str, device):
+    """(the net a row calls, the parameters its optimizer steps, whether the call runs under
+    bf16 autocast) for variant ``name``, on a copy of ``base`` in ``mode``'s BN mode."""
+    net = copy.deepcopy(base).train(mode == "train")
     if name == "eager fp32":
-        return _NoAutocast(net)
-    if name == "optimize":
-        return _Optimized(net)
+        return net, net.parameters(), False
+    if name == "optimize":   # hrfast.optimize picks its dtype and runs its own autocast;
+        # compile=False: CUDA graphs over the fused units for inference, no minutes of Inductor
+        return (hrfast.optimize(net, mode="training" if mode == "train" else "inference", device=device,
+                                compile=False), net.parameters(), False)
     if "fused" in name:
         net.set_backend("triton")
-    return torch.compile(net) if "compile" in name else net
+    return (torch.compile(net) if "compile" in name else net), net.parameters(), True
 
 
-def _model_call(net: torch.nn.Module, mode: str, xs: List[torch.Tensor], device) -> Callable:
+def _model_call(net: torch.nn.Module, params, amp: bool, mode: str, xs: List[torch.Tensor], device) -> Callable:
     """One inference (no gradient) or one training step (MSE to zero targets, backward, fused
-    Adam) under bf16 autocast, on the next input set of the rotation."""
+    Adam over ``params``), under bf16 autocast when ``amp``, on the next input set of the
+    rotation."""
     from hrfast.engine.optim import build_optimizer
-    net.train(mode == "train")
-    params = net.parameters()
-    amp = not isinstance(net, _NoAutocast)
-    if isinstance(net, _Optimized):   # hrfast.optimize picks its dtype and runs its own autocast
-        params = net.model.parameters()
-        # compile=False: CUDA graphs over the fused units for inference, no minutes of Inductor
-        net = hrfast.optimize(net.model, mode="training" if mode == "train" else "inference", device=device,
-                              compile=False)
-        amp = False
     opt = build_optimizer(params, "adam", lr=1e-3) if mode == "train" else None
     k = [0]
 
@@ -382,16 +363,13 @@ def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save:
     names = list(variants) + (["compile", "fused + compile"] if device.type == "cuda" and compile_rows else [])
     for name, mode in [(n, m) for n in names for m in modes]:
         try:
-            net = _model_net(base, name)
-            call = _model_call(net, mode, xs, device)
+            net, params, amp = _model_net(base, name, mode, device)
+            call = _model_call(net, params, amp, mode, xs, device)
             err = float("nan")
             if mode == "infer":   # the heatmaps against float32 eager, on the first input set
-                fwd = net if not isinstance(net, _Optimized) else hrfast.optimize(net.model, device=device,
-                                                                                  compile=False)
-                amp = not isinstance(net, _NoAutocast)
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp,
                                                      cache_enabled=False):
-                    err = rel_err([fwd(xs[0])], ref)
+                    err = rel_err([net(xs[0])], ref)
             variants = [(name, call)]
             if mode == "infer" and device.type == "cuda" and "compile" not in name and name != "optimize":
                 variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))

@@ -70,7 +70,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("optional: " + "; ".join(found))
     print(f"{'config':<36} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
     for name in available_configs() + family_configs():
-        m = build_model(name)
+        with torch.device("meta"):   # shapes only: no weights allocated, no arithmetic done
+            m = build_model(name)
         c = count_macs(m, m.input_size)
         w, h = m.input_size
         print(f"{name:<36} {f'{w}x{h}':>12} {count_parameters(m):>12,} {c['macs'] / 1e9:>8.2f} "
@@ -242,6 +243,7 @@ def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimato
     if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
     _check_backend(args.backend, torch.device(args.device))
+    _check_dtype(runtime, args.dtype)
     settings = inference_settings(cfg, args.no_flip, args.decode)
     print(settings.describe())
     model = HRNet.from_config(cfg, backend=args.backend)
@@ -250,7 +252,6 @@ def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimato
     else:
         print("note: no --checkpoint, so the weights are random and no joint is confident: pass official "
               "weights (README, Quick start) or a trained model")
-    _check_dtype(runtime, args.dtype)
     return PoseEstimator(maybe_optimize(model, runtime, args.device, args.dtype), device=args.device,
                          flip_test=settings.flip_test, shift_heatmap=settings.shift_heatmap, method=settings.decode,
                          keypoints=keypoints)

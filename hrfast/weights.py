@@ -150,14 +150,15 @@ def load_pose_model(path, config: Optional[str] = None, backend: str = "referenc
     """A pose HRNet with the weights of ``path`` (official, hrfast or mmpose layout), its
     keypoint count taken from the file. ``config`` names the input size and widths; by
     default the built-in config whose network fits the file (the first, when several do:
-    they differ only in input size). A file that no config fits is one error naming the keys."""
-    from .config import get_config, load_config, merge_config
+    they differ only in input size). A file that no built-in config fits, without ``config``,
+    is one CheckpointError."""
+    from .config import merge_config, resolve_config
     from .models import HRNet
     state = read_weights(path)
-    name = config or next(iter(fitting_configs(state)), None)
+    name = config or (fitting_configs(state) or [None])[0]
     if name is None:
         raise CheckpointError(f"checkpoint {path} fits no built-in config: pass config= (a name or a YAML)")
-    cfg = load_config(name) if str(name).endswith((".yaml", ".yml")) else get_config(name)
+    cfg = resolve_config(str(name))
     joints = joints_of(state)
     if joints is not None:
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": joints}})

@@ -2,7 +2,8 @@
 the launches choose for (a GPU, real or offline, or the CPU interpreter), strided views,
 dtype choices, the affine/segment/term arguments, and the launch counter.
 
-Nothing here imports Triton itself, so ``HAS_TRITON`` can be asked without it. The kernels
+Triton is optional here: without it (or with one older than 3.2) ``HAS_TRITON`` is False and
+the rest still imports, so the ops can say what they need. The kernels
 and their launchers are one module per kernel family: ``fused_gemm`` (the gather-GEMM
 forward and the conv backward), ``batchnorm`` (train-mode statistics) and ``branch_sum`` (the
 fused backward of a branch's sum). Their ``torch.library`` ops are ``hrfast.ops.conv``,
@@ -42,7 +43,6 @@ FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MAX_SEGMENTS = 3   # a 4-branch unit's output sums at most 3 other branches
 MAX_TERMS = 4      # the identity plus 3 precomputed terms
 MAX_GROUPS = 3     # the first convs of at most 3 chains leave one branch
-
 
 
 class _LaunchState:

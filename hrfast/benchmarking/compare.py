@@ -147,7 +147,9 @@ def compare_report(config: str, batch: int, device, variants=None, iters: int = 
                              for r in rows]),
              "Peak MiB: memory one call adds above the weights and the input (activations and "
              "workspaces; CPU: resident-set high-water mark, CUDA: allocator peak)."]
-    if not isinstance(build_model(config), HRNet):   # the step and predict below are the pose net's
+    with torch.device("meta"):   # which kind of net, without building one a second time
+        pose = isinstance(build_model(config), HRNet)
+    if not pose:   # the step and predict below are the pose net's
         return "\n\n".join(parts + ["(training step and end-to-end predict: pose configs only so far)"]), rows
     if train:
         parts += [f"Training step (forward, loss, backward, Adam: torch's default step for eager fp32, "

@@ -110,7 +110,12 @@ class ExchangeUnit(nn.ModuleList):
             row = self[i]
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, n):
-                y = y + (xs[j] if i == j else self._up(row[j](xs[j]), xs[i]) if j > i else row[j](xs[j]))
+                if j == i:
+                    y = y + xs[j]
+                elif j > i:
+                    y = y + self._up(row[j](xs[j]), xs[i])
+                else:
+                    y = y + row[j](xs[j])
             out.append(torch.relu(y))
         return out
 

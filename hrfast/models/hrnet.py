@@ -105,6 +105,7 @@ class HRNetBackbone(nn.Module):
     def __init__(self, spec: Mapping[str, Any]) -> None:
         super().__init__()
         self.spec = dict(spec)
+        self.multi_scale_last = bool(spec.get("multi_scale_last", False))
         stem = int(spec.get("stem_channels", 64))
         self.conv1 = conv3x3(3, stem, stride=2)
         self.bn1 = batch_norm(stem)
@@ -122,7 +123,7 @@ class HRNetBackbone(nn.Module):
             setattr(self, f"transition{idx - 1}", make_transition(prev, channels))
             setattr(self, f"stage{idx}", self._stage(stage, block, channels, last=idx == len(stages) + 1))
             prev = getattr(self, f"stage{idx}")[-1].out_channels
-            if idx == len(stages) + 1 and not spec.get("multi_scale_last", False):
+            if idx == len(stages) + 1 and not self.multi_scale_last:
                 prev = prev[:1]
         self.num_stages = len(stages) + 1
         self.out_channels = list(prev)
@@ -133,7 +134,7 @@ class HRNetBackbone(nn.Module):
         modules = []
         for m in range(stage["num_modules"]):
             # The pose net's last module fuses only into the high-resolution branch.
-            multi = not (last and m == stage["num_modules"] - 1 and not self.spec.get("multi_scale_last", False))
+            multi = not (last and m == stage["num_modules"] - 1 and not self.multi_scale_last)
             hrm = HighResolutionModule(block, stage["num_blocks"], in_channels, stage["num_channels"],
                                        multi_scale_output=multi, upsample=self.spec.get("upsample", "nearest"),
                                        align_corners=bool(self.spec.get("align_corners", False)))
@@ -214,8 +215,6 @@ class HRNet(HRNetBackbone):
     """
 
     def __init__(self, spec: Mapping[str, Any], backend: str = "reference") -> None:
-        if backend not in backend_names():
-            raise ValueError(f"backend must be one of {backend_names()}, got {backend!r}")
         super().__init__(spec)
         self.num_joints = int(spec["num_joints"])
         k = int(spec.get("final_conv_kernel", 1))
