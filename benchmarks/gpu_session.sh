@@ -43,7 +43,7 @@ OUT=${OUT:-outputs/gpu}
 # native ops' files hold their CUDA cases beside the CPU ones, and two footage tests are CUDA's
 # (test_optimize.py has none: CI runs it).
 GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_targets.py tests/test_decode.py
-           tests/test_nms.py tests/test_footage.py::test_device_crops_equal_opencv_crops
+           tests/test_nms.py tests/test_heatmap_loss.py tests/test_footage.py::test_device_crops_equal_opencv_crops
            tests/test_footage.py::test_pose_estimator_on_cuda_equals_the_cpu)
 [ -n "${TESTS:-}" ] && read -r -a GPU_TESTS <<< "$TESTS"   # a dry run's own selection
 mkdir -p "$OUT"
@@ -123,7 +123,8 @@ memcheck() {
         return 0
     fi
     PYTHONUNBUFFERED=1 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
-        tests/test_targets.py tests/test_decode.py tests/test_nms.py -k cuda > "$OUT/memcheck.log" 2>&1
+        tests/test_targets.py tests/test_decode.py tests/test_nms.py tests/test_heatmap_loss.py -k cuda \
+        > "$OUT/memcheck.log" 2>&1
 }
 
 # Warm runs of the timed steps (exchange_gpu.py --warm), one process per stage and mode and one

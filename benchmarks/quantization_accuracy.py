@@ -22,6 +22,7 @@ from hrfast.engine.data import build_dataset, dataset_paths, make_loader
 from hrfast.engine.evaluate import evaluate
 from hrfast.ops.decode import decode_heatmaps
 from hrfast.predictor import load_weights
+from hrfast.settings import settings_of
 
 
 def main() -> None:
@@ -32,11 +33,12 @@ def main() -> None:
     cfg = hrfast.load_config(train_dir / "config.yaml")
     model = hrfast.HRNet.from_config(cfg).eval()
     load_weights(model, train_dir / "final_state.pth")
-    val, train = build_dataset(cfg, train=False), build_dataset(cfg, train=True)
+    data = settings_of(cfg).data
+    val, train = build_dataset(data, train=False), build_dataset(data, train=True)
     calibration = [torch.stack([train[i]["image"] for i in range(j, j + 32)]) for j in range(0, 128, 32)]
     crops = torch.stack([val[i]["image"] for i in range(64)])
     loader = make_loader(val, 32, False, 0, 1, 0, 0)
-    ann, _ = dataset_paths(cfg, "test")
+    ann, _ = dataset_paths(data, "test")
     with torch.no_grad():
         ref = model(crops)
     variants = [("fp32 eager", model), ("optimize bf16", optimize(model, dtype="bf16", runtime="torch")),

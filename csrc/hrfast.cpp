@@ -41,6 +41,15 @@ TORCH_LIBRARY(hrfast, m) {
   // Returns targets (B, K, H, W) float32 and target_weight (B, K) float32.
   m.def("gaussian_targets(Tensor joints, Tensor visible, int[] image_size, int[] heatmap_size, "
         "float sigma, str encoding, Tensor window) -> (Tensor, Tensor)");
+  // The heatmap MSE loss straight from the joints (the targets are never stored): pred
+  // (B, K, H, W) float32, joints / visible as gaussian_targets (heatmap_size is pred's), scale
+  // (B, K) float32 multiplies the target weight (joint weights; ones for none). Returns the
+  // per-joint loss (B, K) = 0.5 w^2 mean_pixels (pred - target)^2, and w (B, K): the target
+  // weight when use_target_weight, else 1. The backward takes that w.
+  m.def("joints_mse(Tensor pred, Tensor joints, Tensor visible, Tensor scale, int[] image_size, float sigma, "
+        "str encoding, Tensor window, bool use_target_weight) -> (Tensor, Tensor)");
+  m.def("joints_mse_backward(Tensor grad, Tensor pred, Tensor joints, Tensor visible, Tensor weight, "
+        "int[] image_size, float sigma, str encoding, Tensor window) -> Tensor");
   // heatmaps (B, K, H, W) float32. method: "quarter", "dark" or "udp".
   // Returns coords (B, K, 2) float32 in heatmap pixels and maxvals (B, K) float32.
   m.def("decode_heatmaps(Tensor heatmaps, str method, int blur_kernel) -> (Tensor, Tensor)");

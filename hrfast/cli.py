@@ -24,6 +24,7 @@ from .data.keypoints import KeypointSet
 from .data.mpii import MPII16
 from .data.synthetic import KEYPOINT_SETS, make_synthetic_coco, make_synthetic_mpii
 from .data.transforms import check_image_file
+from .data.wholebody import NUM_WHOLEBODY, WHOLEBODY133
 from .demo import run_demo
 from .deploy import maybe_optimize
 from .deploy.plan import RUNTIMES
@@ -39,6 +40,7 @@ from .ops.decode import METHODS as DECODE_METHODS
 from .outputs import check_output_dir, check_output_file
 from .predictor import PoseEstimator, predict_images
 from .profile import count_macs, count_parameters
+from .settings import settings_of
 from .video import is_footage, run_video
 from .weights import joints_of, load_weights, read_weights
 
@@ -139,7 +141,10 @@ def _training_config(args: argparse.Namespace):
         over["HRFAST"] = {"BACKEND": args.backend}
     cfg = merge_dotted(merge_config(cfg, over), args.set)   # every value checked before any work
     if getattr(args, "dataset", None):
-        cfg = merge_config(cfg, {"DATASET": {"DATASET": args.dataset}})
+        over = {"DATASET": {"DATASET": args.dataset}}
+        if args.dataset == "coco-wholebody":          # its 133 keypoints, whatever the config's net had
+            over["MODEL"] = {"NUM_JOINTS": NUM_WHOLEBODY}
+        cfg = merge_config(cfg, over)
     if getattr(args, "synthetic", False):
         cfg = _synthetic_data(cfg, args)
     return cfg
@@ -154,7 +159,7 @@ def _synthetic_data(cfg, args: argparse.Namespace):
         return merge_config(cfg, {"MODEL": {"NUM_JOINTS": 16}, "DATASET": {
             "ROOT": str(p["root"]), "TRAIN_SET": "train", "TEST_SET": "valid", "TRAIN_ANN": "", "TEST_ANN": "",
             "TRAIN_IMAGES": "", "TEST_IMAGES": ""}})
-    k = int(args.synthetic_keypoints)
+    k = NUM_WHOLEBODY if cfg.DATASET.DATASET == "coco-wholebody" else int(args.synthetic_keypoints)
     if int(cfg.MODEL.NUM_JOINTS) != k:
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": k}})
     p = make_synthetic_coco(data / ("" if k == 17 else f"k{k}"), progress=not args.quiet, keypoints=k)
@@ -178,15 +183,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
     results = check_output_file(Path(args.out) / "results.json", "the results file")   # before any work
-    checkpoint = args.checkpoint or cfg.TEST.MODEL_FILE
+    s = settings_of(cfg)
+    checkpoint = args.checkpoint or s.test.model_file
     if not checkpoint:
         raise ValueError("--checkpoint (or the config's TEST.MODEL_FILE) must name the weights to evaluate")
     _check_dtype(args.optimize, args.dtype)
-    settings = inference_settings(cfg, args.no_flip, args.decode)
+    settings = inference_settings(s.test, args.no_flip, args.decode)
     print(settings.describe())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _check_backend(cfg.HRFAST.BACKEND, device)
-    stats = evaluate_checkpoint(cfg, checkpoint, results, device, settings, args.optimize, args.dtype,
+    _check_backend(s.runtime.backend, device)
+    stats = evaluate_checkpoint(s, checkpoint, results, device, settings, args.optimize, args.dtype,
                                 progress=not args.quiet)
     print(format_stats(stats))
     return 0
@@ -237,14 +243,17 @@ def _estimator(args: argparse.Namespace, runtime: Optional[str]) -> PoseEstimato
     cfg = merge_dotted(resolve_config(args.config), args.set)
     keypoints = KeypointSet.load(args.keypoints) if args.keypoints else None
     state = read_weights(args.checkpoint) if args.checkpoint else None
-    if keypoints is None and state is not None and joints_of(state) == 16 != int(cfg.MODEL.NUM_JOINTS):
-        keypoints = MPII16
-        print(f"{args.checkpoint} predicts 16 joints: an MPII model, drawn with MPII's keypoints")
+    known = {16: (MPII16, "an MPII model, drawn with MPII's keypoints"),
+             NUM_WHOLEBODY: (WHOLEBODY133, "a COCO-WholeBody model, drawn part by part")}
+    joints = joints_of(state) if state is not None else None
+    if keypoints is None and joints in known and joints != int(cfg.MODEL.NUM_JOINTS):
+        keypoints = known[joints][0]
+        print(f"{args.checkpoint} predicts {joints} joints: {known[joints][1]}")
     if keypoints is not None and keypoints.num_joints != int(cfg.MODEL.NUM_JOINTS):
         cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": keypoints.num_joints}})   # the set's joints
     _check_backend(args.backend, torch.device(args.device))
     _check_dtype(runtime, args.dtype)
-    settings = inference_settings(cfg, args.no_flip, args.decode)
+    settings = inference_settings(settings_of(cfg).test, args.no_flip, args.decode)
     print(settings.describe())
     model = HRNet.from_config(cfg, backend=args.backend)
     if state is not None:
@@ -367,16 +376,18 @@ def _add_check(sub) -> None:
 def _data_args(p: argparse.ArgumentParser, out_default: str) -> None:
     """The arguments train and eval share."""
     _add_model_args(p, backend_default=None)
-    p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/) "
-                                  "or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
+    p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/), "
+                                  "COCO-WholeBody (annotations/coco_wholebody_<train|val>_v1.0.json, "
+                                  "images/<SET>/) or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
     p.add_argument("--dataset", choices=DATASETS,
-                   help="dataset kind (DATASET.DATASET): coco = any COCO-format keypoint file, mpii = the "
+                   help="dataset kind (DATASET.DATASET): coco = any COCO-format keypoint file, coco-wholebody = "
+                        "COCO-WholeBody's 133 keypoints (sets MODEL.NUM_JOINTS, per-part AP), mpii = the "
                         "official MPII layout (default: the config's)")
     p.add_argument("--synthetic", action="store_true",
                    help="use (generate) the synthetic dataset in OUT/data, in the --dataset format")
     p.add_argument("--synthetic-keypoints", type=int, choices=sorted(KEYPOINT_SETS), default=17,
-                   help="with --synthetic: COCO's 17 keypoints, or a COCO-format set of 5 (head, hands, "
-                        "feet; sets MODEL.NUM_JOINTS) (default: 17)")
+                   help="with --synthetic: COCO's 17 keypoints, a COCO-format set of 5 (head, hands, "
+                        "feet; sets MODEL.NUM_JOINTS), or 133 (as --dataset coco-wholebody) (default: 17)")
     p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
     p.add_argument("--batch", type=_int_at_least(1), help="batch size per process (default: from the config)")
     p.add_argument("--workers", type=_int_at_least(0), help="data-loading processes (default: config WORKERS)")

@@ -88,7 +88,7 @@ _DEFAULTS: Dict[str, Any] = {
                "GRAD_CLIP": 0.0, "EMA": 0.0, "SEED": 0, "TARGETS_ON_DEVICE": False,
                "TARGET_ENCODING": "msra", "DECODE": "quarter", "SYNC_BN": False,
                "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1,
-               "FUSED_OPTIMIZER": True, "LR_SCHEDULE": "step", "WARMUP_EPOCHS": 0},
+               "FUSED_OPTIMIZER": True, "FUSED_LOSS": True, "LR_SCHEDULE": "step", "WARMUP_EPOCHS": 0},
 }
 
 
@@ -317,7 +317,7 @@ def _validate_ranges(cfg: Config, where: str) -> None:
                           f"({cfg.MODEL.NUM_JOINTS})")
 
 
-DATASETS = ("coco", "mpii")
+DATASETS = ("coco", "coco-wholebody", "mpii")
 
 
 def _validate_keypoints(cfg: Config, where: str) -> None:
@@ -325,6 +325,9 @@ def _validate_keypoints(cfg: Config, where: str) -> None:
     if d.DATASET not in DATASETS:
         raise ConfigError(f"{where}: DATASET.DATASET must be one of {', '.join(DATASETS)} (coco: any COCO-format "
                           f"keypoint file), got {d.DATASET!r}")
+    if d.DATASET == "coco-wholebody" and k != 133:
+        raise ConfigError(f"{where}: DATASET.DATASET coco-wholebody has 133 keypoints, but MODEL.NUM_JOINTS is {k} "
+                          f"(the config w32_256x192_wholebody sets both)")
     for pair in d.FLIP_PAIRS:
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(j, int) for j in pair)):
             raise ConfigError(f"{where}: DATASET.FLIP_PAIRS must be a list of [a, b] joint indices, got {pair!r}")

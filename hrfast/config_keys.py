@@ -37,7 +37,7 @@ ACTS: Dict[str, str] = {
     "LOSS.USE_TARGET_WEIGHT": "joints weighted by their visibility in the loss",
     "LOSS.USE_DIFFERENT_JOINTS_WEIGHT": "the keypoint set's joint weights in the targets",
     "DATASET.ROOT": "the dataset folder (--data)",
-    "DATASET.DATASET": "coco (any COCO-format keypoint file) or mpii",
+    "DATASET.DATASET": "coco (any COCO-format keypoint file), coco-wholebody (133 keypoints, per-part AP) or mpii",
     "DATASET.TRAIN_SET": "the training split's name", "DATASET.TEST_SET": "the test split's name",
     "DATASET.FLIP": "horizontal flips in training",
     "DATASET.SCALE_FACTOR": "random scale in training", "DATASET.ROT_FACTOR": "random rotation in training",

@@ -26,6 +26,7 @@ from .engine.evaluate import evaluate, format_stats
 from .engine.train import train
 from .outputs import write_json
 from .predictor import PoseEstimator
+from .settings import settings_of
 from .visualize import draw_skeleton, save_grid
 
 DEMO_CONFIG = "w18_small_128x96"
@@ -86,7 +87,7 @@ def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num
 
 def _detector_box_eval(model, cfg, paths, out: Path, workers: int, progress: bool):
     """AP of ``model`` on the val split's detector boxes; (stats, person crops per second)."""
-    det_set = build_dataset(merge_config(cfg, {"TEST": {"USE_GT_BBOX": False}}), train=False)
+    det_set = build_dataset(settings_of(cfg).override(TEST={"USE_GT_BBOX": False}).data, train=False)
     loader = make_loader(det_set, 64, False, workers, 1, 0, 0)
     t1 = time.perf_counter()
     stats = evaluate(model, loader, paths["val_ann"], "cpu", True, "dark",

@@ -34,9 +34,9 @@ def fast_training_settings(device: torch.device) -> dict:
 
 
 def apply_cudnn_settings(cudnn) -> None:
-    """The official ``CUDNN`` section (``BENCHMARK``, ``DETERMINISTIC``, ``ENABLED``) applied to
-    ``torch.backends.cudnn``, as the official train and test scripts do; on the CPU they have
-    no effect."""
-    torch.backends.cudnn.benchmark = bool(cudnn.BENCHMARK)
-    torch.backends.cudnn.deterministic = bool(cudnn.DETERMINISTIC)
-    torch.backends.cudnn.enabled = bool(cudnn.ENABLED)
+    """The official ``CUDNN`` section (:class:`hrfast.settings.CudnnSettings`: benchmark,
+    deterministic, enabled) applied to ``torch.backends.cudnn``, as the official train and test
+    scripts do; on the CPU they have no effect."""
+    torch.backends.cudnn.benchmark = cudnn.benchmark
+    torch.backends.cudnn.deterministic = cudnn.deterministic
+    torch.backends.cudnn.enabled = cudnn.enabled

@@ -49,16 +49,16 @@ class InferenceSettings:
                 f"decoding {self.decode} ({self.decode_source})")
 
 
-def inference_settings(cfg, no_flip: bool = False, decode: Optional[str] = None) -> InferenceSettings:
-    """The flags when given, else the config's official keys: ``TEST.FLIP_TEST``,
-    ``TEST.SHIFT_HEATMAP``, ``HRFAST.DECODE``, and ``TEST.POST_PROCESS`` (false: argmax
-    decoding, as the official ``get_final_preds`` without post-processing)."""
-    flip = False if no_flip else bool(cfg.TEST.FLIP_TEST)
+def inference_settings(test, no_flip: bool = False, decode: Optional[str] = None) -> InferenceSettings:
+    """The flags when given, else the test settings (:class:`hrfast.settings.TestSettings`) of
+    the official keys: ``TEST.FLIP_TEST``, ``TEST.SHIFT_HEATMAP``, ``HRFAST.DECODE``, and
+    ``TEST.POST_PROCESS`` (false: argmax decoding, as the official ``get_final_preds`` without
+    post-processing)."""
+    flip = False if no_flip else test.flip_test
     if decode:
         method, source = decode, "--decode"
-    elif not cfg.TEST.POST_PROCESS:
+    elif not test.post_process:
         method, source = "argmax", "TEST.POST_PROCESS false"
     else:
-        method, source = cfg.HRFAST.DECODE, "HRFAST.DECODE"
-    return InferenceSettings(flip, bool(cfg.TEST.SHIFT_HEATMAP), method,
-                             "--no-flip" if no_flip else "TEST.FLIP_TEST", source)
+        method, source = test.decode, "HRFAST.DECODE"
+    return InferenceSettings(flip, test.shift_heatmap, method, "--no-flip" if no_flip else "TEST.FLIP_TEST", source)

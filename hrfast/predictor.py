@@ -24,6 +24,7 @@ from .data.transforms import (
     to_tensor,
     warp_crops,
 )
+from .data.wholebody import NUM_WHOLEBODY, WHOLEBODY133
 from .inference import infer_heatmaps
 from .models import HRNet
 from .ops.decode import final_preds
@@ -94,7 +95,8 @@ class PoseEstimator:
         self.num_joints = int(getattr(model, "num_joints", 17))
         if isinstance(keypoints, (str, Path)):
             keypoints = KeypointSet.load(keypoints)
-        self.keypoints = keypoints or COCO17
+        # a 133-joint model without a set is a COCO-WholeBody one (its flip pairs matter)
+        self.keypoints = keypoints or (WHOLEBODY133 if self.num_joints == NUM_WHOLEBODY else COCO17)
         if keypoints is not None and keypoints.num_joints != self.num_joints:
             raise ValueError(f"keypoints describe {keypoints.num_joints} joints but the model predicts "
                              f"{self.num_joints}")

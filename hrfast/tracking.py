@@ -13,6 +13,7 @@ from typing import List, Optional
 import numpy as np
 
 from .data.keypoints import COCO17, KeypointSet
+from .data.wholebody import tracking_joints
 from .detect.base import box_iou
 
 
@@ -89,7 +90,8 @@ class Tracker:
         ids: List[Optional[int]] = [None] * n
         if self.tracks and n:
             old = np.stack([t.keypoints for t in self.tracks])
-            sim = oks_matrix(keypoints, old, self.keypoint_set.sigmas)
+            body = tracking_joints(self.keypoint_set)
+            sim = oks_matrix(keypoints[:, body], old[:, body], np.asarray(self.keypoint_set.sigmas)[body])
             iou = box_iou(boxes, np.stack([t.box for t in self.tracks]))
             # by pose first, then by box for the people and tracks left
             for score, threshold in ((np.nan_to_num(sim, nan=-1.0), self.oks_threshold), (iou, self.iou_threshold)):

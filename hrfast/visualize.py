@@ -8,10 +8,14 @@ import cv2
 import numpy as np
 
 from .data.keypoints import COCO17, KeypointSet
+from .data.wholebody import NUM_WHOLEBODY, WHOLEBODY_NAMES, part_of
 from .outputs import write_png
 
 # left limbs warm, right limbs cool, centre green (RGB tuples)
 _COLORS = {"left": (255, 128, 0), "right": (0, 160, 255), "mid": (60, 220, 60)}
+# whole body: the face in thin white lines, each finger in its own colour (thumb to little finger)
+_FACE = (245, 245, 245)
+_FINGERS = ((255, 60, 60), (255, 200, 0), (60, 220, 60), (0, 200, 255), (200, 80, 255))
 
 
 def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: int = 3,
@@ -27,8 +31,12 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
     if kp.ndim == 2:
         kp = kp[None]
     scale = max(1, round(max(out.shape[:2]) / 400))
+    whole = keypoint_set.names == WHOLEBODY_NAMES and kp.shape[1] == NUM_WHOLEBODY
     for person in kp:
         ok = person[:, 2] > threshold
+        if whole:
+            _draw_wholebody(out, person, ok, keypoint_set, scale * radius, scale * thickness)
+            continue
         side = [keypoint_set.side(k) if k < keypoint_set.num_joints else "mid" for k in range(len(person))]
         for a, b in keypoint_set.skeleton:
             if a < len(person) and b < len(person) and ok[a] and ok[b]:
@@ -43,6 +51,40 @@ def draw_skeleton(image: np.ndarray, keypoints, threshold: float = 0.2, radius: 
     if len(kp) and not (kp[:, :, 2] > threshold).any():
         _caption(out, f"{len(kp)} {'person' if len(kp) == 1 else 'people'}, no keypoint above {threshold:g}", scale)
     return out
+
+
+def _part_style(joint: int, side: str, radius: int, thickness: int):
+    """(colour, radius, line thickness) of one of the 133: the body and feet as a body
+    skeleton, the face thin and white, the hands thin, one colour per finger."""
+    part = part_of(joint)
+    if part == "face":
+        return _FACE, max(1, radius // 3), 1
+    if part.endswith("hand"):
+        local = joint - (91 if part == "left hand" else 112)
+        colour = _COLORS[side] if local == 0 else _FINGERS[(local - 1) // 4]
+        return colour, max(1, radius // 2), max(1, thickness // 2)
+    return _COLORS[side], radius, thickness
+
+
+def _draw_wholebody(out: np.ndarray, person: np.ndarray, ok: np.ndarray, keypoint_set: KeypointSet,
+                    radius: int, thickness: int) -> None:
+    """One person of the 133 on ``out`` in place, each part in its own style; a limb takes
+    the style of its outer joint (the wrist-to-hand line is the hand's)."""
+    sides = [keypoint_set.side(k) for k in range(len(person))]
+    styles = [_part_style(k, sides[k], radius, thickness) for k in range(len(person))]
+    for a, b in keypoint_set.skeleton:
+        if ok[a] and ok[b]:
+            colour, _, width = styles[b]
+            if b < 17:
+                colour = _COLORS[sides[a] if sides[a] == sides[b] else "mid"]
+            cv2.line(out, tuple(int(v) for v in person[a, :2]), tuple(int(v) for v in person[b, :2]),
+                     colour, width, cv2.LINE_AA)
+    for k, (x, y, _) in enumerate(person):
+        if ok[k]:
+            colour, r, _ = styles[k]
+            cv2.circle(out, (int(x), int(y)), r, colour, -1, cv2.LINE_AA)
+            if r >= 3:
+                cv2.circle(out, (int(x), int(y)), r, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def _caption(image: np.ndarray, text: str, scale: int) -> None:

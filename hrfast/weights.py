@@ -131,16 +131,15 @@ def joints_of(state: Dict[str, torch.Tensor]) -> Optional[int]:
 def fitting_configs(state: Dict[str, torch.Tensor]) -> List[str]:
     """The built-in configs whose network has exactly the file's keys and shapes, whatever
     their keypoint count (built on the meta device: no memory, no time)."""
-    from .config import available_configs, get_config, merge_config
+    from .config import available_configs, get_config
     from .models import HRNet
     joints = joints_of(state)
     found = []
     for name in available_configs():
-        cfg = get_config(name)
-        if joints is not None:
-            cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": joints}})
+        # the spec's joints, not the config's: a dataset key may tie the config to its count
+        extra = {} if joints is None else {"num_joints": joints}
         with torch.device("meta"):
-            model = HRNet.from_config(cfg)
+            model = HRNet.from_config(get_config(name), **extra)
         if mismatch(model, state) is None:
             found.append(name)
     return found
@@ -152,17 +151,15 @@ def load_pose_model(path, config: Optional[str] = None, backend: str = "referenc
     default the built-in config whose network fits the file (the first, when several do:
     they differ only in input size). A file that no built-in config fits, without ``config``,
     is one CheckpointError."""
-    from .config import merge_config, resolve_config
+    from .config import resolve_config
     from .models import HRNet
     state = read_weights(path)
     name = config or (fitting_configs(state) or [None])[0]
     if name is None:
         raise CheckpointError(f"checkpoint {path} fits no built-in config: pass config= (a name or a YAML)")
-    cfg = resolve_config(str(name))
     joints = joints_of(state)
-    if joints is not None:
-        cfg = merge_config(cfg, {"MODEL": {"NUM_JOINTS": joints}})
-    model = HRNet.from_config(cfg, backend=backend)
+    model = HRNet.from_config(resolve_config(str(name)), backend=backend,
+                              **({} if joints is None else {"num_joints": joints}))
     load_weights(model, path, state)
     return model
 
@@ -185,6 +182,8 @@ def _hint(model: nn.Module, state: Dict[str, torch.Tensor]) -> str:
     extra = f" --set MODEL.NUM_JOINTS={joints}" if joints is not None and joints != ours else ""
     if joints == 16 and ours != 16:
         extra += " (16 joints: an MPII model; predict recognises it)"
+    if joints == 133 and ours != 133:
+        extra += " (133 joints: a COCO-WholeBody model; predict recognises it)"
     if fits:
         return f". It is a {' / '.join(fits)} network: pass --config {fits[0]}{extra}"
     if extra:

@@ -20,7 +20,7 @@ def test_official_experiment_yaml_builds_w32():
 def test_builtin_yaml_round_trips_through_load_config():
     for name in hrfast.available_configs():
         cfg = load_config(hrfast.config.CONFIG_DIR / f"{name}.yaml")
-        assert cfg.MODEL.NUM_JOINTS == 17
+        assert cfg.MODEL.NUM_JOINTS == (133 if name.endswith("_wholebody") else 17)
 
 
 def test_keys_are_case_insensitive(tmp_path):

@@ -66,16 +66,18 @@ def test_noted_keys_warn_once_per_file_and_the_official_files_load_unchanged(tmp
 def test_post_process_false_decodes_by_argmax_and_shift_heatmap_is_honoured():
     from hrfast.inference import infer_heatmaps, inference_settings
     from hrfast.ops.decode import decode_heatmaps
+    from hrfast.settings import settings_of
     cfg = default_config()
-    s = inference_settings(merge_dotted(cfg, ["TEST.POST_PROCESS=false"]))
+    s = inference_settings(settings_of(merge_dotted(cfg, ["TEST.POST_PROCESS=false"])).test)
     assert s.decode == "argmax" and s.decode_source == "TEST.POST_PROCESS false"
-    assert inference_settings(merge_dotted(cfg, ["TEST.POST_PROCESS=false"]), decode="dark").decode == "dark"
-    assert inference_settings(cfg).decode == "quarter"
+    assert inference_settings(settings_of(merge_dotted(cfg, ["TEST.POST_PROCESS=false"])).test,
+                              decode="dark").decode == "dark"
+    assert inference_settings(settings_of(cfg).test).decode == "quarter"
     hm = torch.zeros(1, 1, 8, 8)
     hm[0, 0, 3, 5], hm[0, 0, 3, 6] = 1.0, 0.5            # the right neighbour is higher
     assert decode_heatmaps(hm, "argmax")[0].tolist() == [[[5.0, 3.0]]]       # hand-derived
     assert decode_heatmaps(hm, "quarter")[0].tolist() == [[[5.25, 3.0]]]
-    assert not inference_settings(merge_dotted(cfg, ["TEST.SHIFT_HEATMAP=false"])).shift_heatmap
+    assert not inference_settings(settings_of(merge_dotted(cfg, ["TEST.SHIFT_HEATMAP=false"])).test).shift_heatmap
 
     class Ramp(torch.nn.Module):          # heatmap = the input's first channel
         def forward(self, x):
@@ -106,10 +108,12 @@ def test_model_file_is_evals_default_checkpoint(tmp_path, capsys):
 
 def test_cudnn_keys_set_torch_backends():
     from hrfast.device import apply_cudnn_settings
+    from hrfast.settings import settings_of
     old = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled)
     try:
-        apply_cudnn_settings(merge_dotted(default_config(), ["CUDNN.BENCHMARK=false", "CUDNN.DETERMINISTIC=true",
-                                                             "CUDNN.ENABLED=false"]).CUDNN)
+        cfg = merge_dotted(default_config(), ["CUDNN.BENCHMARK=false", "CUDNN.DETERMINISTIC=true",
+                                              "CUDNN.ENABLED=false"])
+        apply_cudnn_settings(settings_of(cfg).runtime.cudnn)
         assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
                 torch.backends.cudnn.enabled) == (False, True, False)
     finally:

@@ -64,20 +64,23 @@ def test_predict_takes_an_mmpose_checkpoint(tmp_path, capsys):
     assert main(["predict", str(image), "--config", "w18_small_128x96", "--checkpoint", str(path),
                  "--out", str(out), "--no-flip"]) == 0
     assert len(json.loads((out / "keypoints.json").read_text())[0]["keypoints"][0]) == 17
-    # a whole-body file names the keypoint count to set
+    # a whole-body file is predicted and drawn as one, its 133 keypoints in the JSON
     (tmp_path / "wb").mkdir()
     wb = mmpose_file(tmp_path / "wb", hrfast.HRNet.from_config("w18_small_128x96", num_joints=133), "0.x")
+    capsys.readouterr()
     assert main(["predict", str(image), "--config", "w18_small_128x96", "--checkpoint", str(wb),
-                 "--out", str(tmp_path / "o2")]) == 2
-    assert "MODEL.NUM_JOINTS=133" in capsys.readouterr().err
+                 "--out", str(tmp_path / "o2")]) == 0
+    assert "predicts 133 joints: a COCO-WholeBody model" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "o2" / "keypoints.json").read_text())[0]["keypoints"][0]) == 133
 
 
 def test_load_pose_model_takes_the_keypoint_count_and_config_from_the_file(tmp_path):
     """A whole-body mmpose file becomes a 133-keypoint W18-small net (the only built-in config
     its keys fit), with its weights."""
     from hrfast.weights import load_pose_model
+    assert hrfast.load_checkpoint is load_pose_model                  # the public name
     src = hrfast.HRNet.from_config("w18_small_128x96", num_joints=133)
-    model = load_pose_model(mmpose_file(tmp_path, src, "1.x"))
+    model = hrfast.load_checkpoint(mmpose_file(tmp_path, src, "1.x"))
     assert model.num_joints == 133 and model.input_size == (96, 128)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in src.state_dict().items())
     with pytest.raises(ValueError, match="does not fit the model"):

@@ -89,7 +89,7 @@ def test_samples_follow_the_official_loader(mpii):
      "MODEL.NUM_JOINTS is 17 but MPII has 16 keypoints"),
     (lambda p, tmp: load_ground_truth(tmp / "gt_valid.mat"), "MPII ground truth not found"),
     (lambda p, tmp: merge_config(load_config(OFFICIAL_YAML), {"DATASET": {"DATASET": "lsp"}}),
-     "DATASET.DATASET must be one of coco, mpii"),
+     "DATASET.DATASET must be one of coco, coco-wholebody, mpii"),
 ])
 def test_bad_inputs_are_named(mpii, tmp_path, make, message):
     with pytest.raises((FileNotFoundError, ValueError, ConfigError), match=re.escape(message)):
@@ -116,10 +116,10 @@ def test_the_official_experiment_file_loads_unchanged_and_trains(mpii, tmp_path,
     torch.save({**backbone, "classifier.weight": torch.zeros(1000, 2048)}, imagenet)   # the classification layout
     run = build_run(cfg, tmp_path, "cpu")
     assert "loaded" in capsys.readouterr().out
-    ds = build_dataset(cfg, train=True)
+    ds = build_dataset(run.settings.data, train=True)
     row = train_one_epoch(run, make_loader(ds, 2, True, 0, 1, 0, 0), 0, progress=False, max_steps=2)
     assert np.isfinite(row["loss"]) and row["loss"] > 0
-    assert build_dataset(cfg, train=False).gt_file == mpii["gt"]
+    assert build_dataset(run.settings.data, train=False).gt_file == mpii["gt"]
 
 
 def test_cli_trains_and_evaluates_mpii_with_a_pckh_table(tmp_path, capsys):

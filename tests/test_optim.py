@@ -1,5 +1,6 @@
 """build_optimizer: the fused step against torch's default (per-tensor loop) step, and resume."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -105,21 +106,24 @@ def test_the_cosine_schedule_warms_up_then_decays_to_a_hundredth():
 
     from hrfast.config import get_config, merge_dotted
     from hrfast.engine.optim import CosineFactor, build_scheduler
+    from hrfast.settings import settings_of
     f = CosineFactor(warmup=2, end=10)
     assert [round(f(e), 6) for e in (0, 1, 2)] == [0.1, 0.55, 1.0]          # hand-derived
     assert math.isclose(f(6), 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert math.isclose(f(10), 0.01) and math.isclose(f(50), 0.01)
-    t = merge_dotted(get_config("w18_small_128x96"), ["TRAIN.END_EPOCH=10", "TRAIN.LR=0.002"]).TRAIN
+    t = settings_of(merge_dotted(get_config("w18_small_128x96"), ["TRAIN.END_EPOCH=10", "TRAIN.LR=0.002",
+                                                                  "HRFAST.LR_SCHEDULE=cosine",
+                                                                  "HRFAST.WARMUP_EPOCHS=2"])).train
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002)
-    sched = build_scheduler(opt, t, "cosine", 2)
+    sched = build_scheduler(opt, t)
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert math.isclose(lrs[0], 0.0002) and math.isclose(lrs[2], 0.002) and lrs[9] < lrs[5] < lrs[2]
-    again = build_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002), t, "cosine", 2)
+    again = build_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002), t)
     again.load_state_dict(sched.state_dict())                      # a resumed run continues the curve
     assert again.last_epoch == 10
     with pytest.raises(ValueError, match="HRFAST.LR_SCHEDULE must be one of step, cosine"):
-        build_scheduler(opt, t, "linear")
+        build_scheduler(opt, dataclasses.replace(t, schedule="linear"))

@@ -35,6 +35,7 @@ from .transforms import (
     read_image_rgb,
     to_tensor,
 )
+from .wholebody import WHOLEBODY133, flatten_wholebody, is_wholebody
 
 
 @dataclass
@@ -89,6 +90,10 @@ class COCOKeypoints(Dataset):
         try:
             with quiet():
                 self.coco = COCO(str(self.ann_file))
+                self.wholebody = is_wholebody(self.coco.dataset)
+                if self.wholebody:        # the five part fields as 133 keypoints
+                    flatten_wholebody(self.coco.dataset)
+                    self.coco.createIndex()
         except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
             raise ValueError(f"ann_file {self.ann_file} is not a COCO keypoints json: {exc!r}") from None
         self._set_sampling(image_size, heatmap_size, train, sigma, encoding, targets_on_device, augmentation, seed)
@@ -131,6 +136,8 @@ class COCOKeypoints(Dataset):
                 raise ValueError(f"MODEL.NUM_JOINTS is {num_joints} but {self.ann_file.name} category "
                                  f"{cat.get('name', cat.get('id'))!r} has {len(names)} keypoints: set "
                                  f"MODEL.NUM_JOINTS to {len(names)}")
+            if self.wholebody and not any(known.values()):
+                return int(cat.get("id", 1)), WHOLEBODY133
             return int(cat.get("id", 1)), KeypointSet.from_category(cat, **known)
         if num_joints == 17 and not any(known.values()):
             return 1, COCO17

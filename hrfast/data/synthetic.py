@@ -14,6 +14,9 @@ positives, in the COCO detection-results format).
 ``keypoints=5`` writes a COCO-format set of another keypoint count from the same figures:
 head (the nose), hands (the wrists) and feet (the ankles), with its own names and skeleton in
 the category, so the code paths that must not assume COCO's 17 joints are tested end to end.
+``keypoints=133`` draws feet, faces and hands on the figures
+(:mod:`hrfast.data.synthetic_wholebody`) and writes COCO-WholeBody v1.0 files
+(``annotations/coco_wholebody_<split>_v1.0.json``, the parts in their own fields).
 """
 from __future__ import annotations
 
@@ -30,13 +33,17 @@ from tqdm import tqdm
 from ..extras import require
 from .coco_meta import COCO_KEYPOINTS, COCO_SKELETON
 from .mpii import MAT_NAMES
+from .synthetic_wholebody import draw_parts, wholebody_fields
+from .wholebody import NUM_WHOLEBODY, WHOLEBODY133, WHOLEBODY_NAMES
 
 GENERATOR_VERSION = 1
-# keypoint sets the generator writes: count -> (names, 1-based skeleton, indices into COCO's 17)
+# keypoint sets the generator writes: count -> (names, 1-based skeleton, indices into COCO's 17;
+# None: COCO-WholeBody's 133, with the feet, faces and hands drawn on the figures)
 KEYPOINT_SETS = {
     17: (tuple(COCO_KEYPOINTS), tuple(COCO_SKELETON), tuple(range(17))),
     5: (("head", "left_hand", "right_hand", "left_foot", "right_foot"),
         ((1, 2), (1, 3), (1, 4), (1, 5)), (0, 9, 10, 15, 16)),
+    NUM_WHOLEBODY: (WHOLEBODY_NAMES, tuple((a + 1, b + 1) for a, b in WHOLEBODY133.skeleton), None),
 }
 
 
@@ -144,9 +151,11 @@ def _draw_figure(img: np.ndarray, rng: np.random.Generator, j: np.ndarray, heigh
     return mask.astype(bool)
 
 
-def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: int = 3
+def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: int = 3, wholebody: bool = False
                  ) -> Tuple[np.ndarray, List[Dict]]:
-    """One image (H, W, 3) uint8 RGB and its person annotations (COCO fields, no ids)."""
+    """One image (H, W, 3) uint8 RGB and its person annotations (COCO fields, no ids): 17
+    keypoints each, or the 133 of COCO-WholeBody with ``wholebody`` (feet, face and hands
+    drawn)."""
     w, h = size
     img = _background(rng, h, w)
     n = int(rng.integers(1, max_people + 1))
@@ -157,6 +166,10 @@ def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: in
         hip_y = rng.uniform(0.4, 0.75) * h
         j = _figure(rng, cx, hip_y, height)
         masks.append(_draw_figure(img, rng, j, height))
+        if wholebody:
+            extra, drawn = draw_parts(img, rng, j, height)
+            masks[-1] |= drawn
+            j = np.vstack([j, extra])
         people.append(j)
     occluded = np.zeros(img.shape[:2], bool)
     if rng.random() < 0.35:                        # a foreground occluder over some figure
@@ -174,8 +187,8 @@ def render_image(rng: np.random.Generator, size: Tuple[int, int], max_people: in
         for later in masks[i + 1:]:
             cover |= later
         visible_mask = m & ~cover
-        kps = np.zeros((17, 3))
-        for k in range(17):
+        kps = np.zeros((len(j), 3))
+        for k in range(len(j)):
             x, y = j[k]
             if not (0 <= x < w and 0 <= y < h):
                 continue                           # outside the image: unlabelled
@@ -223,45 +236,23 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
     root = Path(root)
     meta = {"version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
             "image_size": list(image_size), "seed": seed, "keypoints": keypoints}
-    paths = {"train_ann": root / "annotations" / "person_keypoints_train.json",
+    ann = "coco_wholebody_{}_v1.0.json" if subset is None else "person_keypoints_{}.json"   # the official names
+    paths = {"train_ann": root / "annotations" / ann.format("train"),
              "train_images": root / "images" / "train",
-             "val_ann": root / "annotations" / "person_keypoints_val.json",
+             "val_ann": root / "annotations" / ann.format("val"),
              "val_images": root / "images" / "val",
              "val_dets": root / "annotations" / "person_detections_val.json"}
     stamp = root / "synthetic.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == meta and all(p.exists() for p in paths.values()):
         return paths
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    if subset is None:       # COCO-WholeBody's category names the body's 17, as the official files do
+        names, skeleton = COCO_KEYPOINTS, COCO_SKELETON
     categories = [{"id": 1, "name": "person", "supercategory": "person",
                    "keypoints": list(names), "skeleton": [list(s) for s in skeleton]}]
     for split, count, offset in (("train", num_train, 0), ("val", num_val, 1_000_000)):
-        out = paths[f"{split}_images"]
-        out.mkdir(parents=True, exist_ok=True)
-        images, anns, dets = [], [], []
-        for i in tqdm(range(count), desc=f"synthetic {split}", disable=not progress, leave=False):
-            rng = np.random.default_rng([seed, offset + i])     # each image on its own stream
-            img, people = render_image(rng, image_size)
-            image_id = offset + i + 1
-            name = f"{image_id:012d}.jpg"
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if not ok:
-                raise RuntimeError(f"OpenCV could not encode synthetic image {name}")
-            _write_atomic(out / name, buf.tobytes())
-            images.append({"id": image_id, "file_name": name, "width": image_size[0], "height": image_size[1]})
-            for p in people:
-                p = _keypoint_subset(p, subset)
-                if len(subset) < 17 and p["num_keypoints"] == 0:   # none of the subset labelled
-                    continue
-                anns.append({"id": len(anns) + 1 + offset, "image_id": image_id, **p})
-                x, y, bw, bh = p["bbox"]
-                jit = rng.normal(0, 0.05, 4) * [bw, bh, bw, bh]
-                dets.append({"image_id": image_id, "category_id": 1, "score": float(rng.uniform(0.8, 1.0)),
-                             "bbox": [float(x + jit[0]), float(y + jit[1]), float(bw + jit[2]), float(bh + jit[3])]})
-            for _ in range(int(rng.integers(0, 2))):               # a false positive, low score
-                bw, bh = rng.uniform(20, 80, 2)
-                dets.append({"image_id": image_id, "category_id": 1, "score": float(rng.uniform(0.05, 0.4)),
-                             "bbox": [float(rng.uniform(0, image_size[0] - bw)),
-                                      float(rng.uniform(0, image_size[1] - bh)), float(bw), float(bh)]})
+        images, anns, dets = _render_split(paths[f"{split}_images"], count, offset, image_size, seed, subset,
+                                           progress, split)
         doc = {"info": {"description": "hrfast synthetic figures", "version": GENERATOR_VERSION},
                "licenses": [], "images": images, "annotations": anns, "categories": categories}
         _write_atomic(paths[f"{split}_ann"], json.dumps(doc).encode())
@@ -269,6 +260,38 @@ def make_synthetic_coco(root, num_train: int = 400, num_val: int = 80, image_siz
             _write_atomic(paths["val_dets"], json.dumps(dets).encode())
     _write_atomic(stamp, json.dumps(meta).encode())
     return paths
+
+
+def _render_split(out: Path, count: int, offset: int, image_size, seed: int, subset, progress: bool, split: str):
+    """Render ``count`` images into ``out``: (images, annotations, detections) as COCO lists.
+    ``subset``: the COCO joints kept, or None for COCO-WholeBody's fields."""
+    out.mkdir(parents=True, exist_ok=True)
+    images, anns, dets = [], [], []
+    for i in tqdm(range(count), desc=f"synthetic {split}", disable=not progress, leave=False):
+        rng = np.random.default_rng([seed, offset + i])     # each image on its own stream
+        img, people = render_image(rng, image_size, wholebody=subset is None)
+        image_id = offset + i + 1
+        name = f"{image_id:012d}.jpg"
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode synthetic image {name}")
+        _write_atomic(out / name, buf.tobytes())
+        images.append({"id": image_id, "file_name": name, "width": image_size[0], "height": image_size[1]})
+        for p in people:
+            p = wholebody_fields(p) if subset is None else _keypoint_subset(p, subset)
+            if subset is not None and len(subset) < 17 and p["num_keypoints"] == 0:   # none labelled
+                continue
+            anns.append({"id": len(anns) + 1 + offset, "image_id": image_id, **p})
+            x, y, bw, bh = p["bbox"]
+            jit = rng.normal(0, 0.05, 4) * [bw, bh, bw, bh]
+            dets.append({"image_id": image_id, "category_id": 1, "score": float(rng.uniform(0.8, 1.0)),
+                         "bbox": [float(x + jit[0]), float(y + jit[1]), float(bw + jit[2]), float(bh + jit[3])]})
+        for _ in range(int(rng.integers(0, 2))):               # a false positive, low score
+            bw, bh = rng.uniform(20, 80, 2)
+            dets.append({"image_id": image_id, "category_id": 1, "score": float(rng.uniform(0.05, 0.4)),
+                         "bbox": [float(rng.uniform(0, image_size[0] - bw)),
+                                  float(rng.uniform(0, image_size[1] - bh)), float(bw), float(bh)]})
+    return images, anns, dets
 
 
 def _mpii_joints(kps17: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..settings import TrainSettings
 
 _SCHEDULE_KEYS = ("LR", "LR_STEP", "LR_FACTOR")   # END_EPOCH: a longer run is what resuming is for
 
@@ -73,14 +74,13 @@ def _diff(a: dict, b: dict, where: str) -> list:
     return out
 
 
-def apply_schedule(scheduler, optimizer, t) -> None:
-    """Point a resumed MultiStepLR at the config's LR, milestones and factor, and set the
+def apply_schedule(scheduler, optimizer, train: TrainSettings) -> None:
+    """Point a resumed MultiStepLR at the settings' LR, milestones and factor, and set the
     current LR to what that schedule gives at the resumed epoch."""
-    scheduler.base_lrs = [float(t.LR)] * len(optimizer.param_groups)
-    scheduler.milestones = Counter(int(m) for m in t.LR_STEP)
-    scheduler.gamma = float(t.LR_FACTOR)
-    lr = float(t.LR) * float(t.LR_FACTOR) ** bisect_right(sorted(scheduler.milestones.elements()),
-                                                         scheduler.last_epoch)
+    scheduler.base_lrs = [train.lr] * len(optimizer.param_groups)
+    scheduler.milestones = Counter(train.lr_step)
+    scheduler.gamma = train.lr_factor
+    lr = train.lr * train.lr_factor ** bisect_right(sorted(scheduler.milestones.elements()), scheduler.last_epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
     scheduler._last_lr = [lr] * len(optimizer.param_groups)

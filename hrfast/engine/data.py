@@ -5,30 +5,34 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Union
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from ..config import Config
-from ..data.coco import Augmentation, COCOKeypoints
+from ..data.coco import COCOKeypoints
 from ..data.mpii import MPIIKeypoints, mpii_paths
+from ..settings import DataSettings
 
 
-def dataset_paths(cfg: Config, split: str):
+def dataset_paths(data: DataSettings, split: str):
     """(ann_file, image_dir) of ``split`` ('train' or 'test'): explicit DATASET.*_ANN/*_IMAGES
     or the official layout: COCO's ROOT/annotations/person_keypoints_<SET>.json and
-    ROOT/images/<SET>, MPII's ROOT/annot/<SET>.json and ROOT/images."""
-    d = cfg.DATASET
-    ann, images = (d.TRAIN_ANN, d.TRAIN_IMAGES) if split == "train" else (d.TEST_ANN, d.TEST_IMAGES)
-    name = d.TRAIN_SET if split == "train" else d.TEST_SET
-    root = Path(d.ROOT) if d.ROOT else None
-    if d.DATASET == "mpii" and root is not None:
+    ROOT/images/<SET>, COCO-WholeBody's ROOT/annotations/coco_wholebody_<SET less 2017>_v1.0.json
+    and ROOT/images/<SET>, MPII's ROOT/annot/<SET>.json and ROOT/images."""
+    train = split == "train"
+    ann, images = (data.train_ann, data.train_images) if train else (data.test_ann, data.test_images)
+    name = data.train_set if train else data.test_set
+    root = Path(data.root) if data.root else None
+    if data.kind == "mpii" and root is not None:
         paths = mpii_paths(root, name)
         return Path(ann or paths["ann"]), Path(images or paths["images"])
     if not ann:
         if root is None:
             raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_ANN must name the {split} data")
-        ann = root / "annotations" / f"person_keypoints_{name}.json"
+        # COCO-WholeBody's files are named for the split without the year: coco_wholebody_val_v1.0.json
+        ann = root / "annotations" / (f"coco_wholebody_{name.replace('2017', '')}_v1.0.json"
+                                      if data.kind == "coco-wholebody" else f"person_keypoints_{name}.json")
     if not images:
         if root is None:
             raise ValueError(f"config DATASET.ROOT or DATASET.{split.upper()}_IMAGES must name the {split} images")
@@ -36,40 +40,25 @@ def dataset_paths(cfg: Config, split: str):
     return Path(ann), Path(images)
 
 
-def build_dataset(cfg: Config, train: bool, targets_on_device: bool = False) -> COCOKeypoints:
-    """The train or test dataset of ``cfg``: ``DATASET.DATASET`` "coco" (any COCO-format
-    keypoint file) or "mpii"."""
-    ann, images = dataset_paths(cfg, "train" if train else "test")
-    d = cfg.DATASET
+def build_dataset(data: DataSettings, train: bool, targets_on_device: bool = False) -> COCOKeypoints:
+    """The train or test dataset: ``data.kind`` "coco" (any COCO-format keypoint file) or
+    "mpii". ``targets_on_device``: the samples carry joints, and the training step makes the
+    heatmaps."""
+    ann, images = dataset_paths(data, "train" if train else "test")
+    common = dict(train=train, sigma=data.sigma, encoding=data.encoding, targets_on_device=targets_on_device,
+                  augmentation=data.augmentation, use_joint_weights=data.use_joint_weights, seed=data.seed,
+                  max_samples=data.max_train_images if train and data.max_train_images else None,
+                  num_joints=data.num_joints)
+    if data.kind == "mpii":
+        gt = None if train else mpii_paths(data.root or Path(ann).parent.parent, data.test_set)["gt"]
+        return MPIIKeypoints(ann, images, data.image_size, data.heatmap_size, gt_file=gt, **common)
     det = None
-    if not train and not cfg.TEST.USE_GT_BBOX:
-        if not cfg.TEST.COCO_BBOX_FILE:
+    if not train and not data.use_gt_bbox:
+        if not data.bbox_file:
             raise ValueError("config TEST.USE_GT_BBOX is false but TEST.COCO_BBOX_FILE is empty")
-        det = cfg.TEST.COCO_BBOX_FILE
-    aug = Augmentation(scale_factor=float(d.SCALE_FACTOR), rotation_factor=float(d.ROT_FACTOR),
-                       flip=bool(d.FLIP), prob_half_body=float(d.PROB_HALF_BODY),
-                       num_joints_half_body=int(d.NUM_JOINTS_HALF_BODY))
-    max_n = int(cfg.HRFAST.MAX_TRAIN_IMAGES) if train and cfg.HRFAST.MAX_TRAIN_IMAGES else None
-    if d.DATASET == "mpii":
-        gt = None if train else mpii_paths(d.ROOT or Path(ann).parent.parent, d.TEST_SET)["gt"]
-        return MPIIKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
-                             sigma=float(cfg.MODEL.SIGMA), encoding=cfg.HRFAST.TARGET_ENCODING,
-                             targets_on_device=targets_on_device, augmentation=aug,
-                             use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT), seed=int(cfg.HRFAST.SEED),
-                             max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS), gt_file=gt)
-    return COCOKeypoints(ann, images, cfg.MODEL.IMAGE_SIZE, cfg.MODEL.HEATMAP_SIZE, train=train,
-                         det_file=det, image_thre=float(cfg.TEST.IMAGE_THRE), sigma=float(cfg.MODEL.SIGMA),
-                         encoding=cfg.HRFAST.TARGET_ENCODING, targets_on_device=targets_on_device,
-                         augmentation=aug, use_joint_weights=bool(cfg.LOSS.USE_DIFFERENT_JOINTS_WEIGHT),
-                         seed=int(cfg.HRFAST.SEED), max_samples=max_n, num_joints=int(cfg.MODEL.NUM_JOINTS),
-                         **keypoint_overrides(cfg))
-
-
-def keypoint_overrides(cfg: Config) -> dict:
-    """The config's ``DATASET`` keypoint keys as COCOKeypoints arguments (None where empty)."""
-    d = cfg.DATASET
-    return {"flip_pairs": [tuple(p) for p in d.FLIP_PAIRS] or None, "sigmas": list(d.SIGMAS) or None,
-            "joint_weights": list(d.JOINT_WEIGHTS) or None, "upper_body": list(d.UPPER_BODY) or None}
+        det = data.bbox_file
+    return COCOKeypoints(ann, images, data.image_size, data.heatmap_size, det_file=det, image_thre=data.image_thre,
+                         **common, **data.keypoint_overrides())
 
 
 def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int, rank: int,
@@ -89,14 +78,14 @@ def make_loader(dataset, batch_size: int, train: bool, workers: int, world: int,
                       drop_last=train, pin_memory=pin_memory, persistent_workers=False)
 
 
-def loader_workers(cfg) -> int:
-    """The data-loading processes of ``cfg.WORKERS``: ``auto`` (the default) is the cores this
+def loader_workers(setting: Union[str, int]) -> int:
+    """The data-loading processes of the ``WORKERS`` setting: ``auto`` (the default) is the cores this
     process may use minus one, at most 8, so the training threads keep a core; a number is
     kept as given, with one note when it exceeds the cores (the official files say 24)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cfg.WORKERS == "auto":
+    if setting == "auto":
         return max(0, min(8, cores - 1))
-    workers = int(cfg.WORKERS)
+    workers = int(setting)
     if workers > cores:     # said once: the warnings module shows a message once per place
         warnings.warn(f"WORKERS is {workers} (from the config) on a machine with {cores} cores: WORKERS: auto "
                       f"fits the loaders to the machine", UserWarning, stacklevel=2)

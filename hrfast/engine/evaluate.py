@@ -25,10 +25,12 @@ from ..device import apply_cudnn_settings
 from ..models import HRNet
 from ..ops.nms import oks_nms, rescore
 from ..outputs import write_json
+from ..settings import settings_of
 from ..weights import load_weights
 from .data import build_dataset, dataset_paths, loader_workers, make_loader
 from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh
 from .predict import gather_records, predict_dataset
+from .wholebody import format_wholebody, is_wholebody_stats, wholebody_eval
 
 STATS_NAMES = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 
@@ -88,6 +90,8 @@ def format_stats(stats: Dict[str, float]) -> str:
     MPII's PCKh table)."""
     if all(k in stats for k in PCKH_NAMES):
         return format_pckh(stats)
+    if is_wholebody_stats(stats):
+        return format_wholebody(stats)
     names = [k for k in STATS_NAMES if k in stats]
     head = "| " + " | ".join(names) + " |"
     rule = "|" + "|".join("---" for _ in names) + "|"
@@ -120,24 +124,25 @@ def evaluate(model, loader, ann_file, device="cpu", flip_test: bool = True, meth
     keypoints = getattr(loader.dataset, "keypoints", COCO17)
     results = coco_results(records, in_vis_thre, oks_thre, sigmas=keypoints.sigmas,
                            category_id=getattr(loader.dataset, "category_id", 1))
+    if getattr(loader.dataset, "wholebody", False):
+        return wholebody_eval(ann_file, results, results_file)
     return coco_eval(ann_file, results, results_file, sigmas=keypoints.sigmas)
 
 
 def evaluate_checkpoint(cfg, checkpoint, results_file: Path, device: torch.device, settings,
                         runtime: Optional[str] = None, dtype: Optional[str] = None,
                         progress: bool = True) -> Dict[str, float]:
-    """Build the config's model, load ``checkpoint`` (strictly, weights only), optionally
-    through ``hrfast.optimize`` on ``runtime`` in ``dtype``, and evaluate it on the config's
-    test set with ``settings`` (:func:`hrfast.inference.inference_settings`). The COCO results
-    go to ``results_file``."""
-    apply_cudnn_settings(cfg.CUDNN)
-    model = HRNet.from_config(cfg, backend=cfg.HRFAST.BACKEND)
+    """Build the model of ``cfg`` (a config, or :class:`hrfast.settings.Settings`), load
+    ``checkpoint`` (strictly, weights only), optionally through ``hrfast.optimize`` on
+    ``runtime`` in ``dtype``, and evaluate it on the test set with ``settings``
+    (:func:`hrfast.inference.inference_settings`). The COCO results go to ``results_file``."""
+    s = settings_of(cfg)
+    apply_cudnn_settings(s.runtime.cudnn)
+    model = HRNet.from_config(s.model.spec, backend=s.runtime.backend)
     load_weights(model, checkpoint)
     model.to(device)
-    loader = make_loader(build_dataset(cfg, train=False), int(cfg.TEST.BATCH_SIZE_PER_GPU), False,
-                         loader_workers(cfg), 1, 0, 0)
-    return evaluate(maybe_optimize(model, runtime, device, dtype), loader, dataset_paths(cfg, "test")[0], device,
-                    settings.flip_test, settings.decode, results_file=results_file,
-                    oks_thre=float(cfg.TEST.OKS_THRE), in_vis_thre=float(cfg.TEST.IN_VIS_THRE),
-                    shift_heatmap=settings.shift_heatmap, progress=progress)
-
+    loader = make_loader(build_dataset(s.data, train=False), s.test.batch_size, False,
+                         loader_workers(s.runtime.workers), 1, 0, 0)
+    return evaluate(maybe_optimize(model, runtime, device, dtype), loader, dataset_paths(s.data, "test")[0], device,
+                    settings.flip_test, settings.decode, results_file=results_file, oks_thre=s.test.oks_thre,
+                    in_vis_thre=s.test.in_vis_thre, shift_heatmap=settings.shift_heatmap, progress=progress)

@@ -27,8 +27,12 @@ class JointsMSELoss(nn.Module):
             pred, target = pred * w, target * w
         return 0.5 * (pred - target).pow(2).flatten(2).mean(-1)
 
+    def reduce(self, per_joint):
+        """The scalar loss of (B, K) per-joint losses: their mean."""
+        return per_joint.mean()
+
     def forward(self, pred, target, target_weight):
-        return self.per_joint(pred, target, target_weight).mean()
+        return self.reduce(self.per_joint(pred, target, target_weight))
 
 
 class JointsOHKMMSELoss(JointsMSELoss):
@@ -38,7 +42,6 @@ class JointsOHKMMSELoss(JointsMSELoss):
         super().__init__(use_target_weight)
         self.topk = topk
 
-    def forward(self, pred, target, target_weight):
-        per = self.per_joint(pred, target, target_weight)
-        k = min(self.topk, per.shape[1])
-        return per.topk(k, dim=1).values.mean()
+    def reduce(self, per_joint):
+        k = min(self.topk, per_joint.shape[1])
+        return per_joint.topk(k, dim=1).values.mean()

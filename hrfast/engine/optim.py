@@ -12,6 +12,8 @@ from typing import Iterable, Optional
 
 import torch
 
+from ..settings import TrainSettings
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # devices with fused Adam/AdamW/SGD kernels (CUDA since torch 2.0-2.1; the CPU's came in
 # 2.4-2.5, so an older torch that refuses is answered with the default step: build_optimizer)
@@ -80,17 +82,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 SCHEDULES = ("step", "cosine")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, t, schedule: str = "step", warmup_epochs: int = 0):
-    """The learning-rate schedule, stepped once per epoch. ``step``: the official MultiStepLR
-    (``TRAIN.LR_STEP``, ``TRAIN.LR_FACTOR``). ``cosine``: a linear warm-up over
-    ``warmup_epochs`` from a tenth of ``TRAIN.LR``, then a cosine decay to 1% of it at
-    ``TRAIN.END_EPOCH``; short runs (the demo) learn more per epoch with it than with the
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainSettings):
+    """The learning-rate schedule of ``train.schedule``, stepped once per epoch. ``step``: the
+    official MultiStepLR (``TRAIN.LR_STEP``, ``TRAIN.LR_FACTOR``). ``cosine``: a linear warm-up
+    over ``HRFAST.WARMUP_EPOCHS`` from a tenth of ``TRAIN.LR``, then a cosine decay to 1% of it
+    at ``TRAIN.END_EPOCH``; short runs (the demo) learn more per epoch with it than with the
     official steps, which are placed for 210 epochs."""
-    if schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(t.LR_STEP), t.LR_FACTOR)
-    if schedule != "cosine":
-        raise ValueError(f"HRFAST.LR_SCHEDULE must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineFactor(int(warmup_epochs), int(t.END_EPOCH)))
+    if train.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(train.lr_step), train.lr_factor)
+    if train.schedule != "cosine":
+        raise ValueError(f"HRFAST.LR_SCHEDULE must be one of {', '.join(SCHEDULES)}, got {train.schedule!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineFactor(train.warmup_epochs, train.end_epoch))
 
 
 class CosineFactor:
