@@ -41,6 +41,7 @@ from .outputs import check_output_dir, check_output_file
 from .predictor import PoseEstimator, predict_images
 from .profile import count_macs, count_parameters
 from .settings import settings_of
+from .tasks import TASKS, eval_cls, predict_cls, train_cls
 from .video import is_footage, run_video
 from .weights import joints_of, load_weights, read_weights
 
@@ -169,6 +170,8 @@ def _synthetic_data(cfg, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.task == "cls":
+        return train_cls(args)
     cfg = _training_config(args)
     r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if r["rank"] == 0:
@@ -179,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "cls":
+        return eval_cls(args)
     cfg = _training_config(args)
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
@@ -213,6 +218,8 @@ def _optimize_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.task == "cls":
+        return predict_cls(args)
     footage = [im for im in args.images if is_footage(im)]
     if footage and len(args.images) > 1:
         raise ValueError(f"a video, webcam or frame folder ({footage[0]}) is predicted alone, not with other inputs")
@@ -373,9 +380,16 @@ def _add_check(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def _task_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=TASKS, default="pose",
+                   help="pose (heatmaps of keypoints) or cls (ImageNet-style classification with HRNet-W*-C; "
+                        "--config defaults to cls_hrnet_w18_224) (default: pose)")
+
+
 def _data_args(p: argparse.ArgumentParser, out_default: str) -> None:
     """The arguments train and eval share."""
     _add_model_args(p, backend_default=None)
+    _task_arg(p)
     p.add_argument("--data", help="dataset root: COCO (annotations/person_keypoints_<SET>.json, images/<SET>/), "
                                   "COCO-WholeBody (annotations/coco_wholebody_<train|val>_v1.0.json, "
                                   "images/<SET>/) or MPII (annot/<SET>.json, annot/gt_<SET>.mat, images/)")
@@ -421,6 +435,9 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="keypoints of the people in images (a json and PNGs with skeletons), or in "
                                        "a video, webcam or frame folder (an annotated mp4 and JSON lines, tracked)")
     _add_model_args(p)
+    _task_arg(p)
+    p.add_argument("--classes", help="--task cls: the label order, a json list (default: classes.json beside "
+                                     "--checkpoint, which train writes)")
     p.add_argument("images", nargs="+", help="image files; or one video file, webcam index (0) or folder of frames")
     p.add_argument("--detector", help="person detector for footage and for images without --boxes: hog (OpenCV's "
                                       "embedded HOG, weak) or an .onnx export of YOLOX, RTMDet or YOLOv8 "

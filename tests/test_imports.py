@@ -97,7 +97,7 @@ def test_cycle_finder_finds_one():
 
 LAYERS = {    # a module may import its own layer and those below it
     "kernels": 0, "_C": 0, "_extension": 0, "device": 0, "config": 0, "safe_load": 0, "tables": 0, "timing": 0,
-    "extras": 0, "samples": 0, "config_keys": 0, "outputs": 0, "weights": 2, "settings": 2,
+    "extras": 0, "samples": 0, "config_keys": 0, "outputs": 0, "weights": 2, "settings": 2, "tasks": 5,
     "ops": 1, "models": 1, "data": 2, "inference": 2, "profile": 2, "visualize": 2, "detect": 2, "tracking": 2,
     "video": 4,
     "deploy": 3, "engine": 3, "predictor": 4,

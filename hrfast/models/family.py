@@ -182,7 +182,9 @@ def family_spec(raw: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     spec: Dict[str, Any] = {"stem_channels": 64, "stage1": stage1,
                             "stages": [_stage(extra.get(f"STAGE{i}"), f"MODEL.EXTRA.STAGE{i}") for i in (2, 3, 4)],
                             "final_conv_kernel": int(extra.get("FINAL_CONV_KERNEL", 1))}
-    if task == "face":
+    if task == "cls":
+        spec["num_classes"] = int(model.get("NUM_CLASSES", 1000))
+    elif task == "face":
         spec["num_joints"] = int(model.get("NUM_JOINTS", 98))
     elif task == "seg":
         spec["num_classes"] = int((raw.get("DATASET") or {}).get("NUM_CLASSES", 19))
