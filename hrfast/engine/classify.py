@@ -4,14 +4,12 @@ The recipe is HRNet-Image-Classification's: SGD (momentum 0.9, Nesterov, weight 
 at LR 0.05 decayed 10x at epochs 30/60/90 of 100, cross-entropy, random resized crops and
 flips in training, the 0.875 centre crop in evaluation. Its experiment YAML's ``TRAIN``,
 ``TEST``, ``DATASET`` and ``WORKERS`` keys are read (:func:`classify_settings`); ``MODEL`` builds
-the net (:func:`hrfast.build_model`). A run writes ``OUT/checkpoint.pth`` each epoch (atomic:
-``--resume`` continues it), ``model_best.pth`` (a plain state_dict, the official layout),
-``classes.json`` (the label order) and ``metrics.jsonl``.
+the net (:func:`hrfast.build_model`). A run writes what :mod:`hrfast.engine.epochs` writes
+(``checkpoint.pth``, ``model_best.pth``, ``metrics.jsonl``) and ``classes.json``, the label order.
 """
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Mapping
@@ -24,10 +22,9 @@ from ..config import read_yaml
 from ..data.imagefolder import ImageFolder, center_crop
 from ..data.transforms import read_image_rgb
 from ..models import build_model
-from ..outputs import json_text, write_json
-from ..safe_load import load_checkpoint
-from .checkpoint import atomic_save
+from ..outputs import write_json
 from .data import loader_workers, make_loader
+from .epochs import Loop, run_epochs
 
 
 @dataclass(frozen=True)
@@ -128,57 +125,24 @@ def _datasets(s: ClassifySettings):
 def train_classifier(config: str, s: ClassifySettings, out_dir, resume: bool = False, device: str = "cpu",
                      progress: bool = True) -> Dict:
     """Train the classifier of ``config`` (a family config name or YAML) per ``s``; evaluate
-    after each epoch. Returns the last stats, the best top-1 and the history."""
+    after each epoch (:func:`hrfast.engine.epochs.run_epochs`). Returns the last stats, the
+    best top-1 and the history."""
     torch.manual_seed(s.seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_set, val_set = _datasets(s)
     model = build_model(_with_classes(read_task_yaml(config), len(train_set.classes))).to(device)
     opt = _optimizer(model, s)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(s.lr_step), s.lr_factor)
-    start, best, history = 0, -1.0, []
-    if resume:
-        ck = load_checkpoint(out / "checkpoint.pth", "--resume checkpoint")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start, best, history = int(ck["epoch"]), float(ck["best"]), list(ck["history"])
-    write_json(out / "classes.json", train_set.classes)
     workers = loader_workers(s.workers)
     val_loader = make_loader(val_set, s.test_batch_size, False, workers, 1, 0, s.seed)
-    stats: Dict[str, float] = {}
-    for epoch in range(start, s.epochs):
-        row = _train_epoch(model, opt, train_set, s, workers, epoch, device, progress)
-        sched.step()
-        stats = evaluate_classifier(model, val_loader, device, progress)
-        row.update(stats)
-        history.append(row)
-        if stats["top-1"] > best:
-            best = stats["top-1"]
-            atomic_save(model.state_dict(), out / "model_best.pth")
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "best": best, "history": history}, out / "checkpoint.pth")
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json_text(row, "metrics.jsonl") + "\n")
-    return {"stats": stats, "best": best, "history": history, "model": model}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out_dir) / "classes.json", train_set.classes)
 
+    def loss(batch):
+        return nn.functional.cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
 
-def _train_epoch(model, opt, train_set, s: ClassifySettings, workers: int, epoch: int, device, progress: bool):
-    model.train()
-    train_set.set_epoch(epoch)
-    loader = make_loader(train_set, s.batch_size, True, workers, 1, 0, s.seed, epoch)
-    t0, total, n = time.perf_counter(), 0.0, 0
-    for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{s.epochs}", disable=not progress, leave=False):
-        loss = nn.functional.cross_entropy(model(batch["image"].to(device)), batch["label"].to(device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} in epoch {epoch + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(batch["label"])
-        n += len(batch["label"])
-    return {"epoch": epoch + 1, "loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0}
+    loop = Loop(model, opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(s.lr_step), s.lr_factor), train_set,
+                loss, lambda: evaluate_classifier(model, val_loader, device, progress), lambda st: st["top-1"],
+                s.epochs, s.batch_size, workers, s.seed)
+    return run_epochs(loop, out_dir, resume, progress)
 
 
 def _with_classes(raw: Mapping, num_classes: int) -> Dict:
