@@ -41,7 +41,8 @@ from .outputs import check_output_dir, check_output_file
 from .predictor import PoseEstimator, predict_images
 from .profile import count_macs, count_parameters
 from .settings import settings_of
-from .tasks import TASKS, eval_cls, eval_face, predict_cls, predict_face, train_cls, train_face
+from .tasks import TASKS
+from .tasks import run as run_task
 from .video import is_footage, run_video
 from .weights import joints_of, load_weights, read_weights
 
@@ -171,7 +172,7 @@ def _synthetic_data(cfg, args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.task != "pose":
-        return {"cls": train_cls, "face": train_face}[args.task](args)
+        return run_task("train", args)
     cfg = _training_config(args)
     r = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.quiet)
     if r["rank"] == 0:
@@ -183,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.task != "pose":
-        return {"cls": eval_cls, "face": eval_face}[args.task](args)
+        return run_task("eval", args)
     cfg = _training_config(args)
     if args.detections:
         cfg = merge_config(cfg, {"TEST": {"USE_GT_BBOX": False, "COCO_BBOX_FILE": args.detections}})
@@ -219,7 +220,7 @@ def _optimize_arg(p: argparse.ArgumentParser) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.task != "pose":
-        return {"cls": predict_cls, "face": predict_face}[args.task](args)
+        return run_task("predict", args)
     footage = [im for im in args.images if is_footage(im)]
     if footage and len(args.images) > 1:
         raise ValueError(f"a video, webcam or frame folder ({footage[0]}) is predicted alone, not with other inputs")
@@ -384,7 +385,9 @@ def _task_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, default="pose",
                    help="pose (heatmaps of keypoints), cls (ImageNet-style classification with HRNet-W*-C; "
                         "--config defaults to cls_hrnet_w18_224) or face (facial landmarks from the face "
-                        "repository's CSV lists; --config defaults to face_hrnetv2_w18_wflw_256) (default: pose)")
+                        "repository's CSV lists; --config defaults to face_hrnetv2_w18_wflw_256) or seg "
+                        "(Cityscapes' 19 classes; --config defaults to seg_hrnetv2_w48_cityscapes_1024x512) "
+                        "(default: pose)")
 
 
 def _data_args(p: argparse.ArgumentParser, out_default: str) -> None:

@@ -81,9 +81,9 @@ NOTED: Dict[str, str] = {
 
 # key -> (accepted values, what to do instead)
 REFUSED: Dict[str, Tuple[Tuple[Any, ...], str]] = {
-    "MODEL.NAME": (("pose_hrnet",), "train, eval and predict run the pose net, or cls_hrnet with --task cls; "
-                                    "hrfast.build_model(yaml) builds and loads cls_hrnet, hrnet (faces) and "
-                                    "seg_hrnet"),
+    "MODEL.NAME": (("pose_hrnet",), "train, eval and predict run the pose net, and with --task cls, face or seg "
+                                    "cls_hrnet, hrnet (faces) or seg_hrnet; hrfast.build_model(yaml) builds and "
+                                    "loads each"),
     "MODEL.TAG_PER_JOINT": ((True,), "pose_hrnet predicts one heatmap per joint"),
     "MODEL.TARGET_TYPE": (("gaussian",), "the targets are Gaussian heatmaps (HRFAST.TARGET_ENCODING: msra or udp)"),
     "MODEL.STYLE": (("pytorch",), "STYLE concerns the official ResNet baselines, not HRNet"),

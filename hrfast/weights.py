@@ -164,6 +164,15 @@ def load_pose_model(path, config: Optional[str] = None, backend: str = "referenc
     return model
 
 
+def load_family_model(raw, checkpoint, device="cpu") -> nn.Module:
+    """The net of a parsed experiment YAML (:func:`hrfast.build_model`) with the weights of
+    ``checkpoint`` (strict, weights only), on ``device``, in eval mode."""
+    from .models import build_model
+    model = build_model(raw)
+    load_weights(model, checkpoint)
+    return model.to(device).eval()
+
+
 def load_weights(model: nn.Module, checkpoint, state: Optional[Dict[str, torch.Tensor]] = None) -> None:
     """Load the checkpoint file into ``model`` with ``strict=True`` (``state``: its state_dict,
     when already read); a file that does not fit is one ``ValueError`` naming the file, what

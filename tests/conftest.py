@@ -58,3 +58,17 @@ def assert_within_twice_eager(fast, eager, gold, what: str = "") -> None:
     for k, (f, e, g) in enumerate(zip(fast, eager, gold)):
         err_f, err_e = rel_err(f, g), rel_err(e, g)
         assert err_f <= 2 * err_e, f"{what}[{k}]: fast {err_f:.3e} > 2 x eager {err_e:.3e}"
+
+
+def write_task_yaml(folder, config: str, **sections):
+    """A family config written to ``folder`` as a YAML file, with ``sections`` (e.g.
+    DATASET={...}) merged into its own: how a user points an official YAML at their data."""
+    import yaml
+
+    from hrfast.models.family import FAMILY_DIR
+    raw = yaml.safe_load((FAMILY_DIR / f"{config}.yaml").read_text())
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    path = folder / f"{config}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import write_task_yaml
 
 from hrfast.cli import main
 from hrfast.data.faces import FaceLandmarks, _flip, make_synthetic_faces, normaliser, read_face_csv, write_face_csv
 from hrfast.engine.face import nme, nme_stats
-from hrfast.models.family import FAMILY_DIR
 from hrfast.ops.decode import heatmap_to_image
 
 
@@ -81,10 +80,8 @@ def test_the_crop_and_its_inverse_agree(faces):
 def test_train_eval_predict_through_the_cli(faces, tmp_path, capsys):
     """An official-style YAML (DATASET.ROOT / TRAINSET / TESTSET) drives train, eval (a row per
     subset list) and predict (a PNG and the landmarks)."""
-    raw = yaml.safe_load((FAMILY_DIR / "face_hrnetv2_w18_small_300w_128.yaml").read_text())
-    raw["DATASET"].update(ROOT=str(faces["images"]), TRAINSET=str(faces["train"]), TESTSET=str(faces["valid"]))
-    cfg = tmp_path / "face.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
+    cfg = write_task_yaml(tmp_path, "face_hrnetv2_w18_small_300w_128", DATASET={
+        "ROOT": str(faces["images"]), "TRAINSET": str(faces["train"]), "TESTSET": str(faces["valid"])})
     out = tmp_path / "run"
     common = ["--task", "face", "--config", str(cfg), "--batch", "4", "--workers", "0", "--quiet"]
     assert main(["train", *common, "--epochs", "1", "--out", str(out)]) == 0

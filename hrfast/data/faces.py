@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .seeded import SeededDataset
 from .transforms import affine_points, get_affine_transform, read_image_rgb, to_tensor
 from .wholebody import _face_pairs
 
@@ -82,7 +82,7 @@ def normaliser(face: Dict, num_points: int) -> float:
     return float(np.linalg.norm(face["points"][pair[0]] - face["points"][pair[1]]))
 
 
-class FaceLandmarks(Dataset):
+class FaceLandmarks(SeededDataset):
     """Face crops of a CSV list: ``image`` (3, S, S), ``joints`` (K, 2) in crop pixels,
     ``joints_vis`` (K,), and for evaluation ``center``, ``scale`` (2,) of the crop in 200 px
     units, ``points`` (K, 2) in image pixels and ``norm``."""
@@ -91,25 +91,19 @@ class FaceLandmarks(Dataset):
                  scale_factor: float = 0.25, rot_factor: float = 30.0, flip: bool = True, seed: int = 0):
         self.faces = read_face_csv(csv_file, num_points)
         self.root, self.k, self.size, self.train = Path(image_root), num_points, int(input_size), train
-        self.scale_factor, self.rot_factor, self.seed, self.epoch = scale_factor, rot_factor, seed, 0
+        self.scale_factor, self.rot_factor, self.seed, self.items = scale_factor, rot_factor, seed, self.faces
         self.pairs = flip_pairs(num_points) if flip else ()
         missing = [f["image"] for f in self.faces[:50] if not (self.root / f["image"]).is_file()]
         if missing:
             raise FileNotFoundError(f"face image not found: {self.root / missing[0]} (image_name is relative to "
                                     f"the image root)")
 
-    def __len__(self) -> int:
-        return len(self.faces)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
         face = self.faces[i]
         img = read_image_rgb(self.root / face["image"])
         center, scale, rot, pts = face["center"].copy(), face["scale"] * CROP, 0.0, face["points"].copy()
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = self.rng(i)
             scale *= rng.uniform(1 - self.scale_factor, 1 + self.scale_factor)
             rot = rng.uniform(-self.rot_factor, self.rot_factor) if rng.random() <= 0.6 else 0.0
             if self.pairs and rng.random() < 0.5:

@@ -16,9 +16,9 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .seeded import SeededDataset
 from .transforms import read_image_rgb
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -36,12 +36,12 @@ def find_classes(root: Path) -> List[str]:
     return classes
 
 
-class ImageFolder(Dataset):
+class ImageFolder(SeededDataset):
     """``root/<class>/<image>`` samples: (3, size, size) normalised tensors and class indices.
     ``classes``: the label order (a trained model's); default the sorted folder names."""
 
     def __init__(self, root, size: int = 224, train: bool = False, classes: List[str] = None, seed: int = 0):
-        self.root, self.size, self.train, self.seed, self.epoch = Path(root), int(size), train, int(seed), 0
+        self.root, self.size, self.train, self.seed = Path(root), int(size), train, int(seed)
         self.classes = list(classes) if classes else find_classes(self.root)
         self.samples: List[Tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
@@ -50,19 +50,13 @@ class ImageFolder(Dataset):
             self.samples += [(p, label) for p in files]
         if not self.samples:
             raise ValueError(f"no images ({', '.join(EXTENSIONS)}) under {self.root}/<class>/")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.items = self.samples
 
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
         path, label = self.samples[i]
         img = read_image_rgb(path)
         if self.train:
-            # each sample's randomness is a function of (seed, epoch, index): workers agree
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = self.rng(i)
             img = random_resized_crop(img, self.size, rng)
             if rng.random() < 0.5:
                 img = img[:, ::-1]
