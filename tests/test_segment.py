@@ -13,7 +13,16 @@ from hrfast.data.cityscapes import (
     read_list,
     to_train_ids,
 )
-from hrfast.engine.segment import SegSettings, confusion, miou_stats, seg_loss
+from hrfast.engine.segment import (
+    SegSettings,
+    _starts,
+    confusion,
+    miou_stats,
+    seg_loss,
+    seg_settings,
+    segment,
+    sliding_logits,
+)
 
 
 def test_label_ids_map_to_the_19_train_ids():
@@ -95,3 +104,29 @@ def test_train_eval_predict_through_the_cli(streets, tmp_path, capsys):
     assert (tmp_path / "p" / f"{image.stem}_segmentation.png").stat().st_size > 1000
     assert main(["train", "--task", "seg", "--out", str(tmp_path / "x")]) == 2
     assert "--synthetic must name the images" in capsys.readouterr().err
+
+
+def test_sliding_windows_cover_the_image_and_equal_whole_image_inference_for_a_pointwise_net():
+    for size, window in ((100, 64), (64, 64), (50, 64), (129, 32)):
+        starts = _starts(size, window, window * 2 // 3)
+        covered = np.zeros(size, bool)
+        for s in starts:
+            covered[s:s + window] = True
+        assert covered.all() and starts[-1] + min(window, size) == size
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 19, 1).eval()          # no context: every window sees what the whole sees
+    x = torch.randn(2, 3, 70, 150)
+    with torch.no_grad():
+        whole = net(x)
+        slid = sliding_logits(net, x, (64, 48))
+    torch.testing.assert_close(slid, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(segment(net, x, window=(64, 48)), whole.argmax(1))
+    assert segment(net, x, flip=True, scales=(1.0, 0.5)).shape == (2, 70, 150)
+
+
+def test_the_multi_scale_test_keys():
+    s = seg_settings({"TRAIN": {"IMAGE_SIZE": [1024, 512]}, "TEST": {"MULTI_SCALE": True,
+                                                                    "SCALE_LIST": [0.5, 1, 1.5]}})
+    assert s.scales == (0.5, 1.0, 1.5) and s.window == (1024, 512)          # official: slides the crop
+    assert seg_settings({"TEST": {"SCALE_LIST": [0.5, 1]}}).scales == (1.0,)   # only with MULTI_SCALE
+    assert seg_settings({}).window == ()

@@ -43,6 +43,9 @@ class SegSettings:
     ohem_thres: float = 0.9         # LOSS.OHEMTHRES
     ohem_keep: int = 131072         # LOSS.OHEMKEEP
     flip_test: bool = False         # TEST.FLIP_TEST
+    window: tuple = ()              # TEST.SLIDE_WINDOW (width, height; hrfast's), else TRAIN.IMAGE_SIZE
+                                    # with TEST.MULTI_SCALE, else () (whole images)
+    scales: tuple = (1.0,)          # TEST.SCALE_LIST when TEST.MULTI_SCALE
     workers: object = "auto"        # WORKERS
     seed: int = 0
 
@@ -59,6 +62,10 @@ def seg_settings(raw: Mapping, **overrides) -> SegSettings:
                 momentum=float(t.get("MOMENTUM", b.momentum)), weight_decay=float(t.get("WD", b.weight_decay)),
                 ohem=bool(lo.get("USE_OHEM", b.ohem)), ohem_thres=float(lo.get("OHEMTHRES", b.ohem_thres)),
                 ohem_keep=int(lo.get("OHEMKEEP", b.ohem_keep)), flip_test=bool(te.get("FLIP_TEST", b.flip_test)),
+                # the official multi-scale test slides windows of the training crop
+                window=tuple(int(v) for v in te.get("SLIDE_WINDOW") or (t.get("IMAGE_SIZE", b.crop)
+                                                                        if te.get("MULTI_SCALE") else ())),
+                scales=tuple(float(v) for v in te.get("SCALE_LIST", b.scales)) if te.get("MULTI_SCALE") else b.scales,
                 workers=raw.get("WORKERS", b.workers))
     return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -103,27 +110,70 @@ def miou_stats(conf: np.ndarray) -> Dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def segment(model, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, H, W) train ids: the logits resized to the input, argmax; with
-    ``flip`` averaged with the flipped input's."""
-    logits = nn.functional.interpolate(model(images).float(), size=images.shape[-2:], mode="bilinear",
-                                       align_corners=False)
+def _logits(model, images: torch.Tensor, flip: bool) -> torch.Tensor:
+    """(B, C, H, W) float logits at the input's size, plus the flipped input's when ``flip``."""
+    out = nn.functional.interpolate(model(images).float(), size=images.shape[-2:], mode="bilinear",
+                                    align_corners=False)
     if flip:
-        flipped = model(images.flip(3)).float()
-        logits = logits + nn.functional.interpolate(flipped, size=images.shape[-2:], mode="bilinear",
-                                                    align_corners=False).flip(3)
-    return logits.argmax(1)
+        flipped = nn.functional.interpolate(model(images.flip(3)).float(), size=images.shape[-2:],
+                                            mode="bilinear", align_corners=False)
+        out = out + flipped.flip(3)
+    return out
+
+
+def _starts(size: int, window: int, stride: int) -> list:
+    """Window origins covering [0, size): every ``stride``, the last one flush with the end."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, stride))
+    return starts + [size - window]
+
+
+def sliding_logits(model, images: torch.Tensor, window, flip: bool = False) -> torch.Tensor:
+    """Logits of an image larger than ``window`` (width, height): windows at 2/3 of the window
+    apart, each window's logits added where it lies, divided by the windows covering each pixel
+    (as the official ``multi_scale_inference`` slides); a smaller image runs whole."""
+    B, _, H, W = images.shape
+    ww, wh = int(window[0]), int(window[1])
+    if H <= wh and W <= ww:
+        return _logits(model, images, flip)
+    total, count = None, images.new_zeros(1, 1, H, W)
+    for y in _starts(H, wh, max(1, wh * 2 // 3)):
+        for x in _starts(W, ww, max(1, ww * 2 // 3)):
+            part = _logits(model, images[:, :, y:y + wh, x:x + ww], flip)
+            if total is None:
+                total = images.new_zeros(B, part.shape[1], H, W)
+            total[:, :, y:y + wh, x:x + ww] += part
+            count[:, :, y:y + wh, x:x + ww] += 1
+    return total / count
+
+
+@torch.no_grad()
+def segment(model, images: torch.Tensor, flip: bool = False, window=None, scales=(1.0,)) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, H, W) train ids: the logits resized to the input, argmax. ``flip``
+    adds the flipped input's; ``window`` (width, height) slides windows over a larger image;
+    ``scales`` sums the logits of the image resized by each (multi-scale), back at its size."""
+    H, W = images.shape[-2:]
+    total = None
+    for scale in scales:
+        x = images if scale == 1.0 else nn.functional.interpolate(
+            images, scale_factor=float(scale), mode="bilinear", align_corners=False)
+        logits = sliding_logits(model, x, window, flip) if window else _logits(model, x, flip)
+        if scale != 1.0:
+            logits = nn.functional.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+        total = logits if total is None else total + logits
+    return total.argmax(1)
 
 
 def evaluate_segmentation(model, s: SegSettings, device, progress: bool = True) -> Dict[str, float]:
-    """mIoU, pixel and mean accuracy and the per-class IoU on the test list (whole images)."""
+    """mIoU, pixel and mean accuracy and the per-class IoU on the test list (whole images, or
+    sliding windows and several scales as the settings say)."""
     model.eval()
     ds = CityscapesSegmentation(s.root, s.test_list)
     conf = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
     for batch in tqdm(make_loader(ds, s.test_batch_size, False, loader_workers(s.workers), 1, 0, 0), desc="eval",
                       disable=not progress, leave=False):
-        pred = segment(model, batch["image"].to(device), s.flip_test).cpu().numpy()
+        pred = segment(model, batch["image"].to(device), s.flip_test, s.window, s.scales).cpu().numpy()
         conf += confusion(pred, batch["label"].numpy())
     return miou_stats(conf)
 
