@@ -32,7 +32,7 @@ $(VENV)/.deps: $(PY) pyproject.toml
 	$(PY) -m pip install -q --no-deps $(call REQS,int8) || echo "torchao could not be installed: int8 disabled"
 	touch $@
 
-$(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml build_backend/hrfast_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu)
+$(VENV)/.hrfast: $(VENV)/.deps setup.py pyproject.toml build_backend/hrfast_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h)
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
 

@@ -1,10 +1,11 @@
 """Build hrfast and its ``hrfast._C`` extension.
 
-The C++ sources (csrc/*.cpp) are always built. The CUDA sources (csrc/cuda/*.cu) are added when
-torch is a CUDA build and a working CUDA toolkit is found; ``HRFAST_CUDA=1`` insists on them (the
-build stops with one line when the toolkit cannot build them) and ``HRFAST_CUDA=0`` leaves them
-out. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures; without it and without a visible GPU
-(Docker, CI), the build targets ``DEFAULT_ARCHS``. ``HRFAST_DEBUG=1`` keeps debug info in ``_C``.
+The C++ sources (csrc/*.cpp) are always built. The CUDA sources (csrc/cuda/: the *.cu kernels and
+the *.cpp fronts) are added when torch is a CUDA build and a working CUDA toolkit is found;
+``HRFAST_CUDA=1`` insists on them (the build stops with one line when the toolkit cannot build
+them) and ``HRFAST_CUDA=0`` leaves them out. ``TORCH_CUDA_ARCH_LIST`` picks the GPU
+architectures; without it and without a visible GPU (Docker, CI), the build targets
+``DEFAULT_ARCHS``. ``HRFAST_DEBUG=1`` keeps debug info in ``_C``.
 The torch version ``_C`` is compiled against goes into ``hrfast/_build_info.json``, which
 ``hrfast._extension`` checks before loading ``_C``.
 """
@@ -125,7 +126,9 @@ def extension(torch):
     cxx = ["-O3", "-fopenmp"] + ([] if debug else ["-g0"])
     link = ["-fopenmp"] + ([] if debug else ["-Wl,--strip-debug"])
     if want_cuda(torch):
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        # the kernels (nvcc, no torch headers) and their at::Tensor fronts (the host compiler)
+        cuda = os.path.join("csrc", "cuda")
+        sources += sorted(glob.glob(os.path.join(cuda, "*.cu")) + glob.glob(os.path.join(cuda, "*.cpp")))
         nvcc = ["-O3"] + (["-lineinfo"] if debug else [])  # no fast math: decode relies on exact NaN/log
         return cpp_extension.CUDAExtension("hrfast._C", sources, define_macros=[("HRFAST_WITH_CUDA", None)],
                                            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=link)

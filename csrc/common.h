@@ -1,21 +1,13 @@
-// Shared argument checks and the Gaussian-target rules used by the CPU and CUDA kernels.
+// Shared argument checks of the CPU and CUDA fronts (at::Tensor in, one TORCH_CHECK line per
+// wrong argument), over the rules of rules.h.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <cmath>
-#include <cstdint>
 #include <string>
 
-#ifdef __CUDACC__
-#define HRFAST_HD __host__ __device__ __forceinline__
-#else
-#define HRFAST_HD inline
-#endif
+#include "rules.h"
 
 namespace hrfast {
-
-enum class Encoding : int { MSRA = 0, UDP = 1 };
-enum class Decode : int { QUARTER = 0, DARK = 1, UDP = 2 };
 
 inline Encoding parse_encoding(const std::string& s) {
   if (s == "msra") return Encoding::MSRA;
@@ -28,60 +20,6 @@ inline Decode parse_decode(const std::string& s) {
   if (s == "dark") return Decode::DARK;
   if (s == "udp") return Decode::UDP;
   TORCH_CHECK(false, "decode_heatmaps: method must be 'quarter', 'dark' or 'udp', got '", s, "'");
-}
-
-// Python's int(): truncation toward zero.
-HRFAST_HD int64_t py_int(double v) { return static_cast<int64_t>(v); }
-
-// Geometry of one joint's target, shared by CPU and CUDA so both follow one rule.
-struct TargetWindow {
-  double mu_x, mu_y;      // centre in heatmap pixels (rounded for msra, exact for udp)
-  int64_t ul_x, ul_y;     // window [ul, br) of side 6*sigma+1 around the rounded centre
-  int64_t br_x, br_y;
-  bool outside;           // the window misses the heatmap entirely -> weight 0
-};
-
-// The official rule (SimpleBaseline/HRNet JointsDataset.generate_target): centre
-// int(x / stride + 0.5); window ul = int(mu - 3 sigma), br = int(mu + 3 sigma + 1).
-// msra strides are image/heatmap; udp strides are (image-1)/(heatmap-1) (Huang et al. 2020).
-HRFAST_HD TargetWindow target_window(double x, double y, double stride_x, double stride_y,
-                                     double sigma, int64_t W, int64_t H, Encoding enc) {
-  TargetWindow t;
-  if (!(x - x == 0.0) || !(y - y == 0.0)) {   // NaN or inf: not a place; the joint gets weight 0
-    t.mu_x = t.mu_y = 0.0;
-    t.ul_x = t.ul_y = t.br_x = t.br_y = 0;
-    t.outside = true;                         // (and no NaN reaches the integer casts below)
-    return t;
-  }
-  const double tmp = sigma * 3.0;
-  const int64_t cx = py_int(x / stride_x + 0.5), cy = py_int(y / stride_y + 0.5);
-  t.ul_x = py_int(cx - tmp);
-  t.ul_y = py_int(cy - tmp);
-  t.br_x = py_int(cx + tmp + 1);
-  t.br_y = py_int(cy + tmp + 1);
-  t.outside = t.ul_x >= W || t.ul_y >= H || t.br_x < 0 || t.br_y < 0;
-  if (enc == Encoding::MSRA) {
-    t.mu_x = static_cast<double>(cx);
-    t.mu_y = static_cast<double>(cy);
-  } else {
-    t.mu_x = x / stride_x;
-    t.mu_y = y / stride_y;
-  }
-  return t;
-}
-
-// msra: the value at heatmap pixel (px, py) pasted from the (S, S) window, 0 outside it.
-HRFAST_HD float msra_value(const TargetWindow& t, int64_t px, int64_t py, const float* window,
-                           int64_t S) {
-  const int64_t gx = px - t.ul_x, gy = py - t.ul_y;
-  if (px >= t.br_x || py >= t.br_y || gx < 0 || gy < 0 || gx >= S || gy >= S) return 0.f;
-  return window[gy * S + gx];
-}
-
-// udp: Gaussian at the exact sub-pixel centre, evaluated at every pixel (float64 math).
-HRFAST_HD float udp_value(const TargetWindow& t, int64_t px, int64_t py, double sigma) {
-  const double dx = px - t.mu_x, dy = py - t.mu_y;
-  return static_cast<float>(std::exp(-(dx * dx + dy * dy) / (2.0 * sigma * sigma)));
 }
 
 inline void check_targets_args(const at::Tensor& joints, const at::Tensor& visible,

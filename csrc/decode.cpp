@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common.h"
 #include "decode.h"
 
 namespace hrfast {

@@ -14,11 +14,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common.h"
+#include "rules.h"
 
 namespace hrfast {
-
-constexpr int kMaxBlurKernel = 31;
 
 // OpenCV's default sigma for a ksize Gaussian: 0.3 * ((k - 1) / 2 - 1) + 0.8.
 HRFAST_HD void blur_weights(int k, double* w) {

@@ -1,5 +1,5 @@
 // The hrfast operator library: every schema lives here; CPU kernels register in their own
-// files (csrc/<op>.cpp), CUDA kernels in csrc/cuda/<op>.cu.
+// files (csrc/<op>.cpp), CUDA kernels through csrc/cuda/fronts.cpp (kernels in csrc/cuda/<op>.cu).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "joints_mse.h"
+#include "joints_mse_args.h"
 
 namespace hrfast {
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
 import torch
@@ -11,7 +12,14 @@ import torch
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (x86 avx512_bf16 or AMX, Arm bf16). There,
     oneDNN runs bf16 convolutions about twice as fast as fp32. Elsewhere bf16 is emulated and
-    slower."""
+    slower.
+
+    ``HRFAST_CPU_BF16=0`` answers False whatever the CPU has: every default then takes the
+    float32 path of a CPU without bf16 (with ``ONEDNN_MAX_CPU_ISA=AVX2`` and
+    ``ATEN_CPU_CAPABILITY=avx2`` a bf16 machine then stands in for an AVX2-only one)."""
+    override = os.environ.get("HRFAST_CPU_BF16", "").strip()
+    if override in ("0", "1"):
+        return override == "1"
     flags = set()
     try:
         with open("/proc/cpuinfo") as f:

@@ -157,7 +157,8 @@ def test_a_torch_mismatch_is_one_line_not_a_crash():
 
 SDIST_MUST_HOLD = ["setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "CITATION.cff", "CHANGELOG.md",
                    "build_backend/hrfast_build.py", "csrc/common.h", "csrc/decode.h", "csrc/hrfast.cpp",
-                   "csrc/cuda/decode.cu", "csrc/cuda/targets.cu", "hrfast/configs/w32_256x192.yaml",
+                   "csrc/rules.h", "csrc/cuda/decode.cu", "csrc/cuda/targets.cu",
+                   "csrc/cuda/launch.h", "csrc/cuda/fronts.cpp", "hrfast/configs/w32_256x192.yaml",
                    "kernels/fused_gemm.py", "data/__init__.py", "data/coco-mini/annotations/person_keypoints.json",
                    "data/coco-mini/images/000000000785.jpg", "tests/conftest.py", "tests/official_numpy.py",
                    "tests/data/official_style_w32.yaml"]

@@ -1,12 +1,9 @@
 // Heatmap decoding on CUDA: one block per (batch, joint) heatmap. A shared-memory reduction
 // finds the first argmax (NaN first, as numpy); thread 0 refines; when the clamp of the log map
 // may bite (see decode.cpp), the block computes the blurred maximum cooperatively.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
-
+// The at::Tensor front is decode_heatmaps_cuda in fronts.cpp.
 #include "../decode.h"
+#include "launch.h"
 
 namespace hrfast {
 
@@ -92,29 +89,10 @@ __global__ void decode_kernel(const float* __restrict__ heatmaps, float* __restr
   coords[2 * n + 1] = static_cast<float>(y);
 }
 
-std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatmaps_in,
-                                                        c10::string_view method_s,
-                                                        int64_t blur_kernel) {
-  check_heatmaps(heatmaps_in);
-  const Decode method = parse_decode(std::string(method_s));
-  TORCH_CHECK(method == Decode::QUARTER || (blur_kernel % 2 == 1 && blur_kernel >= 1 && blur_kernel <= kMaxBlurKernel),
-              "decode_heatmaps: blur_kernel must be odd and in [1, ", kMaxBlurKernel, "], got ", blur_kernel);
-  const c10::cuda::CUDAGuard guard(heatmaps_in.device());
-  const at::Tensor hm = heatmaps_in.contiguous();
-  const int64_t B = hm.size(0), K = hm.size(1), H = hm.size(2), W = hm.size(3);
-  TORCH_CHECK(H > 0 && W > 0, "decode_heatmaps: heatmaps must have H, W > 0, got ", hm.sizes());
-  at::Tensor coords = at::empty({B, K, 2}, hm.options());
-  at::Tensor maxvals = at::empty({B, K}, hm.options());
-  if (B * K == 0) return {coords, maxvals};
-  decode_kernel<<<B * K, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      hm.data_ptr<float>(), coords.data_ptr<float>(), maxvals.data_ptr<float>(), H, W,
-      static_cast<int>(method), static_cast<int>(blur_kernel));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {coords, maxvals};
+cudaError_t launch_decode(const float* heatmaps, float* coords, float* maxvals, int64_t n, int64_t H, int64_t W,
+                          Decode method, int blur_kernel, cudaStream_t stream) {
+  decode_kernel<<<n, kThreads, 0, stream>>>(heatmaps, coords, maxvals, H, W, static_cast<int>(method), blur_kernel);
+  return cudaGetLastError();
 }
 
 }  // namespace hrfast
-
-TORCH_LIBRARY_IMPL(hrfast, CUDA, m) {
-  m.impl("decode_heatmaps", &hrfast::decode_heatmaps_cuda);
-}

@@ -1,12 +1,9 @@
 // The heatmap MSE loss from the joints on CUDA (see joints_mse.h): one block per (batch, joint)
 // heatmap. The forward reduces (pred - target)^2 over the map in double, in shared memory; the
 // backward writes w^2 (pred - target) / (H W) times the incoming gradient.
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
-
+// The at::Tensor fronts are joints_mse_cuda and joints_mse_backward_cuda in fronts.cpp.
 #include "../joints_mse.h"
+#include "launch.h"
 
 namespace hrfast {
 
@@ -61,44 +58,22 @@ __global__ void joints_mse_backward_kernel(const float* __restrict__ grad, const
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> joints_mse_cuda(const at::Tensor& pred, const at::Tensor& joints,
-                                                   const at::Tensor& visible, const at::Tensor& scale,
-                                                   at::IntArrayRef image_size, double sigma,
-                                                   c10::string_view encoding, const at::Tensor& window,
-                                                   bool use_target_weight) {
-  const c10::cuda::CUDAGuard guard(pred.device());
-  const LossArgs g = loss_args(pred, joints, visible, scale, image_size, sigma, encoding, window);
-  at::Tensor loss = at::empty({g.B, g.K}, g.pred.options());
-  at::Tensor weight = at::empty({g.B, g.K}, g.pred.options());
-  if (g.B * g.K == 0) return {loss, weight};
-  joints_mse_kernel<<<g.B * g.K, kLossThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      g.pred.data_ptr<float>(), g.joints.data_ptr<float>(), g.visible.data_ptr<float>(), g.scale.data_ptr<float>(),
-      g.S ? g.window.data_ptr<float>() : nullptr, loss.data_ptr<float>(), weight.data_ptr<float>(), g.S, g.H, g.W,
-      g.sx, g.sy, sigma, static_cast<int>(g.enc), use_target_weight);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {loss, weight};
+cudaError_t launch_joints_mse(const float* pred, const float* joints, const float* visible, const float* scale,
+                              const float* window, float* loss, float* weight, int64_t n, int64_t S, int64_t H,
+                              int64_t W, double sx, double sy, double sigma, Encoding enc, bool use_target_weight,
+                              cudaStream_t stream) {
+  joints_mse_kernel<<<n, kLossThreads, 0, stream>>>(pred, joints, visible, scale, window, loss, weight, S, H, W, sx,
+                                                    sy, sigma, static_cast<int>(enc), use_target_weight);
+  return cudaGetLastError();
 }
 
-at::Tensor joints_mse_backward_cuda(const at::Tensor& grad_in, const at::Tensor& pred, const at::Tensor& joints,
-                                    const at::Tensor& visible, const at::Tensor& weight, at::IntArrayRef image_size,
-                                    double sigma, c10::string_view encoding, const at::Tensor& window) {
-  const c10::cuda::CUDAGuard guard(pred.device());
-  const LossArgs g = loss_args(pred, joints, visible, weight, image_size, sigma, encoding, window);
-  TORCH_CHECK(grad_in.sizes() == weight.sizes(), "joints_mse_backward: grad must be (B, K)");
-  const at::Tensor grad = grad_in.contiguous();
-  at::Tensor out = at::empty_like(g.pred);
-  if (g.B * g.K == 0) return out;
-  joints_mse_backward_kernel<<<g.B * g.K, kLossThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      grad.data_ptr<float>(), g.pred.data_ptr<float>(), g.joints.data_ptr<float>(), g.visible.data_ptr<float>(),
-      g.scale.data_ptr<float>(), g.S ? g.window.data_ptr<float>() : nullptr, out.data_ptr<float>(), g.S, g.H, g.W,
-      g.sx, g.sy, sigma, static_cast<int>(g.enc));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return out;
+cudaError_t launch_joints_mse_backward(const float* grad, const float* pred, const float* joints,
+                                       const float* visible, const float* weight, const float* window, float* out,
+                                       int64_t n, int64_t S, int64_t H, int64_t W, double sx, double sy,
+                                       double sigma, Encoding enc, cudaStream_t stream) {
+  joints_mse_backward_kernel<<<n, kLossThreads, 0, stream>>>(grad, pred, joints, visible, weight, window, out, S, H,
+                                                             W, sx, sy, sigma, static_cast<int>(enc));
+  return cudaGetLastError();
 }
 
 }  // namespace hrfast
-
-TORCH_LIBRARY_IMPL(hrfast, CUDA, m) {
-  m.impl("joints_mse", &hrfast::joints_mse_cuda);
-  m.impl("joints_mse_backward", &hrfast::joints_mse_backward_cuda);
-}
