@@ -1,8 +1,8 @@
 """What does each inference dtype of ``hrfast.optimize`` cost in accuracy? A report, not a test.
 
 It reads the demo's trained model (run ``make demo`` first: outputs/demo) and compares fp32
-eager, ``optimize`` in bf16, ``optimize(dtype="int8")`` and, when openvino is installed,
-``optimize(runtime="openvino")`` in fp32 and bf16. int8 is calibrated on 128
+eager, ``optimize`` in bf16, torchao's int8 and, when openvino is installed,
+``optimize(runtime="openvino")`` in fp32 and bf16 and (with nncf) in int8. int8 is calibrated on 128
 augmented training crops. The report gives:
 - COCO AP on the demo's val split (ground-truth boxes, flip test, DARK);
 - the mean, median and 95th-percentile keypoint drift against fp32 eager, in heatmap pixels,
@@ -42,9 +42,12 @@ def main() -> None:
     with torch.no_grad():
         ref = model(crops)
     variants = [("fp32 eager", model), ("optimize bf16", optimize(model, dtype="bf16", runtime="torch")),
-                ("optimize int8", optimize(model, dtype="int8", calibration=calibration))]
+                ("optimize int8 (torchao)", optimize(model, dtype="int8", calibration=calibration, runtime="torch"))]
     if importlib.util.find_spec("openvino") is not None:
         variants += [(f"optimize openvino {d}", optimize(model, dtype=d, runtime="openvino")) for d in ("fp32", "bf16")]
+    if importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None:
+        variants += [("optimize openvino int8 (NNCF)", optimize(model, dtype="int8", runtime="openvino",
+                                                               calibration=calibration))]
     print("| variant | AP | AR | DARK drift mean / median / p95 (px) | quarter drift mean / median / p95 (px) |")
     print("|---|---:|---:|---|---|")
     for name, net in variants:

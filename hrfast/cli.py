@@ -63,7 +63,8 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
           f"CPU native bf16: {cpu_has_native_bf16()}")
     # the optional packages behind optimize's paths and bench's rows
-    optional = {"triton": "fused exchange units (CUDA)", "torchao": "optimize(dtype='int8')",
+    optional = {"triton": "fused exchange units (CUDA)", "torchao": "optimize(dtype='int8', runtime='torch')",
+                "nncf": "optimize(dtype='int8') on OpenVINO",
                 "openvino": "optimize's default CPU runtime", "onnxruntime": "optimize(runtime='onnxruntime')"}
     found = []
     for pkg, use in optional.items():
@@ -106,7 +107,8 @@ def _bench_compare(args: argparse.Namespace) -> int:
         if any(v not in known for v in variants) or variants[0] != "eager fp32":
             raise ValueError(f"--variants must start with 'eager fp32' (the baseline) and name only "
                              f"{', '.join(known)}; got {args.variants!r}")
-    text, rows = compare_report(args.config, args.batch, dev, variants, args.iters, args.train)
+    text, rows = compare_report(args.config, args.batch, dev, variants, args.iters, args.train,
+                                isolate=False if args.no_isolate else None)
     emit_report(text, args.report)
     if args.png:
         bar_chart(rows, args.png, f"{args.config} inference, batch {args.batch}, {dev.type}")
@@ -353,6 +355,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--train", action="store_true", help="with --compare: also the training step")
     p.add_argument("--report", help="with --compare: write the Markdown table to this file")
     p.add_argument("--png", help="with --compare: write a bar chart of the ratios to this PNG")
+    p.add_argument("--no-isolate", action="store_true",
+                   help="with --compare on the CPU: time every variant in this process (faster to start; by default "
+                        "each runs in a process of its own, so the runtimes' thread pools do not slow each other)")
     p.add_argument("--variants", help="with --compare: comma-separated inference variants, eager fp32 first "
                                       "(default: all available here)")
     p.set_defaults(func=cmd_bench)

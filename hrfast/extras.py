@@ -18,6 +18,7 @@ EXTRAS = {
     "onnx": ("onnx", "cpu-runtimes"),
     "onnxruntime": ("onnxruntime", "cpu-runtimes"),
     "torchao": ("torchao", "int8"),
+    "nncf": ("nncf", "int8-openvino"),
     "triton": ("triton", "triton"),
     "matplotlib": ("matplotlib", "plot"),
 }

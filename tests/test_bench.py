@@ -52,6 +52,51 @@ def test_cpu_peak_memory_sees_a_temporary_allocation():
     assert 60 < peak_memory_mib(allocate(64), "cpu") < 72
 
 
+def sleep_job(seconds: float, log: str, label: str):
+    """A job for time_isolated (top level: the spawned worker imports it): sleeps, and appends
+    its label to ``log`` at each call."""
+    def call():
+        with open(log, "a") as f:
+            f.write(label + "\n")
+        time.sleep(seconds)
+    return call, {"pid": os.getpid()}
+
+
+def failing_job():
+    raise ValueError("no such runtime")
+
+
+def test_time_isolated_runs_each_job_in_its_own_process_in_interleaved_rounds(tmp_path):
+    from hrfast.benchmarking.isolated import time_isolated
+    log = str(tmp_path / "calls.txt")
+    rows, (fast, slow) = time_isolated([("fast", sleep_job, (0.002, log, "a")),
+                                        ("slow", sleep_job, (0.02, log, "b"))], iters=3)
+    assert [r["variant"] for r in rows] == ["fast", "slow"]
+    pids = {r["pid"] for r in rows}
+    assert len(pids) == 2 and os.getpid() not in pids
+    # the build calls nothing; then one call of each per round, one job at a time
+    assert Path(log).read_text().split() == ["a", "b"] * 3
+    assert fast >= 0.002 and slow >= 0.02 and slow > 4 * fast
+
+
+def test_a_job_that_fails_is_named():
+    from hrfast.benchmarking.isolated import time_isolated
+    with pytest.raises(RuntimeError, match="variant 'openvino f64': ValueError: no such runtime"):
+        time_isolated([("openvino f64", failing_job, ())], iters=1)
+
+
+def test_compare_inference_isolated_gives_every_variant_a_row():
+    """The default CPU timing: each variant built and timed in its own process."""
+    import importlib.util
+
+    from hrfast.benchmarking import compare_inference
+    names = ("eager fp32", "openvino fp32") if importlib.util.find_spec("openvino") else ("eager fp32", "eager AMP")
+    rows = compare_inference("w18_small_128x96", 2, "cpu", variants=names, iters=1, progress=False)
+    assert [r["variant"] for r in rows] == list(names)
+    assert rows[0]["ratio"] == 1.0 and all(r["images_per_s"] > 0 and r["first_call_s"] > 0 for r in rows)
+    assert rows[0]["dtype"] == torch.float32
+
+
 def test_unknown_variant_is_named():
     with pytest.raises(ValueError, match="unknown variant 'eager fp64'"):
         inference_variant(torch.nn.Identity(), "eager fp64", "cpu")

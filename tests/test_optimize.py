@@ -105,7 +105,7 @@ def test_optimize_bad_arguments(trained_like):
     with pytest.raises(ValueError, match="inference on the CPU"):
         optimize(trained_like, mode="training", dtype="int8")
     with pytest.raises(ValueError, match="needs compile=True"):
-        optimize(trained_like, dtype="int8", compile=False, calibration=torch.randn(2, 3, 128, 96))
+        optimize(trained_like, dtype="int8", compile=False, calibration=torch.randn(2, 3, 128, 96), runtime="torch")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
@@ -179,7 +179,9 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
         assert err <= 2 * err_eager + 1e-2, (err, err_eager)
     with pytest.raises(ValueError, match="must end in .xml"):
         openvino(trained_like, tmp_path / "m.onnx")
-    with pytest.raises(ValueError, match="precision must be 'f32' or 'bf16'"):
+    with pytest.raises(ValueError, match="precision must be one of 'f32', 'bf16', 'int8', got 'int4'"):
+        openvino_runner(trained_like, "int4")
+    with pytest.raises(ValueError, match="precision 'int8' needs calibration batches"):
         openvino_runner(trained_like, "int8")
     with pytest.raises(ValueError, match=r"x must be \(N, 3, 128, 96\) \(the exported input size\)"):
         run(torch.randn(3, 128, 96))
@@ -205,15 +207,15 @@ def test_optimize_on_openvino(trained_like, capsys, monkeypatch):
         optimize(trained_like, mode="training", runtime="openvino")
     with pytest.raises(ValueError, match="runtime='openvino' runs on the CPU, got device cuda"):
         optimize(trained_like, runtime="openvino", device="cuda")
-    with pytest.raises(ValueError, match="runs fp32 or bf16, got dtype float16"):
+    with pytest.raises(ValueError, match="runs fp32, bf16 or int8, got dtype float16"):
         optimize(trained_like, dtype="fp16", runtime="openvino")
     with pytest.raises(ValueError, match="runtime='onnxruntime' runs fp32, got dtype bfloat16"):
         optimize(trained_like, dtype="bf16", runtime="onnxruntime")
     with pytest.raises(ValueError, match="runtime must be one of 'auto', 'torch', 'openvino', 'onnxruntime', "
                                          "got 'tensorrt'"):
         optimize(trained_like, runtime="tensorrt")
-    with pytest.raises(ValueError, match="dtype='int8' runs on torch"):
-        optimize(trained_like, dtype="int8", runtime="openvino", calibration=torch.randn(2, 3, 128, 96))
+    with pytest.raises(ValueError, match="dtype='int8' runs on OpenVINO .* not runtime='onnxruntime'"):
+        optimize(trained_like, dtype="int8", runtime="onnxruntime", calibration=torch.randn(2, 3, 128, 96))
     # the default (auto): OpenVINO where it applies, torch for training (and for int8, CUDA, fp16)
     auto = optimize(trained_like, dtype="fp32")
     assert isinstance(auto.net, RuntimeNet) and auto.plan.runtime == "openvino"
@@ -247,6 +249,25 @@ def test_plan_is_pure_and_picks_the_fastest_installed_runtime(monkeypatch):
     assert not make_plan(dtype="fp32", runtime="openvino").compile    # the runtime compiles itself
 
 
+def test_the_bf16_override_makes_a_cpu_without_bf16(monkeypatch):
+    """HRFAST_CPU_BF16=0 makes every default take the float32 path of a CPU without native bf16
+    (how the README's demo time is measured on a bf16 machine); 1 forces the bf16 path."""
+    from hrfast.deploy import make_plan
+    from hrfast.device import cpu_has_native_bf16, fast_training_settings
+    try:
+        monkeypatch.setenv("HRFAST_CPU_BF16", "0")
+        cpu_has_native_bf16.cache_clear()
+        assert not cpu_has_native_bf16() and make_plan().dtype == torch.float32
+        assert fast_training_settings(torch.device("cpu"))["AMP"] == "none"
+        monkeypatch.setenv("HRFAST_CPU_BF16", "1")
+        cpu_has_native_bf16.cache_clear()
+        assert cpu_has_native_bf16() and make_plan().dtype == torch.bfloat16
+        assert fast_training_settings(torch.device("cpu"))["AMP"] == "bf16"
+    finally:
+        monkeypatch.delenv("HRFAST_CPU_BF16")
+        cpu_has_native_bf16.cache_clear()
+
+
 def test_optimize_on_onnxruntime(trained_like):
     """optimize(runtime="onnxruntime"): the same call and function (fp32), any batch size."""
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (CI installs it)")
@@ -273,11 +294,19 @@ def test_functional_relus_keep_the_function(trained_like):
         assert torch.equal(net(x), trained_like(x))
 
 
-def test_optimize_int8_keypoint_drift_is_bounded(trained_like, capsys):
-    pytest.importorskip("torchao", reason="torchao not installed (make install adds it)")
+INT8_NEEDS = {"openvino": ("nncf", "nncf not installed (make install adds it)"),
+              "torch": ("torchao", "torchao not installed (make install adds it)")}
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_optimize_int8_keypoint_drift_is_bounded(trained_like, capsys, runtime):
+    """int8 on either runtime: OpenVINO (NNCF's quantization) or torch (torchao's graph)."""
+    module, why = INT8_NEEDS[runtime]
+    pytest.importorskip(module, reason=why)
     calibration = [torch.randn(4, 3, 128, 96) for _ in range(2)]
-    opt = optimize(trained_like, dtype="int8", calibration=calibration, verbose=True)
-    assert "int8 post-training quantization" in capsys.readouterr().out
+    opt = optimize(trained_like, dtype="int8", calibration=calibration, verbose=True, runtime=runtime)
+    report = capsys.readouterr().out
+    assert "int8 post-training quantization" in report and ("NNCF" in report) == (runtime == "openvino")
     x = torch.randn(4, 3, 128, 96)
     with torch.no_grad():
         ref, got = trained_like(x), opt(x)
@@ -291,13 +320,32 @@ def test_optimize_int8_keypoint_drift_is_bounded(trained_like, capsys):
     c_got, _ = decode_heatmaps(got, "dark")
     # random-weight maps have flat peaks, so argmax ties can flip: bound the median drift
     assert (c_got - c_ref).norm(dim=-1).median() < 1.0
-    opt(torch.randn(1, 3, 128, 96))                  # another batch size recompiles and runs
+    assert opt(torch.randn(1, 3, 128, 96)).shape == (1, 17, 32, 24)    # another batch size runs
+
+
+def test_int8_plan_prefers_openvino_with_nncf(monkeypatch):
+    """auto: OpenVINO's int8 when openvino and nncf are installed (measured faster), torchao's
+    otherwise; each runtime can be asked for; onnxruntime runs no int8."""
+    import hrfast.deploy.plan as plan_module
+    from hrfast.deploy import make_plan
+    installed = {"openvino": True, "nncf": True}
+    monkeypatch.setattr(plan_module, "installed", lambda name: installed.get(name, False))
+    assert make_plan(dtype="int8").runtime == "openvino"
+    assert make_plan(dtype="int8", runtime="torch").runtime == "int8"
+    assert make_plan(dtype="int8", runtime="openvino", compile=False).runtime == "openvino"
+    with pytest.raises(ValueError, match="needs compile=True"):
+        make_plan(dtype="int8", runtime="torch", compile=False)
+    with pytest.raises(ValueError, match="not runtime='onnxruntime'"):
+        make_plan(dtype="int8", runtime="onnxruntime")
+    installed["nncf"] = False
+    plan = make_plan(dtype="int8")
+    assert plan.runtime == "int8" and "hrfast[int8-openvino]" in plan.report()
 
 
 def test_optimize_int8_from_single_crop_calibration_takes_any_batch():
-    # a calibration batch of 1 must not pin the exported graph to batch 1
+    # a calibration batch of 1 must not pin torchao's exported graph to batch 1
     pytest.importorskip("torchao", reason="torchao not installed (make install adds it)")
     torch.manual_seed(0)
     m = HRNet.from_config("w18_small_128x96").eval()
-    opt = optimize(m, dtype="int8", calibration=[torch.randn(1, 3, 128, 96)])
+    opt = optimize(m, dtype="int8", calibration=[torch.randn(1, 3, 128, 96)], runtime="torch")
     assert opt(torch.randn(3, 3, 128, 96)).shape == (3, 17, 32, 24)

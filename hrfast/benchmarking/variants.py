@@ -15,8 +15,17 @@ from ..engine.optim import build_optimizer
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize torch fp32", "optimize torch", "optimize")
 
 
-CPU_VARIANTS = {"optimize int8": "torchao", "onnxruntime fp32": "onnxruntime",
-                "openvino fp32": "openvino", "openvino bf16": "openvino"}
+# CPU-only variants and the modules each needs (any one of the tuples)
+CPU_VARIANTS = {"optimize int8": (("openvino", "nncf"), ("torchao",)), "openvino int8": (("openvino", "nncf"),),
+                "torchao int8": (("torchao",),), "onnxruntime fp32": (("onnxruntime",),),
+                "openvino fp32": (("openvino",),), "openvino bf16": (("openvino",),)}
+
+
+INT8_RUNTIMES = {"optimize int8": "auto", "openvino int8": "openvino", "torchao int8": "torch"}
+
+
+def _runnable(name: str) -> bool:
+    return any(all(importlib.util.find_spec(m) is not None for m in need) for need in CPU_VARIANTS[name])
 
 
 def available_inference_variants(device) -> tuple:
@@ -30,7 +39,7 @@ def available_inference_variants(device) -> tuple:
         names = tuple(n for n in names if n != "optimize torch")
     if device.type != "cpu":
         return names
-    extra = [name for name, module in CPU_VARIANTS.items() if importlib.util.find_spec(module) is not None
+    extra = [name for name in CPU_VARIANTS if _runnable(name)
              and (name != "openvino bf16" or cpu_has_native_bf16())]   # else the plugin runs f32
     return names + tuple(extra)
 
@@ -41,7 +50,8 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
     eager fp32: the reference model; eager AMP: the same under bf16 autocast; torch.compile:
     ``torch.compile`` of the reference; optimize torch fp32 / optimize torch: :func:`hrfast.optimize`
     on the torch runtime with dtype fp32 / its own dtype choice; optimize: the default call;
-    optimize int8: ``optimize(dtype="int8")`` calibrated on random crops (CPU only);
+    optimize int8: ``optimize(dtype="int8")`` calibrated on random crops (CPU only), on the
+    runtime it picks; openvino int8 / torchao int8: the same on OpenVINO (NNCF) / torch (torchao);
     onnxruntime fp32 / openvino fp32 / openvino bf16: ``optimize(dtype=..., runtime=...)``,
     the ONNX export run by that CPU runtime at that precision; the last three CPU only, see
     :func:`available_inference_variants`."""
@@ -61,15 +71,15 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         return optimize(model, device=device, runtime="torch")
     if name == "optimize":
         return optimize(model, device=device)
-    if name == "optimize int8":
+    if name in CPU_VARIANTS and device.type != "cpu":
+        raise ValueError(f"the {name} variant runs on the CPU only")
+    if name in INT8_RUNTIMES:
         # calibrated on random crops: the speed does not depend on the observed ranges (for
         # accuracy, calibrate on real crops, as RESULTS.md does)
         w, h = getattr(model, "input_size", (192, 256))
         gen = torch.Generator().manual_seed(0)
         calibration = [torch.randn(4, 3, h, w, generator=gen) for _ in range(2)]
-        return optimize(model, dtype="int8", device=device, calibration=calibration)
-    if name in CPU_VARIANTS and device.type != "cpu":
-        raise ValueError(f"the {name} variant runs on the CPU only")
+        return optimize(model, dtype="int8", device=device, calibration=calibration, runtime=INT8_RUNTIMES[name])
     if name in ("onnxruntime fp32", "openvino fp32", "openvino bf16"):
         runtime, dtype = name.split()
         return optimize(model, dtype=dtype, device=device, runtime=runtime)

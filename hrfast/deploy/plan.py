@@ -19,7 +19,7 @@ MODES = ("inference", "training")
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 # the CPU inference runtimes in the order "auto" prefers them, with the dtypes each runs:
 # OpenVINO measured fastest on the development CPU (RESULTS.md: 1.0-1.8x the torch path)
-_CPU_RUNTIMES = (("openvino", (torch.float32, torch.bfloat16)),)
+_CPU_RUNTIMES = (("openvino", (torch.float32, torch.bfloat16, torch.int8)),)
 
 
 def dtype_name(dt: torch.dtype) -> str:
@@ -72,18 +72,31 @@ def _fits(runtime: str, mode: str, device: torch.device, dt: torch.dtype) -> Opt
         if device.type != "cpu":
             return f"runtime={runtime!r} runs on the CPU, got device {device}"
         if dt not in dtypes:
-            names = " or ".join(dtype_name(d).replace("float32", "fp32").replace("bfloat16", "bf16") for d in dtypes)
+            names = [dtype_name(d).replace("float32", "fp32").replace("bfloat16", "bf16") for d in dtypes]
+            names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             return f"runtime={runtime!r} runs {names}, got dtype {dtype_name(dt)}"
     return None
+
+
+def _pick_int8_runtime(runtime: str) -> Tuple[str, str]:
+    """int8: OpenVINO with NNCF's quantization, when both are installed (auto) or asked for;
+    else torchao's graph compiled by Inductor (``int8``)."""
+    if runtime == "onnxruntime":
+        raise ValueError("dtype='int8' runs on OpenVINO (NNCF) or torch (torchao), not runtime='onnxruntime'")
+    if runtime == "openvino":
+        return "openvino", "requested: NNCF's int8 quantization, run by OpenVINO's CPU plugin"
+    if runtime == "auto" and installed("openvino") and installed("nncf"):
+        return "openvino", ("auto: NNCF's int8 on OpenVINO measured faster than torchao's int8 graph "
+                            "(benchmarks/RESULTS.md, int8)")
+    why = "requested" if runtime == "torch" else "auto: OpenVINO int8 needs pip install 'hrfast[int8-openvino]'"
+    return "int8", f"{why}: torchao's quantized graph compiled by Inductor"
 
 
 def _pick_runtime(runtime: str, mode: str, device: torch.device, dt: torch.dtype) -> Tuple[str, str]:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}, got {runtime!r}")
     if dt == torch.int8:
-        if runtime not in ("auto", "torch"):
-            raise ValueError(f"dtype='int8' runs on torch (Inductor's oneDNN int8), not runtime={runtime!r}")
-        return "int8", "int8 runs as torchao's quantized graph compiled by Inductor"
+        return _pick_int8_runtime(runtime)
     if runtime != "auto":
         problem = _fits(runtime, mode, device, dt)
         if problem:
@@ -109,9 +122,10 @@ def make_plan(mode: str = "inference", dtype: Optional[str] = None, compile: boo
     if dt == torch.int8 and (mode != "inference" or device.type != "cpu"):
         raise ValueError("dtype='int8' is for inference on the CPU (x86 oneDNN int8); "
                          "use bf16 on CUDA and for training")
-    if dt == torch.int8 and not compile:
-        raise ValueError("dtype='int8' needs compile=True: only Inductor lowers the quantized graph to int8 kernels")
     name, why_runtime = _pick_runtime(runtime, mode, device, dt)
+    if name == "int8" and not compile:
+        raise ValueError("dtype='int8' on torch needs compile=True: only Inductor lowers the quantized graph to int8 "
+                         "kernels")
     plan = Plan(mode, device, dt, name, compile and name in ("torch", "int8"))
     plan.note(f"dtype {dtype_name(dt)}", why_dtype)
     plan.note(f"runtime {name}", why_runtime)

@@ -1,0 +1,118 @@
+"""Variants timed each in a process of its own, in interleaved rounds.
+
+In one process the CPU runtimes disturb each other: torch's OpenMP threads and OpenVINO's
+thread pool both spin for a while after a call, so the next variant shares the two cores with
+threads that have nothing to do. In one ``hrfast bench --compare`` process on the bf16 machine,
+OpenVINO bf16 ran at 32.5 images/s and the torch path at 40.9; alone they ran at about 100 and
+53. Here every variant is built in a spawned worker (one at a time, so builds do not share the
+cores), and the parent then asks each worker in turn for one timed call per round: only one
+variant runs at any moment, and the drift of a shared machine still moves them all alike.
+
+A job is ``(label, factory, args)``: ``factory(*args)``, run in the worker, returns the callable
+to time (no arguments) and a dict of what the parent reports (picklable: dtypes, figures)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from .measure import peak_memory_mib
+
+Job = Tuple[str, Callable, tuple]
+
+
+def inference_job(config: str, batch: int, name: str, seed: int = 0):
+    """Variant ``name`` of ``config`` (random weights from ``seed``, as every worker has) on a
+    random CPU batch: (the call, its first_call_s, peak_mib and dtype)."""
+    from ..models import build_model
+    from .variants import inference_variant
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    w, h = model.input_size
+    x = torch.randn(batch, 3, h, w)
+    fn = inference_variant(model, name, "cpu")
+
+    def call():
+        with torch.no_grad():
+            fn(x)
+    t0 = time.perf_counter()
+    call()                                   # compile / first call, not timed
+    first = time.perf_counter() - t0
+    call()
+    # the dtype the convolutions run in, for the fraction of peak
+    dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
+    return call, {"first_call_s": first, "peak_mib": peak_memory_mib(call, "cpu"), "dtype": dtype}
+
+
+def _serve(conn, factory: Callable, args: tuple, threads: int) -> None:
+    """The worker: build the job, report, then time one call per "run" until "stop"."""
+    torch.set_num_threads(threads)
+    try:
+        fn, info = factory(*args)
+        conn.send(info)
+        while conn.recv() == "run":
+            t0 = time.perf_counter()
+            fn()
+            conn.send(time.perf_counter() - t0)
+    except Exception as e:          # reported to the parent, which names the variant
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+def _start(ctx, job: Job):
+    label, factory, args = job
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child, factory, args, torch.get_num_threads()), daemon=True,
+                       name=f"hrfast bench: {label}")
+    proc.start()
+    child.close()
+    try:
+        info = parent.recv()
+    except EOFError:
+        proc.join(5)
+        info = {"error": f"the worker died (exit code {proc.exitcode})"}
+    if "error" in info:
+        proc.join(5)
+        raise RuntimeError(f"variant {label!r}: {info['error']}")
+    return proc, parent, info
+
+
+def _stop(workers) -> None:
+    for proc, conn, _ in workers:
+        try:
+            conn.send("stop")
+        except OSError:
+            pass
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+def time_isolated(jobs: Sequence[Job], iters: int = 5, progress: bool = False) -> Tuple[List[dict], List[float]]:
+    """Each job in its own spawned process (this process's thread count), built one after
+    another, then timed in ``iters`` interleaved rounds. Returns the jobs' info dicts, each
+    with its ``variant`` label, and the median seconds per call of each."""
+    ctx = mp.get_context("spawn")
+    workers = []
+    try:
+        for job in jobs:
+            if progress:
+                print(f"  {job[0]}: build and first call (own process) ...", flush=True)
+            workers.append(_start(ctx, job))
+        times = [[] for _ in workers]
+        rounds = tqdm(range(iters), desc="  timed rounds", leave=False) if progress else range(iters)
+        for _ in rounds:
+            for (label, _, _), (_, conn, _), t in zip(jobs, workers, times):
+                conn.send("run")
+                sec = conn.recv()
+                if isinstance(sec, dict):
+                    raise RuntimeError(f"variant {label!r}: {sec['error']}")
+                t.append(sec)
+    finally:
+        _stop(workers)
+    rows = [{"variant": label, **info} for (label, _, _), (_, _, info) in zip(jobs, workers)]
+    return rows, [sorted(t)[len(t) // 2] for t in times]
