@@ -4,9 +4,10 @@ In one process the CPU runtimes disturb each other: torch's OpenMP threads and O
 thread pool both spin for a while after a call, so the next variant shares the two cores with
 threads that have nothing to do. In one ``hrfast bench --compare`` process on the bf16 machine,
 OpenVINO bf16 ran at 32.5 images/s and the torch path at 40.9; alone they ran at about 100 and
-53. Here every variant is built in a spawned worker (one at a time, so builds do not share the
-cores), and the parent then asks each worker in turn for one timed call per round: only one
-variant runs at any moment, and the drift of a shared machine still moves them all alike.
+53. Here every variant is built in a worker process of its own (one at a time, so builds do not
+share the cores), and the parent then asks each worker in turn for one timed call per round:
+only one variant runs at any moment, and the drift of a shared machine still moves them all
+alike.
 
 A job is ``(label, factory, args)``: ``factory(*args)``, run in the worker, returns the callable
 to time (no arguments) and a dict of what the parent reports (picklable: dtypes, figures)."""
@@ -92,11 +93,21 @@ def _stop(workers) -> None:
             proc.kill()
 
 
+def _context():
+    """Workers forked from a fork server that has imported hrfast once (and started no thread
+    pool), so each starts in a fraction of a second; spawned where there is no fork server."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def time_isolated(jobs: Sequence[Job], iters: int = 5, progress: bool = False) -> Tuple[List[dict], List[float]]:
-    """Each job in its own spawned process (this process's thread count), built one after
+    """Each job in a process of its own (this process's thread count), built one after
     another, then timed in ``iters`` interleaved rounds. Returns the jobs' info dicts, each
     with its ``variant`` label, and the median seconds per call of each."""
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     workers = []
     try:
         for job in jobs:
