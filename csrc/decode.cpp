@@ -1,5 +1,6 @@
 // Heatmap decoding on the CPU, parallel over (B*K) heatmaps.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

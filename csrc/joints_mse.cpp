@@ -1,7 +1,9 @@
 // The heatmap MSE loss from the joints on the CPU (see joints_mse.h), parallel over (B*K)
 // heatmaps. The forward reads each prediction once and writes no map: sum(pred^2) over the
 // map, corrected inside the Gaussian's window (msra) or summed against it everywhere (udp).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

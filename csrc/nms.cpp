@@ -1,7 +1,8 @@
 // Greedy OKS non-maximum suppression (the COCO keypoint evaluation's oks_nms), on the CPU.
 // Per image the lists are short (tens of people) and the loop is sequential, so there is no
 // CUDA kernel: CUDA inputs are served through the CPU (see the Python front).
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>

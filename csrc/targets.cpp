@@ -1,5 +1,7 @@
 // Gaussian heatmap targets on the CPU, parallel over (B*K) joints.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -1,7 +1,9 @@
 // The at::Tensor fronts of the CUDA kernels (csrc/cuda/<op>.cu) and their registration: the
 // same checks as the CPU fronts, the device guard, the outputs, then the launcher of launch.h
 // on the current stream. Built by the host compiler, with the CUDA extension only.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
