@@ -366,10 +366,10 @@ def _add_bench(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the README's main job: train and evaluate a small HRNet on synthetic data")
     p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    p.add_argument("--epochs", type=_int_at_least(1), default=40, help="training epochs (default: 40)")
+    p.add_argument("--epochs", type=_int_at_least(1), default=9, help="training epochs (default: 9)")
     p.add_argument("--num-train", type=_int_at_least(1), default=500, help="synthetic training images (default: 500)")
     p.add_argument("--num-val", type=_int_at_least(1), default=100, help="synthetic val images (default: 100)")
-    p.add_argument("--batch", type=_int_at_least(1), default=32, help="training batch size (default: 32)")
+    p.add_argument("--batch", type=_int_at_least(1), default=16, help="training batch size (default: 16)")
     p.add_argument("--workers", type=_int_at_least(0), default=1, help="data-loading processes (default: 1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set HRFAST.AMP=bf16 (repeatable)")

@@ -1,8 +1,8 @@
 """The README's main job: train and evaluate a small HRNet on the embedded synthetic data.
 
 1. Generate the synthetic COCO-format dataset (``hrfast.data.synthetic``) under ``out/data``.
-2. Train ``w18_small_128x96`` on CPU with the SimpleBaseline recipe (Adam, MultiStep decay,
-   the official augmentation) for a few minutes.
+2. Train ``w18_small_128x96`` on CPU for a few minutes: SimpleBaseline's Adam and loss with a
+   short-run schedule and milder augmentation (:data:`SHORT_RUN`).
 3. Evaluate on the synthetic val split with flip test and COCOeval, on ground-truth boxes and
    on the (jittered, partly false) detector boxes, and print the AP tables and images/s.
 4. Draw predictions on val images to ``out/predictions.png``.
@@ -32,25 +32,43 @@ from .visualize import draw_skeleton, save_grid
 DEMO_CONFIG = "w18_small_128x96"
 
 
+# The demo's short-run recipe, measured on the synthetic data (README, "The main job"; CPU
+# without bf16): with the official schedule and augmentation, 10 epochs reached AP 0.25 where
+# 40 reached 0.58. Four changes make 9 epochs reach 0.57: a cosine schedule with one warm-up
+# epoch at 2e-3 (the official steps are placed for 210 epochs); batches of 16 (twice the
+# updates of 32 at the same images/s on two cores); milder augmentation (rotation 10 and scale
+# 0.15 instead of 45 and 0.35, no half-body crops: the synthetic val figures are drawn like the
+# training ones, and a short run spends its updates on them rather than on invariances); and a
+# heatmap sigma of 1 px, the official 2 px at 64x48 scaled to this net's 32x24 maps.
+SHORT_RUN = {"TRAIN": {"LR": 2e-3},
+             "MODEL": {"SIGMA": 1.0},
+             "HRFAST": {"LR_SCHEDULE": "cosine", "WARMUP_EPOCHS": 1},
+             "DATASET": {"ROT_FACTOR": 10, "SCALE_FACTOR": 0.15, "PROB_HALF_BODY": 0.0}}
+
+
 def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
-    """The demo's training config: the small net on the synthetic data; LR decays at the official
-    170/210 and 200/210 of the epochs; channels_last, and bf16 autocast where the CPU has native
-    bf16 (``hrfast.device``)."""
+    """The demo's training config: the small net on the synthetic data with the short-run recipe
+    (:data:`SHORT_RUN`), channels_last, and bf16 autocast where the CPU has native bf16
+    (``hrfast.device``); ``overrides`` (``KEY=VALUE``) come last. Were the schedule set back
+    to the official steps, they fall at 170/210 and 200/210 of the epochs."""
     cfg = merge_config(get_config(DEMO_CONFIG), {
         "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
-                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
+                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"]),
+                    **SHORT_RUN["DATASET"]},
         "TRAIN": {"END_EPOCH": epochs,
                   "LR_STEP": [max(1, round(epochs * 170 / 210)), max(1, round(epochs * 200 / 210))],
-                  "BATCH_SIZE_PER_GPU": batch},
+                  "BATCH_SIZE_PER_GPU": batch, **SHORT_RUN["TRAIN"]},
         "TEST": {"BATCH_SIZE_PER_GPU": 64, "COCO_BBOX_FILE": str(paths["val_dets"])},
         "WORKERS": workers,
-        "HRFAST": {"VAL_EVERY": epochs, "DECODE": "dark", **fast_training_settings(torch.device("cpu"))},
+        "MODEL": SHORT_RUN["MODEL"],
+        "HRFAST": {"VAL_EVERY": epochs, "DECODE": "dark", **SHORT_RUN["HRFAST"],
+                   **fast_training_settings(torch.device("cpu"))},
     })
     return merge_dotted(cfg, list(overrides))
 
 
-def run_demo(out_dir="outputs/demo", epochs: int = 40, num_train: int = 500, num_val: int = 100,
-             batch: int = 32, workers: int = 1, overrides=(), progress: bool = True) -> dict:
+def run_demo(out_dir="outputs/demo", epochs: int = 9, num_train: int = 500, num_val: int = 100,
+             batch: int = 16, workers: int = 1, overrides=(), progress: bool = True) -> dict:
     out = Path(out_dir)
     phases, clock = {}, time.perf_counter()
 

@@ -321,12 +321,16 @@ def test_openvino_and_onnxruntime_name_cpu_runtimes(monkeypatch):
     assert hrfast.deploy.make_plan(dtype="fp32").runtime == "torch"     # auto falls back, as documented
 
 
-def test_int8_without_torchao_names_the_extra(monkeypatch):
+def test_int8_without_its_packages_names_the_extra(monkeypatch):
     model = hrfast.HRNet.from_config("w18_small_128x96").eval()
     hide(monkeypatch, "torchao")
     with pytest.raises(MissingExtra, match=r"optimize\(dtype='int8'\) needs the torchao package: pip install "
                                            r"'hrfast\[int8\]'"):
-        hrfast.optimize(model, dtype="int8", calibration=torch.randn(2, 3, 128, 96))
+        hrfast.optimize(model, dtype="int8", calibration=torch.randn(2, 3, 128, 96), runtime="torch")
+    hide(monkeypatch, "nncf")
+    with pytest.raises(MissingExtra, match=r"optimize\(dtype='int8'\) on OpenVINO needs the nncf package: pip "
+                                           r"install 'hrfast\[int8-openvino\]'"):
+        hrfast.optimize(model, dtype="int8", calibration=torch.randn(2, 3, 128, 96), runtime="openvino")
 
 
 def test_the_chart_without_matplotlib_names_plot(monkeypatch, tmp_path):

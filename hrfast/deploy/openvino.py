@@ -51,8 +51,10 @@ def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    if precision == "int8" and not calibration:
-        raise ValueError("precision 'int8' needs calibration batches")
+    if precision == "int8":
+        if not calibration:
+            raise ValueError("precision 'int8' needs calibration batches")
+        require("nncf", "optimize(dtype='int8') on OpenVINO")     # before the export, not after
     converted = openvino_model(model, None, 1, True)
     w, h = getattr(model, "input_size", (192, 256))     # the export fixes H and W (batch is free)
     hint = precision
