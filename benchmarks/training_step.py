@@ -8,13 +8,65 @@ initial weights, in interleaved rounds (:func:`hrfast.benchmarking.measure_inter
   --compare --train`` times);
 - the same compiled (``optimize``'s default; compiling takes minutes on a small CPU).
 
-Usage: python benchmarks/training_step.py [--config w32_256x192] [--batch 8] [--iters 5] [--no-compile]
+``--profile`` adds where each variant's step spends its time (``torch.profiler``, self CPU time
+of the ops, grouped: convolutions, BN, elementwise, loss, optimizer, copies and casts).
+
+Usage: python benchmarks/training_step.py [--config w32_256x192] [--batch 8] [--iters 5] [--no-compile] [--profile]
 """
 import argparse
+import copy
 
 import torch
 
-from hrfast.benchmarking import COMPILED_TRAINING, TRAINING_VARIANTS, compare_training, conv_peak, training_table
+from hrfast import HRNet
+from hrfast.benchmarking import (
+    COMPILED_TRAINING,
+    TRAINING_VARIANTS,
+    compare_training,
+    conv_peak,
+    training_table,
+    training_variant,
+)
+from hrfast.tables import markdown_table
+
+# op-name fragments of each group, tried in order; the rest is "other"
+GROUPS = (("convolutions", ("convolution", "conv2d", "mkldnn_conv", "addmm", "mm")),
+          ("BN", ("batch_norm",)),
+          ("optimizer", ("adam", "optimizer", "foreach")),
+          ("loss", ("mse", "joints_mse", "pow", "mean")),
+          ("copies and casts", ("copy_", "to_copy", "clone", "contiguous", "_to", "cat")),
+          ("elementwise", ("relu", "threshold", "add", "mul", "upsample", "clamp", "sum", "fill", "zero")))
+
+
+def profile_groups(step, steps: int = 2) -> dict:
+    """Milliseconds per step of each op group, from the profiler's self CPU times of ``steps``
+    steps (after two untimed ones)."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ms = dict.fromkeys([g for g, _ in GROUPS] + ["other"], 0.0)
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        if name.startswith(("autograd::", "profilerstep", "optimizer.step#", "optimizer.zero_grad#")):
+            continue    # wrappers: their children are counted
+        group = next((g for g, keys in GROUPS if any(k in name for k in keys)), "other")
+        ms[group] += ev.self_cpu_time_total / 1e3 / steps
+    return ms
+
+
+def profile_table(config: str, batch: int, device, variants) -> str:
+    torch.manual_seed(0)
+    model = HRNet.from_config(config)
+    rows = []
+    for name in variants:
+        ms = profile_groups(training_variant(copy.deepcopy(model), name, batch, device))
+        total = sum(ms.values())
+        rows.append([name, f"{total:.0f}"] + [f"{v:.0f} ({v / total:.0%})" for v in ms.values()])
+    heads = ["variant", "step ms (profiled)"] + [g for g, _ in GROUPS] + ["other"]
+    return markdown_table(heads, rows)
 
 
 def main() -> None:
@@ -24,6 +76,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="interleaved rounds (the median is reported)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
+    ap.add_argument("--profile", action="store_true", help="also: each variant's step by op group")
     args = ap.parse_args()
     dev = torch.device(args.device)
     variants = TRAINING_VARIANTS + (() if args.no_compile else (COMPILED_TRAINING,))
@@ -34,6 +87,9 @@ def main() -> None:
           f"a step as 3x the forward's conv FLOPs; the peak is a large 3x3 conv in the row's dtype, "
           f"measured after the rounds.\n")
     print(training_table(rows, peak32, peak16))
+    if args.profile:
+        print("\nWhere a step's time goes (ms per step, self CPU time of the ops, torch.profiler):\n")
+        print(profile_table(args.config, args.batch, dev, TRAINING_VARIANTS))
 
 
 if __name__ == "__main__":
