@@ -70,6 +70,29 @@ def unit_flops(channels: List[int], H: int, W: int, B: int) -> float:
     return total
 
 
+def unit_bytes(channels: List[int], H: int, W: int, B: int, mode: str, params: int) -> float:
+    """The fewest bytes a unit's call can move: every input and output branch once in bf16 and
+    the ``params`` weights once in bf16; a training call also reads the outputs' gradients and
+    the inputs again (for the weight gradients), writes the inputs' gradients in bf16 and the
+    weights' gradients in fp32. Intermediates (the chains' middle steps, the statistics) are
+    not counted: a fused path may keep them on chip."""
+    act = sum(2 * B * c * (H >> j) * (W >> j) for j, c in enumerate(channels))   # all branches, bf16
+    forward = 2 * act + 2 * params
+    return forward if mode == "infer" else forward + 3 * act + 4 * params
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes/s of a device copy (read + write) of 256 MiB on the GPU, 32 MiB on the CPU: the
+    ceiling of the GB/s column, measured in the same run."""
+    if WARM[0]:
+        return float("nan")
+    n = (256 if device.type == "cuda" else 32) * 2 ** 20
+    src = torch.empty(n, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    ms = timer(device)(lambda: dst.copy_(src))
+    return 2 * n / (ms * 1e-3)
+
+
 def timer(device: torch.device, rep: int = 100) -> Callable:
     """Median ms of a call: CUDA events over ``rep`` ms of calls (``do_bench``) on the GPU,
     host timers in the CPU dry run."""
@@ -167,13 +190,14 @@ def unit_variants(channels, mode: str, device, max_autotune: bool) -> Dict[str, 
 
 
 def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotune: bool, peak: float,
-               channels=None) -> List[dict]:
+               channels=None, bandwidth: float = float("nan")) -> List[dict]:
     channels = channels or W32[:stage]
     sets = make_inputs(channels, B, H, W, device, torch.bfloat16, mode == "train")
     flops = unit_flops(channels, H, W, B) * (3 if mode == "train" else 1)
     t = timer(device)
     rows = []
     units = unit_variants(channels, mode, device, max_autotune)
+    nbytes = unit_bytes(channels, H, W, B, mode, sum(p.numel() for p in units["eager"].parameters()))
     ref = reference_outputs(units["eager"], sets[0])
     for name, unit in units.items():
         k = [0]
@@ -210,7 +234,8 @@ def bench_unit(stage: int, mode: str, B: int, H: int, W: int, device, max_autotu
                 rows.append(failed_row(stage, mode, vname, e))
                 continue
             rows.append(dict(stage=stage, mode=mode, variant=vname, ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
-                             of_peak=flops / (ms * 1e-3) / peak, mib=mib, launches=n, err=err))
+                             of_peak=flops / (ms * 1e-3) / peak, mib=mib, launches=n, err=err,
+                             mbytes=nbytes / 1e6, of_bw=nbytes / (ms * 1e-3) / bandwidth))
             progress(rows[-1])
     base = next((r["ms"] for r in rows if r["variant"] == "eager"), float("nan"))
     for r in rows:
@@ -427,21 +452,31 @@ def versions(device) -> str:
 
 
 def report(unit_rows, disp_rows, header: str) -> str:
-    lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | +MiB | launches "
-             "| rel err vs fp32 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "", "| stage | mode | variant | ms | vs eager | TFLOP/s | of bf16 peak | min MB | GB/s (of copy) "
+             "| +MiB | launches | rel err vs fp32 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     eager_err = {(r["stage"], r["mode"]): r.get("err", float("nan")) for r in unit_rows if r["variant"] == "eager"}
     for r in unit_rows:
         err = r.get("err", float("nan"))
         wrong = is_wrong(err, eager_err.get((r["stage"], r["mode"]), float("nan")))
         lines.append(f"| {r['stage']} | {r['mode']} | {r['variant']} | {r['ms']:.3f} | "
-                     f"{'WRONG' if wrong else _ratio(r)} | {r['tflops']:.1f} | {r['of_peak']:.0%} | {r['mib']:.0f} | "
-                     f"{r['launches']} | {f'{err:.1e}' if err == err else '-'}{' WRONG' if wrong else ''} |")
+                     f"{'WRONG' if wrong else _ratio(r)} | {r['tflops']:.1f} | {r['of_peak']:.0%} | {_bytes(r)} | "
+                     f"{r['mib']:.0f} | {r['launches']} | {f'{err:.1e}' if err == err else '-'}"
+                     f"{' WRONG' if wrong else ''} |")
     if disp_rows:
         lines += ["", "| conv or plan | Triton ms | cuDNN ms | faster |", "|---|---:|---:|---|"]
         for r in disp_rows:
             faster = "-" if r["cudnn"] != r["cudnn"] else ("Triton" if r["triton"] < r["cudnn"] else "cuDNN")
             lines.append(f"| {r['what']} | {r['triton']:.3f} | {r['cudnn']:.3f} | {faster} |")
     return "\n".join(lines)
+
+
+def _bytes(row: dict) -> str:
+    """The min MB and GB/s (of the copy's) cells; '-' for rows without a byte count (the model)."""
+    mb, of_bw = row.get("mbytes", float("nan")), row.get("of_bw", float("nan"))
+    if mb != mb:
+        return "- | -"
+    gbs = mb / 1e3 / (row["ms"] * 1e-3)
+    return f"{mb:.1f} | {gbs:.0f}" + (f" ({of_bw:.0%})" if of_bw == of_bw else "")
 
 
 def is_wrong(err: float, eager_err: float) -> bool:
@@ -475,9 +510,11 @@ def main(argv=None) -> str:
     WARM[0] = args.warm
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     B, H, W = (1, 16, 8) if args.tiny else (args.batch, 64, 48)
-    peak = matmul_peak(device)
+    peak, bandwidth = matmul_peak(device), copy_bandwidth(device)
     header = (f"Exchange units of W32 256x192 (branch 0 at {H}x{W}), batch {B}, bf16 channels_last, "
-              f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3, same run).")
+              f"{versions(device)}. bf16 matmul peak {peak / 1e12:.0f} TFLOP/s (8192^3), copy "
+              f"{bandwidth / 1e9:.0f} GB/s (read + write), both in the same run. min MB: the fewest bytes a "
+              f"unit's call can move (inputs, outputs and weights once; training adds the gradients).")
     print(header, flush=True)
     rows: List[dict] = []
     disp: List[dict] = []
@@ -488,7 +525,7 @@ def main(argv=None) -> str:
     for stage in ([] if args.no_units else args.stages):
         for mode in args.modes:
             rows += bench_unit(stage, mode, B, H, W, device, args.max_autotune, peak,
-                               channels=[4, 8, 16, 32][:stage] if args.tiny else None)
+                               channels=[4, 8, 16, 32][:stage] if args.tiny else None, bandwidth=bandwidth)
             save()
         if stage == 4 and not (args.no_dispatch or args.tiny):   # the dispatch table's shapes
             try:

@@ -137,6 +137,11 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch, capsys):
     text = exchange_gpu.main(["--tiny", "--stages", "2", "--modes", "infer", "--report", str(report)])
     assert report.read_text().strip() == text.strip()
     assert "| 2 | infer | eager |" in text and "| 2 | infer | fused |" in text and "3 Triton" in text
+    # the bytes column: inputs and outputs once in bf16 (4x16x8 and 8x8x4 per image), weights once
+    assert "| min MB | GB/s (of copy) |" in text and "copy " in text.splitlines()[0]
+    act = 2 * (4 * 16 * 8 + 8 * 8 * 4)
+    assert exchange_gpu.unit_bytes([4, 8], 16, 8, 1, "infer", 100) == 2 * act + 200
+    assert exchange_gpu.unit_bytes([4, 8], 16, 8, 1, "train", 100) == 2 * act + 200 + 3 * act + 400
     # a variant that raises costs its row, not the report
     from hrfast.ops.exchange import FusedExchange
 
