@@ -127,10 +127,13 @@ memcheck() {
         > "$OUT/memcheck.log" 2>&1
 }
 
-# Warm runs of the timed steps (exchange_gpu.py --warm), one process per stage and mode and one
-# for the whole model, each in a session of its own so that it can be stopped with its
-# compile workers: they fill the on-disk Triton and Inductor caches while the tests run, and
-# are waited for (at most $1 s) and stopped before anything is timed.
+# Warm runs of the timed steps (exchange_gpu.py --warm), one process per stage and mode of the
+# units and one per compiled variant and mode of the whole model (its channels_last weights
+# make other kernel variants than the units' NCHW ones; a single model process had about 130
+# variants and four Inductor compiles to do in a row and was always killed), each in a
+# session of its own so that it can be stopped with its compile workers: they fill the
+# on-disk Triton and Inductor caches while the tests run, and are waited for (at most $1 s)
+# and stopped before anything is timed.
 WARM_PIDS=()
 start_warm() {
     local s m
@@ -142,9 +145,13 @@ start_warm() {
             WARM_PIDS+=($!)
         done
     done
-    setsid $PY benchmarks/exchange_gpu.py --warm --batch 64 --model --no-units ${EXCHANGE_ARGS:-} \
-        > /tmp/warm_model.log 2>&1 &
-    WARM_PIDS+=($!)
+    for v in fused optimize; do      # eager and eager fp32 run cuDNN: nothing to compile
+        for m in infer train; do
+            setsid $PY benchmarks/exchange_gpu.py --warm --batch 64 --model --no-units --model-variants "$v" \
+                --modes $m ${EXCHANGE_ARGS:-} > "/tmp/warm_model_${v}_$m.log" 2>&1 &
+            WARM_PIDS+=($!)
+        done
+    done
 }
 stop_warm() {
     local waited=0 p alive

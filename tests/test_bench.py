@@ -180,7 +180,7 @@ def test_gpu_session_all_stage_dry_run(tmp_path):
     import subprocess
     repo = Path(__file__).resolve().parent.parent
     def session(stage, out, **knobs):
-        # WARM=0: seven warm-up processes of the interpreter would take minutes on two cores
+        # WARM=0: ten warm-up processes of the interpreter would take minutes on two cores
         env = {**os.environ, "OUT": str(out), "PY": sys.executable, "SKIP_BUILD": "1", "WORKERS": "0", "WARM": "0",
                "TESTS": "tests/test_config.py -k missing_file", "EXCHANGE_ARGS": "--tiny --stages 2 --modes infer",
                **knobs}
