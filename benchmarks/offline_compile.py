@@ -11,7 +11,10 @@ What to look for: ``HGMMA...BF16`` for bf16 GEMMs (warpgroup MMA on the tensor
 cores; ``TF32`` would mean float32 operands), no ``LDL``/``STL`` (local memory: spills), and
 16-byte loads (``.128``) for the NHWC activation tiles.
 
-Usage: python benchmarks/offline_compile.py [--stages 2 3 4] [--batch 64] [--report out.md]
+``--host`` prints instead what each unit's call costs the host: its Triton launches and the
+median ms of the Python side and Triton's launcher (:func:`host_time`).
+
+Usage: python benchmarks/offline_compile.py [--stages 2 3 4] [--batch 64] [--host] [--report out.md]
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from typing import Dict, List
 
 import torch
@@ -151,6 +155,68 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
     return rows
 
 
+def _unit_call(channels: List[int], B: int, H: int, W: int, mode: str):
+    """One fused exchange unit's call (W32-like ``channels``, bf16 channels_last CPU tensors
+    with the GPU's choices), as a function of no arguments."""
+    from hrfast.models.exchange import ExchangeUnit
+    from hrfast.ops.exchange import FusedExchange
+    torch.manual_seed(0)
+    unit = ExchangeUnit(channels, len(channels)).train(mode == "train")
+    unit.fused_impl = FusedExchange()
+    xs = [torch.randn(B, c, H >> j, W >> j, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+          .requires_grad_(mode == "train") for j, c in enumerate(channels)]
+
+    def call():
+        if mode == "train":
+            sum(o.float().sum() for o in unit(xs)).backward()
+        else:
+            with torch.no_grad():
+                unit(xs)
+    return call
+
+
+def host_time(channels: List[int], B: int, H: int, W: int, modes=("infer", "train"), iters: int = 5) -> List[dict]:
+    """What one fused unit's call costs the host: its Triton launches and the median ms of the
+    Python ops, the argument binding and Triton's launcher, timed with the offline driver after a
+    first call that compiles. Nothing reaches a GPU, so the driver's own launch (a few us each)
+    is not in it: a lower bound of the host time on the GPU. The ``sum().backward()`` of a
+    training call runs real CPU reductions over the outputs and is timed on its own and taken
+    out."""
+    from hrfast.kernels.launch import count_launches
+    rows = []
+    with offline_sm90():
+        for mode in modes:
+            call = _unit_call(channels, B, H, W, mode)
+            call()                                    # compiles
+            with count_launches() as count:
+                call()
+            ms = _median_ms(call, iters)
+            if mode == "train":                       # the loss's CPU sum is not the unit's
+                outs = [torch.zeros(B, c, H >> j, W >> j, dtype=torch.bfloat16, requires_grad=True)
+                        for j, c in enumerate(channels)]
+                ms -= _median_ms(lambda: sum(o.float().sum() for o in outs).backward(), iters)
+            rows.append(dict(stage=len(channels), mode=mode, shape=f"{B}x{H}x{W}", launches=count.n,
+                             host_ms=max(ms, 0.0), us_per_launch=max(ms, 0.0) * 1e3 / max(count.n, 1)))
+    return rows
+
+
+def _median_ms(fn, iters: int) -> float:
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def host_report(rows: List[dict], header: str) -> str:
+    lines = [header, "", "| stage | mode | shape | Triton launches | host ms per call | us per launch |",
+             "|---|---|---|---:|---:|---:|"]
+    lines += [f"| {r['stage']} | {r['mode']} | {r['shape']} | {r['launches']} | {r['host_ms']:.2f} | "
+              f"{r['us_per_launch']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def report(rows: List[dict], header: str) -> str:
     lines = [header, "",
              "| kernel | variant | regs | spill instr. | shared KiB | warps | stages | MMA | global loads |",
@@ -168,8 +234,18 @@ def main(argv=None) -> str:
     ap.add_argument("--stages", type=int, nargs="+", default=[4])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--report")
+    ap.add_argument("--host", action="store_true",
+                    help="instead: the launches and host ms of each unit's call (offline driver, W32 shapes)")
     args = ap.parse_args(argv)
     import triton
+    if args.host:   # the real shape, and batch 1 at 16x16, where the CPU tensors cost nothing
+        rows = [r for stage in args.stages for shape in ((args.batch, 64, 48), (1, 16, 16))
+                for r in host_time([32, 64, 128, 256][:stage], *shape)]
+        return emit_report(host_report(rows, f"Host time of the fused W32 exchange units (bf16 channels_last, "
+                                             f"branch 0 at HxW, batch B), offline sm_90a driver, Triton "
+                                             f"{triton.__version__}. A lower bound: the driver's launches are not "
+                                             f"in it. At the real shape the CPU tensors' own work (outputs, "
+                                             f"autograd's casts and sums) is in it too."), args.report)
     rows = []
     for stage in args.stages:
         rows += compile_unit([32, 64, 128, 256][:stage], args.batch, 64, 48)

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = """
 import json, sys
 sys.path.insert(0, {bench!r})
-from offline_compile import compile_unit
+from offline_compile import compile_unit, host_time
 print(json.dumps(compile_unit([32, 64], 2, 16, 12)))
+print(json.dumps(host_time([32, 64], 2, 16, 12, iters=2)))
 """
 
 
@@ -40,7 +41,12 @@ def test_kernels_compile_for_sm90_without_spills():
     r = subprocess.run([sys.executable, "-c", SCRIPT.format(bench=str(REPO / "benchmarks"))], env=env,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = json.loads(r.stdout.strip().splitlines()[-2])
+    # what a call costs the host: the unit's Triton launches (3 for inference of two branches, as
+    # the CPU dry run of exchange_gpu.py counts) and a time for each
+    host = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [h["mode"] for h in host] == ["infer", "train"] and host[0]["launches"] == 3
+    assert host[1]["launches"] > host[0]["launches"] and all(h["host_ms"] >= 0 for h in host)
     names = {row["kernel"] for row in rows}
     # inference and training of a 2-branch unit reach every kernel
     assert names == {"fused_gemm_fwd_kernel", "conv_dgrad_kernel", "conv_wgrad_kernel", "bn_finalize_kernel",
