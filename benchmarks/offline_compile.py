@@ -25,12 +25,11 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from typing import Dict, List
 
 import torch
 
-from hrfast.benchmarking import emit_report
+from hrfast.benchmarking import emit_report, measure
 
 MMA = re.compile(r"\b((?:HGMMA|HMMA|DMMA)\.[\w.]+)")   # fp16 operands carry no suffix: HGMMA.64x16x16.F32
 LOADS = re.compile(r"\b(LDGSTS\.E[.\w]*|LDG\.E[.\w]*)")
@@ -201,12 +200,7 @@ def host_time(channels: List[int], B: int, H: int, W: int, modes=("infer", "trai
 
 
 def _median_ms(fn, iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2] * 1e3
+    return measure(fn, torch.device("cpu"), warmup=0, iters=iters) * 1e3
 
 
 def host_report(rows: List[dict], header: str) -> str:
