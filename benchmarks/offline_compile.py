@@ -127,8 +127,6 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
     from hrfast.kernels import batchnorm as kbn
     from hrfast.kernels import branch_sum as kbs
     from hrfast.kernels import fused_gemm as kg
-    from hrfast.models.exchange import ExchangeUnit
-    from hrfast.ops.exchange import FusedExchange
 
     kernels = [kg.fused_gemm_fwd_kernel, kg.conv_dgrad_kernel, kg.conv_wgrad_kernel, kbn.bn_finalize_kernel,
                kbs.relu_mask_kernel, kbs.term_bwd_reduce_kernel, kbs.sum_rows_kernel, kbs.bn_bwd_apply_kernel]
@@ -137,16 +135,7 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
         for k in kernels:
             k.device_caches.clear()
         for mode in modes:
-            torch.manual_seed(0)
-            unit = ExchangeUnit(channels, len(channels)).train(mode == "train")
-            unit.fused_impl = FusedExchange()
-            xs = [torch.randn(B, c, H >> j, W >> j, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-                  .requires_grad_(mode == "train") for j, c in enumerate(channels)]
-            if mode == "train":
-                sum(o.float().sum() for o in unit(xs)).backward()
-            else:
-                with torch.no_grad():
-                    unit(xs)
+            _unit_call(channels, B, H, W, mode)()
         for k in kernels:
             for cache in k.device_caches.values():
                 for compiled in cache[0].values():

@@ -50,11 +50,31 @@ inline void check_targets_args(const at::Tensor& joints, const at::Tensor& visib
   TORCH_CHECK(sigma > 0, "gaussian_targets: sigma must be > 0, got ", sigma);
 }
 
-inline void check_heatmaps(const at::Tensor& heatmaps) {
+// The heatmap strides of a target: input-image pixels per heatmap pixel (msra: image / heatmap;
+// udp: (image - 1) / (heatmap - 1)), for a (W, H) heatmap.
+inline void target_strides(at::IntArrayRef image_size, int64_t W, int64_t H, Encoding enc, double* sx,
+                           double* sy) {
+  if (enc == Encoding::MSRA) {
+    *sx = static_cast<double>(image_size[0]) / W;
+    *sy = static_cast<double>(image_size[1]) / H;
+  } else {
+    *sx = (image_size[0] - 1.0) / (W - 1.0);
+    *sy = (image_size[1] - 1.0) / (H - 1.0);
+  }
+}
+
+// decode_heatmaps' arguments, checked; the method they name.
+inline Decode check_decode_args(const at::Tensor& heatmaps, const std::string& method_s, int64_t blur_kernel) {
   TORCH_CHECK(heatmaps.dim() == 4, "decode_heatmaps: heatmaps must be (B, K, H, W), got ",
               heatmaps.sizes());
   TORCH_CHECK(heatmaps.scalar_type() == at::kFloat, "decode_heatmaps: heatmaps must be float32, got ",
               heatmaps.scalar_type());
+  const Decode method = parse_decode(method_s);
+  TORCH_CHECK(method == Decode::QUARTER || (blur_kernel % 2 == 1 && blur_kernel >= 1 && blur_kernel <= kMaxBlurKernel),
+              "decode_heatmaps: blur_kernel must be odd and in [1, ", kMaxBlurKernel, "], got ", blur_kernel);
+  TORCH_CHECK(heatmaps.size(2) > 0 && heatmaps.size(3) > 0, "decode_heatmaps: heatmaps must have H, W > 0, got ",
+              heatmaps.sizes());
+  return method;
 }
 
 }  // namespace hrfast

@@ -123,13 +123,9 @@ double blurred_max(const float* hm, int64_t H, int64_t W, const double* w, int k
 std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cpu(const at::Tensor& heatmaps_in,
                                                        c10::string_view method_s,
                                                        int64_t blur_kernel) {
-  check_heatmaps(heatmaps_in);
-  const Decode method = parse_decode(std::string(method_s));
-  TORCH_CHECK(method == Decode::QUARTER || (blur_kernel % 2 == 1 && blur_kernel >= 1 && blur_kernel <= kMaxBlurKernel),
-              "decode_heatmaps: blur_kernel must be odd and in [1, ", kMaxBlurKernel, "], got ", blur_kernel);
+  const Decode method = check_decode_args(heatmaps_in, std::string(method_s), blur_kernel);
   const at::Tensor hm = heatmaps_in.contiguous();
   const int64_t B = hm.size(0), K = hm.size(1), H = hm.size(2), W = hm.size(3);
-  TORCH_CHECK(H > 0 && W > 0, "decode_heatmaps: heatmaps must have H, W > 0, got ", hm.sizes());
   at::Tensor coords = at::empty({B, K, 2}, hm.options());
   at::Tensor maxvals = at::empty({B, K}, hm.options());
   const float* hp = hm.data_ptr<float>();

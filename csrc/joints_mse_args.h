@@ -9,17 +9,6 @@
 
 namespace hrfast {
 
-inline void target_strides(at::IntArrayRef image_size, int64_t W, int64_t H, Encoding enc, double* sx,
-                           double* sy) {
-  if (enc == Encoding::MSRA) {
-    *sx = static_cast<double>(image_size[0]) / W;
-    *sy = static_cast<double>(image_size[1]) / H;
-  } else {
-    *sx = (image_size[0] - 1.0) / (W - 1.0);
-    *sy = (image_size[1] - 1.0) / (H - 1.0);
-  }
-}
-
 inline void check_loss_args(const at::Tensor& pred, const at::Tensor& joints, const at::Tensor& visible,
                             const at::Tensor& scale, at::IntArrayRef image_size, double sigma,
                             const at::Tensor& window, Encoding enc) {

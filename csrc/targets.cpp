@@ -24,13 +24,7 @@ std::tuple<at::Tensor, at::Tensor> gaussian_targets_cpu(const at::Tensor& joints
   const int64_t B = joints.size(0), K = joints.size(1);
   const int64_t W = heatmap_size[0], H = heatmap_size[1];
   double sx, sy;
-  if (enc == Encoding::MSRA) {
-    sx = static_cast<double>(image_size[0]) / W;
-    sy = static_cast<double>(image_size[1]) / H;
-  } else {
-    sx = (image_size[0] - 1.0) / (W - 1.0);
-    sy = (image_size[1] - 1.0) / (H - 1.0);
-  }
+  target_strides(image_size, W, H, enc, &sx, &sy);
   at::Tensor targets = at::zeros({B, K, H, W}, joints.options());
   at::Tensor weight = at::empty({B, K}, joints.options());
   const float* jp = joints.data_ptr<float>();

@@ -51,18 +51,15 @@ def demo_config(paths, epochs: int, batch: int, workers: int, overrides=()):
     (:data:`SHORT_RUN`), channels_last, and bf16 autocast where the CPU has native bf16
     (``hrfast.device``); ``overrides`` (``KEY=VALUE``) come last. Were the schedule set back
     to the official steps, they fall at 170/210 and 200/210 of the epochs."""
-    cfg = merge_config(get_config(DEMO_CONFIG), {
+    cfg = merge_config(merge_config(get_config(DEMO_CONFIG), SHORT_RUN), {
         "DATASET": {"TRAIN_ANN": str(paths["train_ann"]), "TRAIN_IMAGES": str(paths["train_images"]),
-                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"]),
-                    **SHORT_RUN["DATASET"]},
+                    "TEST_ANN": str(paths["val_ann"]), "TEST_IMAGES": str(paths["val_images"])},
         "TRAIN": {"END_EPOCH": epochs,
                   "LR_STEP": [max(1, round(epochs * 170 / 210)), max(1, round(epochs * 200 / 210))],
-                  "BATCH_SIZE_PER_GPU": batch, **SHORT_RUN["TRAIN"]},
+                  "BATCH_SIZE_PER_GPU": batch},
         "TEST": {"BATCH_SIZE_PER_GPU": 64, "COCO_BBOX_FILE": str(paths["val_dets"])},
         "WORKERS": workers,
-        "MODEL": SHORT_RUN["MODEL"],
-        "HRFAST": {"VAL_EVERY": epochs, "DECODE": "dark", **SHORT_RUN["HRFAST"],
-                   **fast_training_settings(torch.device("cpu"))},
+        "HRFAST": {"VAL_EVERY": epochs, "DECODE": "dark", **fast_training_settings(torch.device("cpu"))},
     })
     return merge_dotted(cfg, list(overrides))
 

@@ -14,9 +14,10 @@ def cpu_has_native_bf16() -> bool:
     oneDNN runs bf16 convolutions about twice as fast as fp32. Elsewhere bf16 is emulated and
     slower.
 
-    ``HRFAST_CPU_BF16=0`` answers False whatever the CPU has: every default then takes the
-    float32 path of a CPU without bf16 (with ``ONEDNN_MAX_CPU_ISA=AVX2`` and
-    ``ATEN_CPU_CAPABILITY=avx2`` a bf16 machine then stands in for an AVX2-only one)."""
+    ``HRFAST_CPU_BF16=0`` answers False whatever the CPU has, ``1`` True: every default then
+    takes the path of that kind of CPU (the README's demo time without bf16 was taken this way,
+    with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` for eager work; RESULTS.md says
+    what those two break elsewhere)."""
     override = os.environ.get("HRFAST_CPU_BF16", "").strip()
     if override in ("0", "1"):
         return override == "1"

@@ -30,8 +30,8 @@ std::tuple<at::Tensor, at::Tensor> gaussian_targets_cuda(const at::Tensor& joint
   const at::Tensor visible = visible_in.contiguous();
   const int64_t B = joints.size(0), K = joints.size(1);
   const int64_t W = heatmap_size[0], H = heatmap_size[1];
-  const double sx = enc == Encoding::MSRA ? double(image_size[0]) / W : (image_size[0] - 1.0) / (W - 1.0);
-  const double sy = enc == Encoding::MSRA ? double(image_size[1]) / H : (image_size[1] - 1.0) / (H - 1.0);
+  double sx, sy;
+  target_strides(image_size, W, H, enc, &sx, &sy);
   at::Tensor targets = at::empty({B, K, H, W}, joints.options());
   at::Tensor weight = at::empty({B, K}, joints.options());
   if (B * K == 0) return {targets, weight};
@@ -44,14 +44,10 @@ std::tuple<at::Tensor, at::Tensor> gaussian_targets_cuda(const at::Tensor& joint
 
 std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatmaps_in, c10::string_view method_s,
                                                         int64_t blur_kernel) {
-  check_heatmaps(heatmaps_in);
-  const Decode method = parse_decode(std::string(method_s));
-  TORCH_CHECK(method == Decode::QUARTER || (blur_kernel % 2 == 1 && blur_kernel >= 1 && blur_kernel <= kMaxBlurKernel),
-              "decode_heatmaps: blur_kernel must be odd and in [1, ", kMaxBlurKernel, "], got ", blur_kernel);
+  const Decode method = check_decode_args(heatmaps_in, std::string(method_s), blur_kernel);
   const c10::cuda::CUDAGuard guard(heatmaps_in.device());
   const at::Tensor hm = heatmaps_in.contiguous();
   const int64_t B = hm.size(0), K = hm.size(1), H = hm.size(2), W = hm.size(3);
-  TORCH_CHECK(H > 0 && W > 0, "decode_heatmaps: heatmaps must have H, W > 0, got ", hm.sizes());
   at::Tensor coords = at::empty({B, K, 2}, hm.options());
   at::Tensor maxvals = at::empty({B, K}, hm.options());
   if (B * K == 0) return {coords, maxvals};

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-import time
 
 import torch
 
@@ -14,12 +13,12 @@ from ..profile import count_macs
 from ..samples import sample_boxes, sample_images
 from ..tables import markdown_table
 from .isolated import inference_job, time_isolated
-from .measure import measure_interleaved, peak_memory_mib, synchronize, with_ratios
+from .measure import measure_interleaved, peak_memory_mib, with_ratios
 from .peaks import conv_peak, gemm_peak, of_peak
 from .variants import (
     TRAINING_VARIANTS,
     available_inference_variants,
-    inference_variant,
+    timed_variant,
     training_variant,
 )
 
@@ -56,24 +55,14 @@ def _time_in_process(model, batch: int, device: torch.device, variants, iters: i
     """(rows, median seconds) of ``variants`` of ``model``, all built and timed in this process."""
     w, h = model.input_size
     x = torch.randn(batch, 3, h, w, device=device)
-    rows, fns = [], []
-    with torch.no_grad():
-        for name in variants:
-            if progress:
-                print(f"  {name}: build and first call ...", flush=True)
-            fn = inference_variant(model, name, device)
-            t0 = time.perf_counter()
-            fn(x)                                   # compile / first call, not timed
-            synchronize(device)
-            setup = time.perf_counter() - t0
-            fn(x)                                   # warm-up
-            # the dtype the convolutions run in, for the fraction of peak
-            dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
-            rows.append({"variant": name, "dtype": dtype, "first_call_s": setup,
-                         "peak_mib": peak_memory_mib(lambda: fn(x), device)})
-            fns.append(fn)
-        secs = measure_interleaved([lambda fn=fn: fn(x) for fn in fns], device, iters, progress)
-    return rows, secs
+    rows, calls = [], []
+    for name in variants:
+        if progress:
+            print(f"  {name}: build and first call ...", flush=True)
+        call, info = timed_variant(model, name, device, x)
+        rows.append({"variant": name, **info})
+        calls.append(call)
+    return rows, measure_interleaved(calls, device, iters, progress)
 
 
 def compare_training(config: str = "w32_256x192", batch: int = 8, device="cpu", iters: int = 3,

@@ -20,32 +20,20 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .measure import peak_memory_mib
+from .measure import median
 
 Job = Tuple[str, Callable, tuple]
 
 
 def inference_job(config: str, batch: int, name: str, seed: int = 0):
     """Variant ``name`` of ``config`` (random weights from ``seed``, as every worker has) on a
-    random CPU batch: (the call, its first_call_s, peak_mib and dtype)."""
+    random CPU batch: :func:`~hrfast.benchmarking.variants.timed_variant`."""
     from ..models import build_model
-    from .variants import inference_variant
+    from .variants import timed_variant
     torch.manual_seed(seed)
     model = build_model(config).eval()
     w, h = model.input_size
-    x = torch.randn(batch, 3, h, w)
-    fn = inference_variant(model, name, "cpu")
-
-    def call():
-        with torch.no_grad():
-            fn(x)
-    t0 = time.perf_counter()
-    call()                                   # compile / first call, not timed
-    first = time.perf_counter() - t0
-    call()
-    # the dtype the convolutions run in, for the fraction of peak
-    dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
-    return call, {"first_call_s": first, "peak_mib": peak_memory_mib(call, "cpu"), "dtype": dtype}
+    return timed_variant(model, name, "cpu", torch.randn(batch, 3, h, w))
 
 
 def _serve(conn, factory: Callable, args: tuple, threads: int) -> None:
@@ -126,4 +114,4 @@ def time_isolated(jobs: Sequence[Job], iters: int = 5, progress: bool = False) -
     finally:
         _stop(workers)
     rows = [{"variant": label, **info} for (label, _, _), (_, _, info) in zip(jobs, workers)]
-    return rows, [sorted(t)[len(t) // 2] for t in times]
+    return rows, [median(t) for t in times]

@@ -30,8 +30,12 @@ def measure(fn, device: torch.device, warmup: int = 2, iters: int = 5,
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return median(times)
+
+
+def median(values) -> float:
+    """The middle of ``values`` (the upper one of the two middles for an even count)."""
+    return sorted(values)[len(values) // 2]
 
 
 def with_ratios(rows: list, key: str) -> list:
@@ -57,7 +61,7 @@ def measure_interleaved(fns, device: torch.device, iters: int = 5, progress: boo
             fn()
             synchronize(device)
             t.append(time.perf_counter() - t0)
-    return [sorted(t)[len(t) // 2] for t in times]
+    return [median(t) for t in times]
 
 
 def inference_throughput(model: nn.Module, batch: int, input_size, device="cpu",

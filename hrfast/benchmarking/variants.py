@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import time
 from typing import Callable
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from ..deploy import make_plan, optimize
 from ..device import cpu_has_native_bf16
 from ..engine.optim import build_optimizer
+from .measure import peak_memory_mib, synchronize
 
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize torch fp32", "optimize torch", "optimize")
 
@@ -84,6 +86,25 @@ def inference_variant(model: nn.Module, name: str, device) -> Callable:
         runtime, dtype = name.split()
         return optimize(model, dtype=dtype, device=device, runtime=runtime)
     raise ValueError(f"unknown variant {name!r}; choose from {INFERENCE_VARIANTS + tuple(CPU_VARIANTS)}")
+
+
+def timed_variant(model: nn.Module, name: str, device, x: torch.Tensor):
+    """Variant ``name`` of ``model`` on the input ``x``, built, called once (compile; timed as
+    ``first_call_s``, not in the rounds) and once more: (the call, {first_call_s, peak_mib,
+    dtype}); ``dtype`` is the one its convolutions run in, for the fraction of the peak."""
+    device = torch.device(device)
+    fn = inference_variant(model, name, device)
+
+    def call():
+        with torch.no_grad():
+            fn(x)
+    t0 = time.perf_counter()
+    call()
+    synchronize(device)
+    first = time.perf_counter() - t0
+    call()                                  # warm-up
+    dtype = torch.bfloat16 if name == "eager AMP" else getattr(fn, "dtype", torch.float32)
+    return call, {"first_call_s": first, "peak_mib": peak_memory_mib(call, device), "dtype": dtype}
 
 
 TRAINING_VARIANTS = ("eager fp32", "eager fp32, fused Adam", "optimize(mode='training')")

@@ -15,7 +15,8 @@ from .model import OptimizedModel, RuntimeNet
 from .plan import Plan
 from .torch_runtime import frozen_inference_copy
 
-PRECISIONS = ("f32", "bf16", "int8")
+# the precisions of openvino_runner and the dtypes they run in
+PRECISIONS = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 
 
 def quantize_openvino(converted, calibration: List[torch.Tensor], keep_float: bool = True):
@@ -71,28 +72,24 @@ def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[
             raise ValueError(f"x must be (N, 3, {h}, {w}) (the exported input size), got {tuple(x.shape)}")
         out = request.infer({0: x.detach().cpu().float().contiguous().numpy()})
         return torch.from_numpy(out[0].copy())        # the request reuses its output buffer
-    run.dtype = {"bf16": torch.bfloat16, "int8": torch.int8}.get(precision, torch.float32)
+    run.dtype = PRECISIONS[precision]
     return run
 
 
 def build(model: nn.Module, plan: Plan, calibration=None, **_) -> OptimizedModel:
+    precision = next(name for name, dtype in PRECISIONS.items() if dtype == plan.dtype)
     net = frozen_inference_copy(model, plan).cpu()
-    if plan.dtype == torch.int8:
+    if precision == "int8":
         from .int8 import calibration_batches
-        runner = openvino_runner(net, "int8", calibration=calibration_batches(calibration))
+        calibration = calibration_batches(calibration)
         plan.note("int8 post-training quantization (NNCF), OpenVINO CPU plugin",
                   "the plugin runs int8 convolutions (VNNI) with its own fusions; the first and last "
                   "convolutions stay in float")
     else:
-        precision = "bf16" if plan.dtype == torch.bfloat16 else "f32"
-        runner = openvino_runner(net, precision)
         plan.note(f"OpenVINO CPU plugin, inference precision {precision}",
                   "its graph compiler fuses conv+ReLU/add and prepacks weights; it measured 1.0-1.8x "
                   "faster than the torch path on the development CPU and compiles in about a second")
+    runner = openvino_runner(net, precision, calibration=calibration)
     plan.note("no torch.compile", "the runtime compiles the graph itself")
-    return OptimizedModel(RuntimeNet(runner, f"OpenVINO {dtype_label(plan.dtype)}"), plan, model,
-                          input_dtype=torch.float32, call_context=torch.no_grad)
-
-
-def dtype_label(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.int8: "int8"}.get(dtype, "f32")
+    return OptimizedModel(RuntimeNet(runner, f"OpenVINO {precision}"), plan, model, input_dtype=torch.float32,
+                          call_context=torch.no_grad)

@@ -86,8 +86,8 @@ def _pick_int8_runtime(runtime: str) -> Tuple[str, str]:
     if runtime == "openvino":
         return "openvino", "requested: NNCF's int8 quantization, run by OpenVINO's CPU plugin"
     if runtime == "auto" and installed("openvino") and installed("nncf"):
-        return "openvino", ("auto: NNCF's int8 on OpenVINO measured faster than torchao's int8 graph "
-                            "(benchmarks/RESULTS.md, int8)")
+        return "openvino", ("auto: NNCF's int8 on OpenVINO measured 1.15x torchao's int8 graph at W32 "
+                            "(benchmarks/RESULTS.md, isolated)")
     why = "requested" if runtime == "torch" else "auto: OpenVINO int8 needs pip install 'hrfast[int8-openvino]'"
     return "int8", f"{why}: torchao's quantized graph compiled by Inductor"
 
