@@ -148,10 +148,10 @@ def test_onnxruntime_bench_variant_gives_the_reference_heatmaps(trained_like):
 def test_openvino_export_and_bench_variants(trained_like, tmp_path):
     """OpenVINO IR export reloads with the same heatmaps, and the "openvino fp32/bf16" rows of
     ``hrfast bench --compare`` compute the reference function."""
-    ov = pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
+    pytest.importorskip("openvino", reason="openvino not installed (CI installs it)")
     from hrfast.benchmarking import inference_variant
     from hrfast.deploy.export import openvino
-    from hrfast.deploy.openvino import openvino_runner
+    from hrfast.deploy.openvino import openvino_core, openvino_runner
     from hrfast.device import cpu_has_native_bf16
     x = torch.randn(3, 3, 128, 96)                   # batch 3: the exported batch axis is dynamic
     with torch.no_grad():
@@ -162,7 +162,7 @@ def test_openvino_export_and_bench_variants(trained_like, tmp_path):
 
     xml = openvino(trained_like, tmp_path / "m.xml")
     assert xml.with_suffix(".bin").stat().st_size > 1e6          # the weights, in fp32
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = torch.from_numpy(compiled.create_infer_request().infer({0: x.numpy()})[0].copy())
     # fp32: the plugin folds BN and fuses conv+ReLU, so only rounding differs
     torch.testing.assert_close(got, ref, atol=1e-4 * scale, rtol=1e-4)

@@ -2,6 +2,7 @@
 ONNX, compiled by OpenVINO's CPU plugin (fp32 or bf16), or quantized to int8 by NNCF first."""
 from __future__ import annotations
 
+import functools
 import logging
 from typing import List, Optional
 
@@ -13,10 +14,19 @@ from ..extras import require
 from .export import openvino_model, openvino_package
 from .model import OptimizedModel, RuntimeNet
 from .plan import Plan
+from .signal_stack import hold_signal_stack
 from .torch_runtime import frozen_inference_copy
 
 # the precisions of openvino_runner and the dtypes they run in
 PRECISIONS = {"f32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
+
+
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one ``openvino.Core``. Each Core makes its own CPU plugin, and plugins
+    destroyed in the order they were made unmap the thread's alternate signal stack (see
+    :mod:`hrfast.deploy.signal_stack`); one Core that lives as long as the process makes one."""
+    return openvino_package().Core()
 
 
 def quantize_openvino(converted, calibration: List[torch.Tensor], keep_float: bool = True):
@@ -64,7 +74,8 @@ def openvino_runner(model: nn.Module, precision: str = "f32", threads: Optional[
         hint = "bf16" if cpu_has_native_bf16() else "f32"
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    compiled = openvino_package().Core().compile_model(converted, "CPU", config)
+    compiled = openvino_core().compile_model(converted, "CPU", config)
+    hold_signal_stack()     # after the plugin's own (made on the first compile), and NNCF's
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
