@@ -186,7 +186,9 @@ def predict_face(args: argparse.Namespace) -> int:
     size = int(((raw.get("MODEL") or {}).get("IMAGE_SIZE") or [256])[0])
     out = check_output_dir(args.out)
     records = []
-    for image, pts in zip(args.images, landmarks_of_images(model.to(args.device), args.images, size, args.device)):
+    pipeline = face_settings(raw).pipeline
+    found = landmarks_of_images(model.to(args.device), args.images, size, args.device, pipeline)
+    for image, pts in zip(args.images, found):
         img = read_image_rgb(image).copy()
         for x, y in pts:
             cv2.circle(img, (int(round(x)), int(round(y))), max(1, img.shape[0] // 150), (255, 255, 0), -1,

@@ -65,7 +65,7 @@ def faces(tmp_path_factory):
 def test_the_crop_and_its_inverse_agree(faces):
     """An evaluation sample's crop joints, mapped back with its centre and scale as decoding
     does, are the annotated points."""
-    ds = FaceLandmarks(faces["valid"], faces["images"], 68, 128)
+    ds = FaceLandmarks(faces["valid"], faces["images"], 68, 128, pipeline="affine")
     s = ds[0]
     back = heatmap_to_image(s["joints"][None].double(), s["center"][None].double(), s["scale"][None].double(),
                             (128, 128))

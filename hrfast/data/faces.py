@@ -8,6 +8,15 @@ makes it. Training jitters the scale (x [0.75, 1.25]), rotates (+-30 degrees, 60
 samples) and flips with the set's mirror pairs (the iBUG-68 ones for 300W; none known to
 hrfast for the other layouts, which then train without flips).
 
+COFW's lists are its MATLAB files instead (``COFW_train_color.mat``, ``COFW_test_color.mat``:
+the images in ``IsTr`` / ``IsT``, 29 x, 29 y and 29 occlusion flags per face in ``phisTr`` /
+``phisT``); the face's box is the whole-pixel box around its points.
+
+Two pipelines crop the faces. ``"official"`` is the face repository's own (integer box,
+byte-scaled Pillow resize, its flip ``x -> W - x``, targets at whole heatmap pixels; see
+:mod:`hrfast.data.face_official`): an official checkpoint gives its published NME only through
+it. ``"affine"`` is the pose code's sub-pixel warp, with no rounding anywhere.
+
 ``make_synthetic_faces`` writes a 300W-format dataset of rendered faces, offline.
 """
 from __future__ import annotations
@@ -22,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import face_official as official
 from .seeded import SeededDataset
 from .transforms import affine_points, get_affine_transform, read_image_rgb, to_tensor
 from .wholebody import _face_pairs
@@ -30,6 +40,7 @@ from .wholebody import _face_pairs
 LAYOUTS: Dict[int, Tuple[str, Optional[Tuple[int, int]]]] = {
     68: ("300w", (36, 45)), 98: ("wflw", (60, 72)), 29: ("cofw", (8, 9)), 19: ("aflw", None)}
 CROP = 1.25          # the crop is this many times the annotated face scale
+PIPELINES = ("official", "affine")
 
 
 def read_face_csv(path, num_points: int) -> List[Dict]:
@@ -53,6 +64,43 @@ def read_face_csv(path, num_points: int) -> List[Dict]:
     if not faces:
         raise ValueError(f"{path} lists no faces")
     return faces
+
+
+def read_cofw_mat(path) -> List[Dict]:
+    """The faces of a COFW MATLAB file: as :func:`read_face_csv`, with the image itself in
+    ``pixels`` (H, W, 3) uint8 (grey ones repeated to 3 channels) and ``image`` naming its
+    index; centre and scale from the box around the 29 points, as the face repository's."""
+    from ..extras import require
+    io = require("scipy", "COFW's .mat annotations").io
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"COFW annotation file not found: {path}")
+    mat = io.loadmat(str(path))
+    keys = next(((i, p) for i, p in (("IsTr", "phisTr"), ("IsT", "phisT")) if i in mat and p in mat), None)
+    if keys is None:
+        found = sorted(k for k in mat if not k.startswith("_"))
+        raise ValueError(f"{path}: expected COFW's IsTr/phisTr or IsT/phisT, found {found}")
+    images, phis = mat[keys[0]].reshape(-1), np.asarray(mat[keys[1]], dtype=np.float64)
+    if phis.ndim != 2 or phis.shape[1] < 58 or len(phis) != len(images):
+        raise ValueError(f"{path}: {keys[1]} must be (N, 87) for the N={len(images)} images of {keys[0]}, "
+                         f"got {phis.shape}")
+    faces = []
+    for i, (img, row) in enumerate(zip(images, phis)):
+        img = np.asarray(img, dtype=np.uint8)
+        pts = row[:58].reshape(2, 29).T.copy()
+        center, scale = official.cofw_box(pts)
+        faces.append({"image": f"{path.name}#{i}", "pixels": np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img,
+                      "scale": scale, "center": center, "points": pts, "box_size": 0.0})
+    return faces
+
+
+def read_face_list(path, num_points: int) -> List[Dict]:
+    """A CSV list, or COFW's .mat (29 points)."""
+    if Path(path).suffix.lower() != ".mat":
+        return read_face_csv(path, num_points)
+    if num_points != 29:
+        raise ValueError(f"{path} is COFW's (29 landmarks), but the model predicts {num_points}")
+    return read_cofw_mat(path)
 
 
 def write_face_csv(path, faces: Sequence[Dict]) -> None:
@@ -83,34 +131,36 @@ def normaliser(face: Dict, num_points: int) -> float:
 
 
 class FaceLandmarks(SeededDataset):
-    """Face crops of a CSV list: ``image`` (3, S, S), ``joints`` (K, 2) in crop pixels,
-    ``joints_vis`` (K,), and for evaluation ``center``, ``scale`` (2,) of the crop in 200 px
-    units, ``points`` (K, 2) in image pixels and ``norm``."""
+    """Face crops of a CSV list (or COFW's .mat): ``image`` (3, S, S), ``joints`` (K, 2) in crop
+    pixels, ``joints_vis`` (K,), and for evaluation ``center``, ``scale`` (2,) of the crop in
+    200 px units, ``points`` (K, 2) in image pixels and ``norm``. ``pipeline`` is one of
+    :data:`PIPELINES` (module docstring)."""
 
     def __init__(self, csv_file, image_root, num_points: int, input_size: int = 256, train: bool = False,
-                 scale_factor: float = 0.25, rot_factor: float = 30.0, flip: bool = True, seed: int = 0):
-        self.faces = read_face_csv(csv_file, num_points)
+                 scale_factor: float = 0.25, rot_factor: float = 30.0, flip: bool = True, seed: int = 0,
+                 pipeline: str = "official"):
+        if pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+        self.faces = read_face_list(csv_file, num_points)
         self.root, self.k, self.size, self.train = Path(image_root), num_points, int(input_size), train
         self.scale_factor, self.rot_factor, self.seed, self.items = scale_factor, rot_factor, seed, self.faces
-        self.pairs = flip_pairs(num_points) if flip else ()
-        missing = [f["image"] for f in self.faces[:50] if not (self.root / f["image"]).is_file()]
+        self.pairs, self.pipeline = (flip_pairs(num_points) if flip else ()), pipeline
+        missing = [f["image"] for f in self.faces[:50] if "pixels" not in f and not (self.root / f["image"]).is_file()]
         if missing:
             raise FileNotFoundError(f"face image not found: {self.root / missing[0]} (image_name is relative to "
                                     f"the image root)")
 
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
         face = self.faces[i]
-        img = read_image_rgb(self.root / face["image"])
+        img = face["pixels"] if "pixels" in face else read_image_rgb(self.root / face["image"])
         center, scale, rot, pts = face["center"].copy(), face["scale"] * CROP, 0.0, face["points"].copy()
         if self.train:
             rng = self.rng(i)
             scale *= rng.uniform(1 - self.scale_factor, 1 + self.scale_factor)
             rot = rng.uniform(-self.rot_factor, self.rot_factor) if rng.random() <= 0.6 else 0.0
             if self.pairs and rng.random() < 0.5:
-                img, pts, center = _flip(img, pts, center, self.pairs)
-        m = get_affine_transform(center, (scale, scale), rot, (self.size, self.size))
-        crop = cv2.warpAffine(img, m, (self.size, self.size), flags=cv2.INTER_LINEAR)
-        joints = affine_points(pts, m).astype(np.float32)
+                img, pts, center = _flip(img, pts, center, self.pairs, last=int(self.pipeline == "affine"))
+        crop, joints = (self._official if self.pipeline == "official" else self._affine)(img, pts, center, scale, rot)
         vis = ((joints >= 0) & (joints < self.size)).all(1).astype(np.float32)
         return {"image": to_tensor(crop), "joints": torch.from_numpy(joints), "joints_vis": torch.from_numpy(vis),
                 "center": torch.tensor(face["center"], dtype=torch.float32),
@@ -118,14 +168,29 @@ class FaceLandmarks(SeededDataset):
                 "points": torch.from_numpy(face["points"].astype(np.float32)),
                 "norm": torch.tensor(normaliser(face, self.k), dtype=torch.float32)}
 
+    def _affine(self, img, pts, center, scale, rot):
+        m = get_affine_transform(center, (scale, scale), rot, (self.size, self.size))
+        crop = cv2.warpAffine(img, m, (self.size, self.size), flags=cv2.INTER_LINEAR)
+        return crop, affine_points(pts, m).astype(np.float32)
 
-def _flip(img, pts, center, pairs):
+    def _official(self, img, pts, center, scale, rot):
+        """The repository's crop; its targets' whole heatmap pixels (a quarter of the crop), in
+        crop pixels, where the loss places each Gaussian on exactly that heatmap pixel."""
+        crop = official.official_face_crop(img, center, scale, (self.size, self.size), rot)
+        stride = 4
+        heat = official.official_face_targets(pts, center, scale, self.size // stride, rot)
+        return crop, np.where(heat >= 0, heat * stride, -1.0).astype(np.float32)
+
+
+def _flip(img, pts, center, pairs, last: int = 1):
+    """Mirror left-right: x -> W - last - x (the pose code's W - 1 - x, or the face repository's
+    W - x with ``last=0``), the mirror pairs swapped."""
     w = img.shape[1]
     pts = pts.copy()
-    pts[:, 0] = w - 1 - pts[:, 0]
+    pts[:, 0] = w - last - pts[:, 0]
     for a, b in pairs:
         pts[[a, b]] = pts[[b, a]]
-    return img[:, ::-1].copy(), pts, np.array([w - 1 - center[0], center[1]])
+    return img[:, ::-1].copy(), pts, np.array([w - last - center[0], center[1]])
 
 
 def _render_face(rng: np.random.Generator, size: int):

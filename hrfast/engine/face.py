@@ -5,7 +5,9 @@ The recipe is HRNet-Facial-Landmark-Detection's: Adam at 1e-4 decayed 10x at epo
 joints, :func:`hrfast.ops.heatmap_loss.joints_mse_loss`). Its experiment YAML's ``DATASET``
 (``ROOT``: the image root, ``TRAINSET`` / ``TESTSET``: the CSV lists, ``SCALE_FACTOR``,
 ``ROT_FACTOR``, ``FLIP``), ``MODEL`` (``NUM_JOINTS``, ``SIGMA``, ``IMAGE_SIZE``) and ``TRAIN``
-keys are read.
+keys are read, and ``HRFAST.FACE_PIPELINE``: ``official`` (the default: the face repository's
+integer crop and decoding, under which its checkpoints give their published NME) or ``affine``
+(sub-pixel crop and the pose decoder; :mod:`hrfast.data.faces`).
 
 NME is the official ``compute_nme``: per face, the mean point-to-point distance divided by the
 normalising distance (:func:`hrfast.data.faces.normaliser`), averaged over faces; the failure
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.faces import FaceLandmarks
+from ..data.face_official import decode_official, official_face_crop
+from ..data.faces import PIPELINES, FaceLandmarks
 from ..models import build_model
 from ..ops.decode import final_preds
 from ..ops.heatmap_loss import joints_mse_loss
@@ -49,6 +52,7 @@ class FaceSettings:
     lr_factor: float = 0.1          # TRAIN.LR_FACTOR
     workers: object = "auto"        # WORKERS
     seed: int = 0
+    pipeline: str = "official"      # HRFAST.FACE_PIPELINE
 
 
 def face_settings(raw: Mapping, **overrides) -> FaceSettings:
@@ -63,8 +67,11 @@ def face_settings(raw: Mapping, **overrides) -> FaceSettings:
                 epochs=int(t.get("END_EPOCH", b.epochs)), batch_size=int(t.get("BATCH_SIZE_PER_GPU", b.batch_size)),
                 test_batch_size=int((raw.get("TEST") or {}).get("BATCH_SIZE_PER_GPU", b.test_batch_size)),
                 lr=float(t.get("LR", b.lr)), lr_step=tuple(int(v) for v in t.get("LR_STEP", b.lr_step)),
-                lr_factor=float(t.get("LR_FACTOR", b.lr_factor)), workers=raw.get("WORKERS", b.workers))
+                lr_factor=float(t.get("LR_FACTOR", b.lr_factor)), workers=raw.get("WORKERS", b.workers),
+                pipeline=str((raw.get("HRFAST") or {}).get("FACE_PIPELINE", b.pipeline)))
     s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
+    if s.pipeline not in PIPELINES:
+        raise ValueError(f"HRFAST.FACE_PIPELINE must be one of {', '.join(PIPELINES)}, got {s.pipeline!r}")
     if (t.get("OPTIMIZER") or "adam") != "adam":
         raise ValueError(f"TRAIN.OPTIMIZER: the face task trains with adam (the official recipe), got "
                          f"{t.get('OPTIMIZER')!r}")
@@ -81,14 +88,22 @@ def nme_stats(errors: np.ndarray) -> Dict[str, float]:
             "FR@0.10": float((errors > 0.10).mean()), "faces": float(len(errors))}
 
 
+def decode_landmarks(heat: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, pipeline: str) -> np.ndarray:
+    """(B, K, 2) image pixels of (B, K, h, w) heatmaps of crops at ``center`` (B, 2) and
+    ``scale`` (B, 2): the face repository's decoding, or the pose decoder's for ``affine``."""
+    if pipeline == "official":
+        return decode_official(heat, center, scale)
+    return final_preds(heat, center, scale)[..., :2].numpy()
+
+
 @torch.no_grad()
-def predict_landmarks(model, loader, device, progress: bool = True):
+def predict_landmarks(model, loader, device, progress: bool = True, pipeline: str = "official"):
     """(predictions (N, K, 2), points (N, K, 2), norms (N,)) in image pixels."""
     model.eval()
     out = ([], [], [])
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         heat = model(batch["image"].to(device)).float().cpu()
-        out[0].append(final_preds(heat, batch["center"], batch["scale"])[..., :2].numpy())
+        out[0].append(decode_landmarks(heat, batch["center"], batch["scale"], pipeline))
         out[1].append(batch["points"].numpy())
         out[2].append(batch["norm"].numpy())
     return tuple(np.concatenate(x) for x in out)
@@ -105,11 +120,11 @@ def evaluate_faces(model, s: FaceSettings, device, progress: bool = True) -> Dic
     """NME and failure rates on the test list (``NME``, ...) and each subset (``<subset> NME``)."""
     stats: Dict[str, float] = {}
     for name, path in subset_lists(s.test_list).items():
-        ds = FaceLandmarks(path, s.root, s.num_points, s.image_size)
+        ds = FaceLandmarks(path, s.root, s.num_points, s.image_size, pipeline=s.pipeline)
         loader = make_loader(ds, s.test_batch_size, False, loader_workers(s.workers), 1, 0, 0)
         prefix = "" if name == "full" else f"{name} "
-        stats.update({prefix + k: v for k, v in nme_stats(nme(*predict_landmarks(model, loader, device,
-                                                                                  progress))).items()})
+        found = predict_landmarks(model, loader, device, progress, s.pipeline)
+        stats.update({prefix + k: v for k, v in nme_stats(nme(*found)).items()})
     return stats
 
 
@@ -129,7 +144,8 @@ def train_faces(raw: Mapping, s: FaceSettings, out_dir, resume: bool = False, de
     torch.manual_seed(s.seed)
     model = build_model(raw).to(device)
     train_set = FaceLandmarks(s.train_list, s.root, s.num_points, s.image_size, train=True,
-                              scale_factor=s.scale_factor, rot_factor=s.rot_factor, flip=s.flip, seed=s.seed)
+                              scale_factor=s.scale_factor, rot_factor=s.rot_factor, flip=s.flip, seed=s.seed,
+                              pipeline=s.pipeline)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     size = (s.image_size, s.image_size)
 
@@ -144,8 +160,9 @@ def train_faces(raw: Mapping, s: FaceSettings, out_dir, resume: bool = False, de
 
 
 @torch.no_grad()
-def landmarks_of_images(model, images: List, size: int, device="cpu") -> List[np.ndarray]:
-    """(K, 2) landmarks of each image file, the whole image taken as the face's box."""
+def landmarks_of_images(model, images: List, size: int, device="cpu", pipeline: str = "official") -> List[np.ndarray]:
+    """(K, 2) landmarks of each image file, the whole image taken as the face's box, cropped and
+    decoded by ``pipeline``."""
     import cv2
 
     from ..data.transforms import get_affine_transform, read_image_rgb, to_tensor
@@ -154,9 +171,12 @@ def landmarks_of_images(model, images: List, size: int, device="cpu") -> List[np
         img = read_image_rgb(path)
         h, w = img.shape[:2]
         center, scale = np.array([w / 2, h / 2]), max(w, h) / 200.0       # the box is the image
-        m = get_affine_transform(center, (scale, scale), 0.0, (size, size))
-        x = to_tensor(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR))[None].to(device)
-        heat = model.eval()(x).float().cpu()
+        if pipeline == "official":
+            crop = official_face_crop(img, center, scale, (size, size))
+        else:
+            crop = cv2.warpAffine(img, get_affine_transform(center, (scale, scale), 0.0, (size, size)), (size, size),
+                                  flags=cv2.INTER_LINEAR)
+        heat = model.eval()(to_tensor(crop)[None].to(device)).float().cpu()
         c, sc = torch.tensor(center[None], dtype=torch.float32), torch.tensor([[scale, scale]], dtype=torch.float32)
-        out.append(final_preds(heat, c, sc)[0, :, :2].numpy())
+        out.append(decode_landmarks(heat, c, sc, pipeline)[0])
     return out
