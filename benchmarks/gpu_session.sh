@@ -23,6 +23,9 @@
 #     bash benchmarks/gpu_session.sh model       # hrfast bench --compare (W32, W48; batch 1, 32)
 #         (max-autotune compiles every variant: if one call nears 10 minutes, split it, e.g.
 #         CONFIGS=w32_256x192 ... model, then CONFIGS=w48_384x288 ... model)
+#     CONFIGS="face_hrnetv2_w18_wflw_256 seg_hrnetv2_w48_cityscapes_1024x512" BATCHES="1 8" \
+#         bash benchmarks/gpu_session.sh model   # the HRNet family: HRNetV2's bilinear units
+#                                                # fused (inference rows; --train is pose-only)
 #     bash benchmarks/gpu_session.sh video       # benchmarks/video_pipeline.py on CUDA: people/s,
 #                                                # time by stage, crops as one grid_sample per frame
 #     bash benchmarks/gpu_session.sh suites [pytest args, e.g. -k "exchange or ops"]

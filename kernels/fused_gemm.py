@@ -17,12 +17,13 @@ Argument tuples (Triton >= 3.2 takes tuples of tensors and scalars):
 Forward (``fused_gemm_fwd_kernel``): for output pixels m = (b, ho, wo) and output channels n::
 
     y[m, n] = act_n( sum_s affine_s( sum_{kh, kw, c} x_s[b, hi, wi, c] * W_s[n, c, kh, kw] )
-                     + sum_t affine_t( z_t[b, ho // F_t, wo // F_t, n] ) )
+                     + sum_t affine_t( up_t(z_t)[b, ho, wo, n] ) )
     hi = (ho // F_s) * S_s - P_s + kh,    wi = (wo // F_s) * S_s - P_s + kw,    P = (KS - 1) // 2
 
 A segment with KS = 1 and F > 1 is a 1x1 conv applied to the nearest-upsampled input (the
 upsample is an index, never a copy); KS = 3, S = 2 is a strided 3x3 conv step. Terms add an
-identity branch or precomputed conv outputs (nearest-upsampled by F). The N output channels
+identity branch or precomputed conv outputs, brought up by F: nearest (the index
+z[ho // F, wo // F]) or bilinear (4 taps, HRNetV2's units; ``Upsample``). The N output channels
 may be split over up to 3 tensors (groups, at channel offsets ``n1``, ``n2``), each with its own
 weights, affine and ReLU flag: that is how the first convs of all chains leaving one branch run
 as a single GEMM while each chain keeps its own parameters and output. With ``STATS``, the
@@ -229,10 +230,39 @@ def _segment(seg, b, ho, wo, pix_ok, n, n_ok, n1, n2,
 
 
 @triton.jit
-def _term(t, b, ho, wo, n, n_ok, mask, F: tl.constexpr, AFF: tl.constexpr, ACC: tl.constexpr):
-    """affine(z[b, ho // F, wo // F, n]) for one tile (single output group)."""
+def _source(o, n_out, n_in, UP: tl.constexpr, ACC: tl.constexpr):
+    """Bilinear source rows (i0, i1) of output rows ``o`` and the weight of i1, by
+    ``F.interpolate``'s rule (UP as :class:`~hrfast.kernels.launch.Upsample`)."""
+    of = o.to(ACC)
+    one = tl.zeros([1], ACC) + 1    # sizes as ACC tensors (Triton passes a size of 1 as a constant)
+    if UP == 2:
+        src = of * ((one * (n_in - 1)) / tl.maximum(one * (n_out - 1), 1.0))
+    else:
+        src = tl.maximum((of + 0.5) * ((one * n_in) / (one * n_out)) - 0.5, 0.0)
+    i0 = tl.minimum(src.to(tl.int32), n_in - 1)
+    return i0, tl.minimum(i0 + 1, n_in - 1), src - i0.to(ACC)
+
+
+@triton.jit
+def _term(t, b, ho, wo, Ho, Wo, n, n_ok, mask, F: tl.constexpr, AFF: tl.constexpr, UP: tl.constexpr,
+          ACC: tl.constexpr):
+    """affine(up_F(z))[b, ho, wo, n] for one tile (single output group): nearest is the index
+    z[ho // F, wo // F]; bilinear reads 4 taps of z at (ceil(Ho / F), ceil(Wo / F)). The affine
+    follows the interpolation, whose weights sum to 1, so either order is the same function."""
     z = t[0]
-    v = tl.load(z[0] + _rows(z, b, ho // F, wo // F)[:, None] + n[None, :] * z[2], mask=mask, other=0.0).to(ACC)
+    if (UP == 0) or (F == 1):
+        v = tl.load(z[0] + _rows(z, b, ho // F, wo // F)[:, None] + n[None, :] * z[2], mask=mask, other=0.0).to(ACC)
+    else:
+        h0, h1, lh = _source(ho, Ho, (Ho + F - 1) // F, UP, ACC)
+        w0, w1, lw = _source(wo, Wo, (Wo + F - 1) // F, UP, ACC)
+        c = n[None, :] * z[2]
+        v00 = tl.load(z[0] + _rows(z, b, h0, w0)[:, None] + c, mask=mask, other=0.0).to(ACC)
+        v01 = tl.load(z[0] + _rows(z, b, h0, w1)[:, None] + c, mask=mask, other=0.0).to(ACC)
+        v10 = tl.load(z[0] + _rows(z, b, h1, w0)[:, None] + c, mask=mask, other=0.0).to(ACC)
+        v11 = tl.load(z[0] + _rows(z, b, h1, w1)[:, None] + c, mask=mask, other=0.0).to(ACC)
+        lw2 = lw[:, None]
+        lh2 = lh[:, None]
+        v = (1.0 - lh2) * ((1.0 - lw2) * v00 + lw2 * v01) + lh2 * ((1.0 - lw2) * v10 + lw2 * v11)
     if AFF > 0:
         scale, shift = _affine((t[1],), n, 0, 0, n_ok, AFF, 1, ACC)
         v = v * scale[None, :] + shift[None, :]
@@ -244,9 +274,10 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
                           NS: tl.constexpr, KS0: tl.constexpr, S0: tl.constexpr, F0: tl.constexpr, A0: tl.constexpr,
                           KS1: tl.constexpr, S1: tl.constexpr, F1: tl.constexpr, A1: tl.constexpr,
                           KS2: tl.constexpr, S2: tl.constexpr, F2: tl.constexpr, A2: tl.constexpr,
-                          NT: tl.constexpr, TF0: tl.constexpr, TA0: tl.constexpr, TF1: tl.constexpr,
-                          TA1: tl.constexpr, TF2: tl.constexpr, TA2: tl.constexpr, TF3: tl.constexpr,
-                          TA3: tl.constexpr,
+                          NT: tl.constexpr, TF0: tl.constexpr, TA0: tl.constexpr, TU0: tl.constexpr,
+                          TF1: tl.constexpr, TA1: tl.constexpr, TU1: tl.constexpr,
+                          TF2: tl.constexpr, TA2: tl.constexpr, TU2: tl.constexpr,
+                          TF3: tl.constexpr, TA3: tl.constexpr, TU3: tl.constexpr,
                           G: tl.constexpr, R0: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr,
                           STATS: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
                           IDX64: tl.constexpr,
@@ -272,13 +303,13 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
         acc += _segment(segs[2], b, ho, wo, pix_ok, n, n_ok, n1, n2, KS2, S2, F2, A2, G, ACC, PREC, UPCAST,
                         BLOCK_M, BLOCK_N, BLOCK_K)
     if NT > 0:
-        acc += _term(terms[0], b, ho, wo, n, n_ok, mask, TF0, TA0, ACC)
+        acc += _term(terms[0], b, ho, wo, Ho, Wo, n, n_ok, mask, TF0, TA0, TU0, ACC)
     if NT > 1:
-        acc += _term(terms[1], b, ho, wo, n, n_ok, mask, TF1, TA1, ACC)
+        acc += _term(terms[1], b, ho, wo, Ho, Wo, n, n_ok, mask, TF1, TA1, TU1, ACC)
     if NT > 2:
-        acc += _term(terms[2], b, ho, wo, n, n_ok, mask, TF2, TA2, ACC)
+        acc += _term(terms[2], b, ho, wo, Ho, Wo, n, n_ok, mask, TF2, TA2, TU2, ACC)
     if NT > 3:
-        acc += _term(terms[3], b, ho, wo, n, n_ok, mask, TF3, TA3, ACC)
+        acc += _term(terms[3], b, ho, wo, Ho, Wo, n, n_ok, mask, TF3, TA3, TU3, ACC)
     if STATS:
         # per-tile mean and M2 of the raw accumulator (Chan et al.'s parallel variance parts)
         cnt = tl.sum(pix_ok.to(ACC), axis=0)
@@ -457,9 +488,9 @@ def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] 
     term_args, term_meta = [], []
     for t in terms:
         term_args.append((view(t.z), t.affine.args(dummy)))
-        term_meta += [t.factor, int(t.affine.mode)]
+        term_meta += [t.factor, int(t.affine.mode), int(t.mode)]
     seg_meta += [1, 1, 1, 0] * (MAX_SEGMENTS - NS)
-    term_meta += [1, 0] * (MAX_TERMS - NT)
+    term_meta += [1, 0, 0] * (MAX_TERMS - NT)
     # unused slots are never read (NS, NT guard them); Triton wants no empty tuples
     seg_args = seg_args or [(view(y), 1, 1, 1, (weight_view(y),), ((y, y, y, y, 0.0),))]
     term_args = term_args or [(view(y), (y, y, y, y, 0.0))]

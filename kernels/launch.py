@@ -194,6 +194,24 @@ class AffineMode(enum.IntEnum):
     BATCHNORM = 2   # scale = w / sqrt(var + eps), shift = b - mean * scale
 
 
+class Upsample(enum.IntEnum):
+    """How a term at 1/F of the output's resolution is brought up to it (a constexpr int in
+    the kernels). Bilinear follows ``F.interpolate(size=...)``: source = (dst + 0.5) * in / out
+    - 0.5 (clamped at 0), or dst * (in - 1) / (out - 1) with ``align_corners``."""
+    NEAREST = 0             # an index: z[dst // F]
+    BILINEAR = 1            # align_corners=False (HRNetV2's default)
+    BILINEAR_ALIGNED = 2    # align_corners=True
+
+    @classmethod
+    def of(cls, mode: str, align_corners: bool = False) -> "Upsample":
+        """The mode of an exchange unit's ``upsample`` ("nearest" or "bilinear")."""
+        if mode == "nearest":
+            return cls.NEAREST
+        if mode == "bilinear":
+            return cls.BILINEAR_ALIGNED if align_corners else cls.BILINEAR
+        raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {mode!r}")
+
+
 @dataclass
 class Affine:
     """A per-channel affine after a conv or on a term: a BatchNorm (weight, bias, mean, var,
@@ -251,7 +269,8 @@ class Segment:
 
 @dataclass
 class Term:
-    """An elementwise term ``affine(z)`` nearest-upsampled by ``factor``."""
+    """An elementwise term ``affine(z)`` brought up by ``factor`` (``mode``: :class:`Upsample`)."""
     z: torch.Tensor
     factor: int = 1
     affine: Affine = field(default_factory=Affine)
+    mode: int = 0

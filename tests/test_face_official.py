@@ -12,8 +12,15 @@ from conftest import write_task_yaml
 from PIL import Image
 
 from hrfast.cli import main
-from hrfast.data.face_official import (bytescale, cofw_box, decode_official, face_transform, official_face_crop,
-                                       official_face_targets, transform_pixel)
+from hrfast.data.face_official import (
+    bytescale,
+    cofw_box,
+    decode_official,
+    face_transform,
+    official_face_crop,
+    official_face_targets,
+    transform_pixel,
+)
 from hrfast.data.faces import FaceLandmarks, read_face_list
 from hrfast.engine.face import face_settings
 

@@ -126,22 +126,21 @@ def test_a_bad_model_section_is_one_clear_error(doc, match):
         hrfast.build_model(doc)
 
 
-def test_bilinear_units_run_the_reference_path_under_the_fused_backend():
-    """The face and segmentation nets resize bilinearly in their exchange units, which the
-    fused (nearest) kernels do not implement: those units decline, so every backend gives the
-    reference outputs; the classification net's nearest units are fused."""
+def test_every_family_net_has_units_the_kernels_fuse():
+    """Nearest units (pose, classification) and HRNetV2's bilinear ones (face, segmentation)."""
     from hrfast.ops.exchange import unit_supported
-    seg = hrfast.build_model({"MODEL": {"NAME": "seg_hrnet", "EXTRA": TINY}})
-    cls = hrfast.build_model({"MODEL": {"NAME": "cls_hrnet", "EXTRA": TINY}})
-    assert not any(unit_supported(u) for u in seg.exchange_units())
-    assert all(unit_supported(u) for u in cls.exchange_units())
+    for name in ("seg_hrnet", "cls_hrnet", "hrnet"):
+        net = hrfast.build_model({"MODEL": {"NAME": name, "EXTRA": TINY}})
+        assert all(unit_supported(u) for u in net.exchange_units()), name
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="the fused units need Triton (pip install 'hrfast[triton]')")
-def test_the_classifier_runs_on_the_fused_units():
-    """backend='triton' (the interpreter on the CPU): the same logits as the reference, with
-    the exchange units and transitions on the Triton kernels."""
-    ref = randomized(hrfast.build_model({"MODEL": {"NAME": "cls_hrnet", "EXTRA": TINY}}))
+@pytest.mark.parametrize("doc", [{"NAME": "cls_hrnet"}, {"NAME": "seg_hrnet", "ALIGN_CORNERS": True},
+                                 {"NAME": "hrnet", "NUM_JOINTS": 7}], ids=["cls", "seg", "face"])
+def test_each_family_net_runs_on_the_fused_units(doc):
+    """backend='triton' (the interpreter on the CPU): the same outputs as the reference, with
+    the exchange units (nearest or bilinear) and transitions on the Triton kernels."""
+    ref = randomized(hrfast.build_model({"MODEL": {**doc, "EXTRA": TINY}}))
     fused = copy.deepcopy(ref).set_backend("triton")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad(), count_launches() as launches:

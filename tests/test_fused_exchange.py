@@ -44,10 +44,11 @@ def randomize(module):
     return module
 
 
-def hr_module(n_branches, dtype=torch.float32):
+def hr_module(n_branches, dtype=torch.float32, upsample="nearest", align_corners=False):
     torch.manual_seed(0)
     ch = CHANNELS[:n_branches]
-    return randomize(HighResolutionModule(BasicBlock, [1] * n_branches, ch, ch)).to(DEV, dtype)
+    return randomize(HighResolutionModule(BasicBlock, [1] * n_branches, ch, ch, upsample=upsample,
+                                          align_corners=align_corners)).to(DEV, dtype)
 
 
 def set_fused(module, impl):
@@ -72,11 +73,13 @@ def close(a, r, tol):
     torch.testing.assert_close(a, r, atol=tol * max(1.0, r.abs().max().item()), rtol=tol)
 
 
-def check_module_parity(n, mode, B, H, W, fmt, impl=None, dtype=torch.float32):
+def check_module_parity(n, mode, B, H, W, fmt, impl=None, dtype=torch.float32, upsample="nearest",
+                        align_corners=False):
     """Outputs, BN running statistics and the gradients of inputs and of every parameter.
     mode: 'train' (batch statistics), 'eval' (inference plan, no gradient) or 'frozen'
-    (eval-mode BN with gradients, as when fine-tuning with frozen statistics)."""
-    ref = hr_module(n, dtype).train(mode == "train")
+    (eval-mode BN with gradients, as when fine-tuning with frozen statistics). ``upsample``:
+    the unit's ("bilinear": HRNetV2's, with ``align_corners``)."""
+    ref = hr_module(n, dtype, upsample, align_corners).train(mode == "train")
     fused = set_fused(copy.deepcopy(ref), impl or FusedExchange())
     xs = inputs(n, B, H, W, fmt, dtype)
     xf = [x.detach().clone().requires_grad_() for x in xs]
@@ -114,6 +117,32 @@ CASES = [(2, "train", 1, 16, 24, NCHW), (2, "eval", 3, 16, 24, CL), (3, "train",
 @pytest.mark.parametrize("n,mode,B,H,W,fmt", CASES)
 def test_high_resolution_module_parity(n, mode, B, H, W, fmt):
     check_module_parity(n, mode, B, H, W, fmt)
+
+
+# HRNetV2's bilinear units (the face and segmentation nets): train and eval, both corner rules,
+# both layouts; H and W that leave odd low-resolution sizes (20 x 12 -> 5 x 3 at branch 2), where
+# the bilinear source rows are not a whole number of pixels apart.
+BILINEAR_CASES = [(3, "train", 2, 20, 12, CL, False), (3, "eval", 1, 20, 12, NCHW, False),
+                  (4, "train", 1, 16, 24, NCHW, True), (4, "eval", 2, 16, 24, CL, True),
+                  (2, "frozen", 1, 16, 24, CL, False)]
+
+
+@pytest.mark.parametrize("n,mode,B,H,W,fmt,align_corners", BILINEAR_CASES)
+def test_bilinear_unit_parity(n, mode, B, H, W, fmt, align_corners):
+    check_module_parity(n, mode, B, H, W, fmt, upsample="bilinear", align_corners=align_corners)
+
+
+def test_bilinear_units_keep_their_launch_count():
+    """The bilinear inference plan: every upsample path's 1x1 conv at low resolution (one
+    merged GEMM per source), the resize inside the output branch's kernel (4 taps)."""
+    unit = randomize(ExchangeUnit(CHANNELS, 4, "bilinear")).to(DEV).eval()
+    unit.fused_impl = FusedExchange()
+    xs = [x.detach() for x in inputs(4, 1, 16, 24, CL)]
+    with torch.no_grad(), count_launches() as launches:
+        unit(xs)
+    # 3 merged first convs + 1 middle chain step + 3 low-resolution 1x1 convs (sources 1, 2, 3)
+    # + 4 output branches
+    assert launches.n == 11
 
 
 @pytest.mark.parametrize("upsample", ["in_kernel", "low_res"])
@@ -159,11 +188,12 @@ def test_fused_forward_and_twin_share_a_signature():
             close(a, r, 1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_unit_error_within_twice_eager(dtype):
+@pytest.mark.parametrize("dtype,upsample", [(torch.bfloat16, "nearest"), (torch.float16, "nearest"),
+                                            (torch.bfloat16, "bilinear")])
+def test_low_precision_unit_error_within_twice_eager(dtype, upsample):
     """bf16/fp16 training-mode forward: the fused unit's error against a float64 reference is
     at most twice eager's in the same dtype."""
-    ref = hr_module(3).train()
+    ref = hr_module(3, upsample=upsample).train()
     xs = inputs(3, 2, 16, 24, CL)
     gold = copy.deepcopy(ref).double()(
         [x.detach().double().contiguous(memory_format=CL) for x in xs])

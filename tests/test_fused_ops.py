@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import assert_within_twice_eager
 
-from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, stats_tile
+from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, Upsample, stats_tile
 from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_ref
 from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
 from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref
@@ -175,6 +175,39 @@ def test_branch_sum_forward_backward_fp32(B, C, H, W, factors, base, batch, fmt)
         close(a, r)
 
 
+# bilinear terms (HRNetV2): both corner rules; odd sizes whose low-resolution planes are not
+# whole multiples (12 x 9 -> 3 x 3 at F = 4); a 1-pixel plane (align_corners' 0 / 0 scale)
+BILINEAR_SHAPES = [(2, 5, 12, 9, (1, 2, 4)), (2, 3, 2, 8, (2, 8))]
+
+
+@pytest.mark.parametrize("B,C,H,W,factors", BILINEAR_SHAPES)
+@pytest.mark.parametrize("mode", [Upsample.BILINEAR, Upsample.BILINEAR_ALIGNED])
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_branch_sum_bilinear_forward_backward_fp32(B, C, H, W, factors, mode, batch, fmt):
+    b = rand(B, C, H, W, fmt=fmt)
+    zs = [rand(B, C, -(-H // f), -(-W // f), fmt=fmt) for f in factors]
+    affs = [bn_affine(C, z if batch else None) for z in zs]
+    args = (b, zs, list(factors), affs, [batch] * len(zs), True, mode)
+    y, yr = branch_sum(*args), branch_sum_ref(*args)
+    assert y.stride() == yr.contiguous(memory_format=fmt).stride()
+    close(y, yr)
+    leaves = [b] + zs + [a.weight for a in affs] + [a.bias for a in affs]
+    gy = torch.randn_like(y)
+    for a, r in zip(torch.autograd.grad(y, leaves, gy), torch.autograd.grad(yr, leaves, gy)):
+        close(a, r)
+
+
+@pytest.mark.parametrize("mode", [Upsample.BILINEAR, Upsample.BILINEAR_ALIGNED])
+def test_branch_sum_bilinear_gradcheck_fp64(mode):
+    def fn(b, z0, w0, b0):
+        a0 = bn_affine(2, z0, dtype=torch.float64)
+        return branch_sum(b, [z0], [2], [Affine(w0, b0, a0.mean, a0.var, 1e-5)], [True], False, mode)
+    args = (rand(2, 2, 5, 6, dtype=torch.float64), rand(2, 2, 3, 3, dtype=torch.float64),
+            rand(2, dtype=torch.float64), rand(2, dtype=torch.float64))
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
 def test_branch_sum_bias_and_plain_terms():
     """A folded BN (bias only) and a plain term, with and without the ReLU."""
     b = rand(2, 3, 8, 6)
@@ -189,16 +222,17 @@ def test_branch_sum_bias_and_plain_terms():
             close(a, r)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_branch_sum_low_precision_error_within_twice_eager(dtype):
+@pytest.mark.parametrize("dtype,mode", [(torch.bfloat16, Upsample.NEAREST), (torch.float16, Upsample.NEAREST),
+                                        (torch.bfloat16, Upsample.BILINEAR)])
+def test_branch_sum_low_precision_error_within_twice_eager(dtype, mode):
     b = rand(2, 8, 12, 10, dtype=dtype, grad=False)
     zs = [rand(2, 8, -(-12 // f), -(-10 // f), dtype=dtype, grad=False) for f in (1, 2, 4)]
     affs = [bn_affine(8, grad=False) for _ in zs]
     gold = branch_sum_ref(b.double(), [z.double() for z in zs], [1, 2, 4],
                           [Affine(*(t.double() for t in (a.weight, a.bias, a.mean, a.var)), a.eps) for a in affs],
-                          [False] * 3, True)
-    assert_within_twice_eager([branch_sum(b, zs, [1, 2, 4], affs, [False] * 3, True)],
-                              [branch_sum_ref(b, zs, [1, 2, 4], affs, [False] * 3, True)], [gold])
+                          [False] * 3, True, mode)
+    assert_within_twice_eager([branch_sum(b, zs, [1, 2, 4], affs, [False] * 3, True, mode)],
+                              [branch_sum_ref(b, zs, [1, 2, 4], affs, [False] * 3, True, mode)], [gold])
 
 
 def test_branch_sum_gradcheck_fp64_through_batch_statistics():
@@ -228,6 +262,14 @@ def test_exchange_branch_matches_reference(fmt):
         y, yr = exchange_branch(terms, segs, True), exchange_branch_ref(terms, segs, True)
     assert y.stride() == yr.contiguous(memory_format=fmt).stride()
     close(y, yr)
+    # HRNetV2's form: the 1x1 convs at low resolution, their outputs resized bilinearly
+    terms += [Term(mk(B, C, 3, 3), 4, bn_affine(C, grad=False), Upsample.BILINEAR)]
+    terms[2].mode = Upsample.BILINEAR
+    with torch.no_grad():
+        close(exchange_branch(terms, segs[2:], True), exchange_branch_ref(terms, segs[2:], True))
+    terms[2].mode = Upsample.BILINEAR_ALIGNED
+    with pytest.raises(ValueError, match="the upsampled terms must share one mode"):
+        exchange_branch(terms, segs[2:], True)
 
 
 def test_bad_input_is_a_clear_error():
@@ -282,13 +324,17 @@ def test_opcheck_every_op(cl):
              (pm, pm2, 18, [bn.running_mean], [bn.running_var], [bn.num_batches_tracked], [3], [0.1], True))
     base, zz = rand(2, 3, 6, 4, fmt=cl), rand(2, 3, 3, 2, fmt=cl)
     a = bn_affine(3, zz)
-    args = (base, [zz], [2], [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True], True)
-    _opcheck(torch.ops.hrfast.branch_sum.default, args)
-    y = torch.ops.hrfast.branch_sum(*args).detach()
-    _opcheck(torch.ops.hrfast.branch_sum_backward.default,
-             (torch.randn_like(y), y, [zz.detach()], [2], [a.weight.detach()], [a.bias.detach()], [a.mean], [a.var],
-              [1e-5], [True], True, True))
+    for mode in (Upsample.NEAREST, Upsample.BILINEAR):
+        args = (base, [zz], [2], [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True], True, int(mode))
+        _opcheck(torch.ops.hrfast.branch_sum.default, args)
+        y = torch.ops.hrfast.branch_sum(*args).detach()
+        _opcheck(torch.ops.hrfast.branch_sum_backward.default,
+                 (torch.randn_like(y), y, [zz.detach()], [2], [a.weight.detach()], [a.bias.detach()], [a.mean],
+                  [a.var], [1e-5], [True], True, True, int(mode)))
     w1 = rand(3, 4, 1, 1, grad=False)
     _opcheck(torch.ops.hrfast.exchange_branch.default,
              ([base.detach()], [1], *[[base.new_empty(0)]] * 4, [0.0], [rand(2, 4, 3, 2, fmt=cl, grad=False)],
-              [w1], [1], [2], [a.weight.detach()], [a.bias.detach()], [a.mean], [a.var], [1e-5], True))
+              [w1], [1], [2], [a.weight.detach()], [a.bias.detach()], [a.mean], [a.var], [1e-5], True, 0))
+    _opcheck(torch.ops.hrfast.exchange_branch.default,
+             ([base.detach(), zz.detach()], [1, 2], *[[base.new_empty(0)] * 2] * 4, [0.0, 0.0], [], [], [], [], [], [],
+              [], [], [], True, int(Upsample.BILINEAR)))

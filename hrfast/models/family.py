@@ -13,8 +13,9 @@
   1/4 resolution as the official model returns them.
 
 The face and segmentation nets resize bilinearly inside their exchange units too (the pose and
-classification nets upsample by nearest), so their units run the reference path under every
-backend. :func:`build_model` builds any of the four from an official experiment YAML.
+classification nets upsample by nearest); ``backend="triton"`` fuses both kinds
+(``hrfast.ops.exchange``). :func:`build_model` builds any of the four from an official
+experiment YAML.
 """
 from __future__ import annotations
 

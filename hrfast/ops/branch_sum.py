@@ -1,6 +1,6 @@
 """One output branch of an exchange unit in one kernel.
 
-``branch_sum(base, zs, factors, affines, batch, relu)``::
+``branch_sum(base, zs, factors, affines, batch, relu, upsample)``::
 
     y = act( base + sum_k up_{F_k}( BN_k(z_k) ) )
 
@@ -39,6 +39,7 @@ from ..kernels.launch import (
     AffineMode,
     Segment,
     Term,
+    Upsample,
     acc_dtype,
     affine_lists,
     empty_like_layout,
@@ -93,8 +94,12 @@ def check_branch_args(base, zs, factors, affines, batch) -> torch.Size:
     return torch.Size((B, C, H, W))
 
 
-def _upsample(t: torch.Tensor, f: int, H: int, W: int) -> torch.Tensor:
-    return t if f == 1 else t.repeat_interleave(f, 2).repeat_interleave(f, 3)[:, :, :H, :W]
+def _upsample(t: torch.Tensor, f: int, H: int, W: int, mode: int = Upsample.NEAREST) -> torch.Tensor:
+    if f == 1:
+        return t
+    if mode == Upsample.NEAREST:
+        return t.repeat_interleave(f, 2).repeat_interleave(f, 3)[:, :, :H, :W]
+    return F.interpolate(t, size=(H, W), mode="bilinear", align_corners=mode == Upsample.BILINEAR_ALIGNED)
 
 
 def _apply_affine_ref(z: torch.Tensor, a: Affine, batch: bool) -> torch.Tensor:
@@ -108,12 +113,13 @@ def _apply_affine_ref(z: torch.Tensor, a: Affine, batch: bool) -> torch.Tensor:
 
 
 def branch_sum_ref(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors: Sequence[int],
-                   affines: Sequence[Affine], batch: Sequence[bool], relu: bool) -> torch.Tensor:
+                   affines: Sequence[Affine], batch: Sequence[bool], relu: bool,
+                   upsample: int = Upsample.NEAREST) -> torch.Tensor:
     """Eager twin of :func:`branch_sum` (materializes the upsampled terms)."""
     _, _, H, W = check_branch_args(base, zs, factors, affines, batch)
     acc = base
     for z, f, a, bt in zip(zs, factors, affines, batch):
-        term = _upsample(_apply_affine_ref(z, a, bt), int(f), H, W)
+        term = _upsample(_apply_affine_ref(z, a, bt), int(f), H, W, upsample)
         acc = term if acc is None else acc + term
     return torch.relu(acc) if relu else acc
 
@@ -133,16 +139,17 @@ def _y_like(base, zs, factors) -> torch.Tensor:
 def _branch_sum_op(base: Optional[torch.Tensor], zs: List[torch.Tensor], factors: List[int],
                    bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
                    bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor], eps: List[float],
-                   batch: List[bool], relu: bool) -> torch.Tensor:
+                   batch: List[bool], relu: bool, upsample: int) -> torch.Tensor:
     y = _y_like(base, zs, factors)
+    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
     terms = ([Term(base)] if base is not None else []) + [
-        Term(z, f, a) for z, f, a in zip(zs, factors, _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps))]
+        Term(z, f, a, upsample) for z, f, a in zip(zs, factors, affines)]
     launch_fused_gemm([y], terms=terms, relu=[relu])
     return y
 
 
 @_branch_sum_op.register_fake
-def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu):
+def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample):
     return _y_like(base, zs, factors)
 
 
@@ -150,23 +157,30 @@ def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu):
 def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.Tensor], factors: List[int],
                             bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
                             bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor],
-                            eps: List[float], batch: List[bool], relu: bool, has_base: bool) -> List[torch.Tensor]:
+                            eps: List[float], batch: List[bool], relu: bool, has_base: bool,
+                            upsample: int) -> List[torch.Tensor]:
     """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
     of a term without weight or bias are zero. The kernels write the parameter gradients
-    straight into their rows: no per-term PyTorch op."""
+    straight into their rows: no per-term PyTorch op but a bilinear term's transpose."""
     g = launch_relu_mask(grad, y) if relu else grad
     C = y.shape[1]
     dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
     dbs = torch.empty_like(dws)
     affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
-    dzs = [launch_term_backward(g, z, int(f), a, batch[k], dws[k], dbs[k])
-           for k, (z, f, a) in enumerate(zip(zs, factors, affines))]
+    dzs = []
+    for k, (z, f, a) in enumerate(zip(zs, factors, affines)):
+        gk, fk = g, int(f)
+        if fk > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
+            gk = torch.ops.aten.upsample_bilinear2d_backward(g.to(acc_dtype(y.dtype)), list(y.shape[2:]),
+                                                             list(z.shape), upsample == Upsample.BILINEAR_ALIGNED)
+            fk = 1
+        dzs.append(launch_term_backward(gk, z, fk, a, batch[k], dws[k], dbs[k]))
     g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
     return [g_base] + dzs + [dws, dbs]
 
 
 @_branch_sum_backward_op.register_fake
-def _(grad, y, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, has_base):
+def _(grad, y, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, has_base, upsample):
     C = y.shape[1]
     g_base = empty_like_layout(y, y.shape, dtype=grad.dtype) if has_base else grad.new_empty(0)
     dws = y.new_empty((len(zs), C), dtype=acc_dtype(y.dtype))
@@ -174,23 +188,23 @@ def _(grad, y, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, rel
 
 
 def _branch_setup(ctx, inputs, output):
-    base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu = inputs
-    ctx.args = (list(factors), list(eps), list(batch), bool(relu), base is not None)
+    base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample = inputs
+    ctx.args = (list(factors), list(eps), list(batch), bool(relu), base is not None, int(upsample))
     ctx.k = len(zs)
     ctx.save_for_backward(output, *zs, *bn_weight, *bn_bias, *bn_mean, *bn_var)
 
 
 def _branch_backward(ctx, grad):
-    factors, eps, batch, relu, has_base = ctx.args
+    factors, eps, batch, relu, has_base, upsample = ctx.args
     k = ctx.k
     y, *rest = ctx.saved_tensors
     zs, bn_w, bn_b, bn_mean, bn_var = (rest[i * k:(i + 1) * k] for i in range(5))
     outs = torch.ops.hrfast.branch_sum_backward(grad, y, list(zs), factors, list(bn_w), list(bn_b), list(bn_mean),
-                                                list(bn_var), eps, batch, relu, has_base)
+                                                list(bn_var), eps, batch, relu, has_base, upsample)
     g_base, dzs, dws, dbs = outs[0], outs[1:1 + k], outs[-2], outs[-1]
     gw = [None if w.numel() == 0 else dws[i].to(w.dtype) for i, w in enumerate(bn_w)]
     gb = [None if b.numel() == 0 else dbs[i].to(b.dtype) for i, b in enumerate(bn_b)]
-    return (g_base if has_base else None), list(dzs), None, gw, gb, [None] * k, [None] * k, None, None, None
+    return (g_base if has_base else None), list(dzs), None, gw, gb, [None] * k, [None] * k, None, None, None, None
 
 
 _branch_sum_op.register_autograd(_branch_backward, setup_context=_branch_setup)
@@ -198,16 +212,17 @@ _branch_sum_op.register_autograd(_branch_backward, setup_context=_branch_setup)
 
 
 def branch_sum(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors: Sequence[int],
-               affines: Sequence[Affine], batch: Sequence[bool], relu: bool) -> torch.Tensor:
+               affines: Sequence[Affine], batch: Sequence[bool], relu: bool,
+               upsample: int = Upsample.NEAREST) -> torch.Tensor:
     """``act(base + sum_k up_{F_k}(BN_k(z_k)))`` in one kernel (module doc). Differentiable in
     base, every z_k and every BN weight and bias; with ``batch[k]`` the mean and var of affine k
-    must be z_k's batch statistics."""
+    must be z_k's batch statistics. ``upsample``: :class:`~hrfast.kernels.launch.Upsample`."""
     check_branch_args(base, zs, factors, affines, batch)
     ref = base if base is not None else zs[0]
     require_triton(ref.device, "branch_sum")
     zs = [z.to(ref.dtype) for z in zs]
     return torch.ops.hrfast.branch_sum(base, zs, [int(f) for f in factors], *affine_lists(affines, ref),
-                                       [bool(b) for b in batch], bool(relu))
+                                       [bool(b) for b in batch], bool(relu), int(Upsample(upsample)))
 
 
 # ---------------------------------------------------------------------------------- inference form
@@ -249,7 +264,7 @@ def exchange_branch_ref(terms: Sequence[Term], segments: Sequence[Segment], relu
         acc_t = _upsample(_apply_affine_ref(z, a, False), s.factor, H, W)
         acc = acc_t if acc is None else acc + acc_t
     for t in terms:
-        v = _upsample(_apply_affine_ref(t.z, t.affine, False), t.factor, H, W)
+        v = _upsample(_apply_affine_ref(t.z, t.affine, False), t.factor, H, W, t.mode)
         acc = v if acc is None else acc + v
     return torch.relu(acc) if relu else acc
 
@@ -261,12 +276,13 @@ def _exchange_branch_op(term_z: List[torch.Tensor], term_factor: List[int], term
                         seg_x: List[torch.Tensor], seg_weight: List[torch.Tensor], seg_stride: List[int],
                         seg_factor: List[int], seg_bn_weight: List[torch.Tensor],
                         seg_bn_bias: List[torch.Tensor], seg_bn_mean: List[torch.Tensor],
-                        seg_bn_var: List[torch.Tensor], seg_eps: List[float], relu: bool) -> torch.Tensor:
+                        seg_bn_var: List[torch.Tensor], seg_eps: List[float], relu: bool,
+                        upsample: int) -> torch.Tensor:
     base = term_z[0]
     y = empty_like_layout(base, base.shape)
     t_aff = _affines_from(term_bn_weight, term_bn_bias, term_bn_mean, term_bn_var, term_eps)
     s_aff = _affines_from(seg_bn_weight, seg_bn_bias, seg_bn_mean, seg_bn_var, seg_eps)
-    terms = [Term(z, f, a) for z, f, a in zip(term_z, term_factor, t_aff)]
+    terms = [Term(z, f, a, upsample) for z, f, a in zip(term_z, term_factor, t_aff)]
     segs = [Segment(x, [w], s, f, [a]) for x, w, s, f, a in zip(seg_x, seg_weight, seg_stride, seg_factor, s_aff)]
     launch_fused_gemm([y], segs, terms, relu=[relu])
     return y
@@ -280,8 +296,12 @@ def _(term_z, *args):
 def exchange_branch(terms: Sequence[Term], segments: Sequence[Segment], relu: bool = True) -> torch.Tensor:
     """``act(sum_t up(affine_t(z_t)) + sum_s up(affine_s(conv(x_s, w_s))))`` in one kernel;
     inference only. ``terms[0]`` is the identity and sets y's shape and layout. Each segment
-    has one weight and one affine."""
+    has one weight and one affine, and comes up by nearest; the terms with a factor share one
+    ``mode``."""
     check_exchange_branch_args(terms, segments)
+    modes = {int(t.mode) for t in terms if t.factor > 1}
+    if len(modes) > 1:
+        raise ValueError(f"exchange_branch: the upsampled terms must share one mode, got {sorted(modes)}")
     ref = terms[0].z
     require_triton(ref.device, "exchange_branch")
     t_lists = affine_lists([t.affine for t in terms], ref)
@@ -289,4 +309,4 @@ def exchange_branch(terms: Sequence[Term], segments: Sequence[Segment], relu: bo
     return torch.ops.hrfast.exchange_branch(
         [t.z.to(ref.dtype) for t in terms], [int(t.factor) for t in terms], *t_lists,
         [s.x.to(ref.dtype) for s in segments], [s.weights[0] for s in segments], [int(s.stride) for s in segments],
-        [int(s.factor) for s in segments], *s_lists, bool(relu))
+        [int(s.factor) for s in segments], *s_lists, bool(relu), modes.pop() if modes else 0)

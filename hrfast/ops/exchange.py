@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.launch import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, triton_runs_on
+from ..kernels.launch import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, Upsample, triton_runs_on
 from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
 from .batchnorm import bn_partials, bn_stats
@@ -78,11 +78,16 @@ def _pair_ok(conv_m: nn.Module, bn: nn.Module, ks: int, stride: int) -> bool:
     return isinstance(bn, nn.BatchNorm2d) and bn.affine and conv_m.bias is None
 
 
+def unit_mode(unit: ExchangeUnit) -> Upsample:
+    """How ``unit``'s upsample paths come up: nearest, or HRNetV2's bilinear resize."""
+    return Upsample.of(unit.upsample, unit.align_corners)
+
+
 def unit_supported(unit: ExchangeUnit) -> bool:
-    """Whether every path of ``unit`` has the structure the kernels implement (nearest
-    upsampling only: the bilinear units of HRNetV2 run the reference path)."""
+    """Whether every path of ``unit`` has the structure the kernels implement (nearest or
+    bilinear upsampling, 1x1 conv + BN up, strided 3x3 conv + BN chains down)."""
     n = len(unit.channels)
-    if n - 1 > MAX_SEGMENTS or unit.upsample != "nearest":
+    if n - 1 > MAX_SEGMENTS or unit.upsample not in ("nearest", "bilinear"):
         return False
     modes = set()
     for i in range(unit.num_outputs):
@@ -208,23 +213,28 @@ class FusedExchange:
                         h = branch_sum(None, [z], [1], [a], [bt], relu=True)
                         (z,), (a,), (bt,) = convs_bn(h, [step[0]], [step[1]], 2, self.on_cudnn([step[0]], 2))
                     terms[i].append((j, z, 1, a, bt))
-        out = []
+        out, mode = [], unit_mode(unit)
         for i in range(unit.num_outputs):
             ts = sorted(terms[i], key=lambda t: t[0])   # the official summation order
             out.append(branch_sum(xs[i], [t[1] for t in ts], [t[2] for t in ts], [t[3] for t in ts],
-                                  [t[4] for t in ts], relu=True))
+                                  [t[4] for t in ts], relu=True, upsample=mode))
         return out
 
     # ------------------------------------------------------------------ inference plan
-    def _in_kernel(self, factor: int) -> bool:
+    def _in_kernel(self, factor: int, mode: Upsample) -> bool:
+        """Whether an upsample path's 1x1 conv runs inside the branch kernel (a segment reads
+        its input by a nearest index only; bilinear paths always run at low resolution)."""
+        if mode != Upsample.NEAREST:
+            return False
         return self.upsample == "in_kernel" or (self.upsample == "auto" and factor in self.in_kernel_factors)
 
     def _inference(self, unit: ExchangeUnit, xs: List[torch.Tensor]) -> List[torch.Tensor]:
         terms: Dict[int, List[Term]] = {i: [Term(xs[i])] for i in range(unit.num_outputs)}
         segs: Dict[int, List[Segment]] = {i: [] for i in range(unit.num_outputs)}
+        mode = unit_mode(unit)
         for j, x in enumerate(xs):
             ups = _ups_from(unit, j)
-            low = [i for i in ups if not self._in_kernel(2 ** (j - i))]
+            low = [i for i in ups if not self._in_kernel(2 ** (j - i), mode)]
             for i in ups:
                 if i not in low:
                     c, bn = unit[i][j][0], unit[i][j][1]
@@ -233,7 +243,7 @@ class FusedExchange:
                 pairs = [(unit[i][j][0], unit[i][j][1]) for i in low]
                 zs = self._merged(x, [c for c, _ in pairs], [bn for _, bn in pairs], 1, [False] * len(low))
                 for i, z in zip(low, zs):
-                    terms[i].append(Term(z, 2 ** (j - i)))
+                    terms[i].append(Term(z, 2 ** (j - i), mode=mode))
             downs = _chains_from(unit, j)
             if downs:
                 firsts = [unit[i][j][0] for i in downs]
