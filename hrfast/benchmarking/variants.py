@@ -118,7 +118,8 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     ``name`` (one of TRAINING_VARIANTS or COMPILED_TRAINING) on a batch of random (batch, 3, H,
     W) inputs, as a callable with attributes ``dtype`` (the convolutions') and ``optimizer``.
     "eager fp32" steps with torch's default Adam; the others with the optimizer of hrfast's
-    training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). It trains a copy of
+    training engine (:func:`~hrfast.engine.optim.build_optimizer`, fused). The uncompiled
+    optimize variant steps through ``train_step`` (a CUDA graph of the whole step on CUDA). It trains a copy of
     ``model``, so variants built from one model start from the same weights and do not disturb
     each other."""
     known = TRAINING_VARIANTS + (COMPILED_TRAINING,)
@@ -134,11 +135,20 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     x = torch.randn(batch, 3, h, w, device=device)
     target = torch.rand(batch, model.num_joints, h // 4, w // 4, device=device) * 0.1
 
-    def step():
-        loss = ((net(x).float() - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def mse(out, t):
+        return ((out.float() - t) ** 2).mean()
+
+    if name == "optimize(mode='training')":
+        whole = net.train_step(opt, mse)      # on CUDA: the whole step replayed from a CUDA graph
+
+        def step():
+            whole(x, target)
+    else:
+        def step():
+            loss = mse(net(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     step.dtype = getattr(net, "dtype", torch.float32)   # the convolutions' dtype, for the fraction of peak
     step.optimizer = opt
     return step

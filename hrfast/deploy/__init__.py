@@ -20,12 +20,13 @@ from .fold import fold_batchnorm
 from .int8 import quantize_int8
 from .model import CudaGraphNet, OptimizedModel, RuntimeNet
 from .plan import Plan, make_plan
+from .train_step import TrainStep
 
 _BUILDERS = {"torch": torch_runtime.build, "int8": int8.build, "openvino": openvino.build,
              "onnxruntime": onnxruntime.build}
 
 __all__ = ["optimize", "maybe_optimize", "make_plan", "Plan", "OptimizedModel", "CudaGraphNet", "RuntimeNet",
-           "fold_batchnorm", "quantize_int8", "export"]
+           "TrainStep", "fold_batchnorm", "quantize_int8", "export"]
 
 
 def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] = None,
@@ -49,7 +50,8 @@ def optimize(model: nn.Module, *, mode: str = "inference", dtype: Optional[str] 
             fp32/bf16), ``"onnxruntime"`` (CPU inference, fp32).
     Inference folds BN and leaves ``model`` untouched (it works on a copy). Training keeps BN,
     shares ``model``'s parameters (so an optimizer over ``model.parameters()`` trains it), and
-    runs forward under autocast.
+    runs forward under autocast; its ``train_step(optimizer, loss_fn)`` is the whole step
+    (forward, loss, backward, optimizer), replayed from a CUDA graph on CUDA.
     """
     if device is None:
         device = next(model.parameters()).device

@@ -54,6 +54,19 @@ class OptimizedModel(nn.Module):
     def report(self) -> str:
         return self.plan.report()
 
+    def train_step(self, optimizer: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor],
+                   graph: Optional[bool] = None, warmup: int = 3):
+        """The whole training step of this ``mode="training"`` model, as a
+        :class:`~hrfast.deploy.train_step.TrainStep` ``step(x, *targets) -> loss``: replayed
+        from a CUDA graph on CUDA when the plan did not compile (``graph=None``), eager
+        elsewhere. ``optimizer`` runs over the original model's parameters."""
+        from .train_step import TrainStep
+        if self.plan.mode != "training":
+            raise ValueError("train_step needs optimize(model, mode='training')")
+        if graph is None:
+            graph = self.plan.device.type == "cuda" and not self.plan.compile
+        return TrainStep(self, optimizer, loss_fn, graph=graph, warmup=warmup)
+
 
 class CudaGraphNet(nn.Module):
     """``net`` replayed from a CUDA graph, one per input shape, dtype and layout: the first
