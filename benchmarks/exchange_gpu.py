@@ -350,6 +350,8 @@ def _model_call(net: torch.nn.Module, params, amp: bool, mode: str, xs: List[tor
     from hrfast.engine.optim import build_optimizer
     opt = build_optimizer(params, "adam", lr=1e-3) if mode == "train" else None
     k = [0]
+    if opt is not None and hasattr(net, "train_step"):   # optimize's whole step (a CUDA graph on CUDA)
+        return _primed(net.train_step(opt, _zero_target_loss, warmup=1), xs)
 
     def call():
         x = xs[k[0] % len(xs)]
@@ -366,14 +368,42 @@ def _model_call(net: torch.nn.Module, params, amp: bool, mode: str, xs: List[tor
     return call
 
 
+def _zero_target_loss(out: torch.Tensor) -> torch.Tensor:
+    return out.float().pow(2).mean()
+
+
+def _primed(step, xs: List[torch.Tensor]) -> Callable:
+    """A TrainStep's call on the rotation of inputs, after its eager warm-up step and its
+    capture, so that the timed calls are replays."""
+    k = [0]
+
+    def call():
+        step(xs[k[0] % len(xs)])
+        k[0] += 1
+    call()
+    call()
+    return call
+
+
+def _graphed_train_call(net: torch.nn.Module, amp: bool, xs: List[torch.Tensor]) -> Callable:
+    """The training step of ``net`` (fused Adam, bf16 autocast when ``amp``) replayed from one
+    CUDA graph (hrfast.deploy.TrainStep)."""
+    from hrfast.deploy import TrainStep
+    from hrfast.engine.optim import build_optimizer
+    step = TrainStep(net, build_optimizer(net.parameters(), "adam", lr=1e-3), _zero_target_loss, graph=True,
+                     autocast=torch.bfloat16 if amp else None, warmup=1)
+    return _primed(step, xs)
+
+
 MODEL_VARIANTS = ("eager", "eager fp32", "fused", "optimize")
 
 
 def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save: Callable[[], None],
                 modes=("infer", "train"), compile_rows: bool = False, variants=MODEL_VARIANTS) -> None:
     """Whole W32 256x192: inference and a training step (``_model_call``), bf16 autocast,
-    channels_last, eager against the fused backend (alone and in a CUDA graph for inference)
-    and torch.compile of each. The compiled variants come last: they take minutes to compile,
+    channels_last, eager against the fused backend (each alone and in a CUDA graph: the
+    inference call, or the whole training step through hrfast.deploy.TrainStep) and
+    torch.compile of each. The compiled variants come last: they take minutes to compile,
     and a call cut short keeps the rest."""
     from hrfast import HRNet
     cfg = "w18_small_128x96" if tiny else "w32_256x192"
@@ -396,8 +426,9 @@ def bench_model(B: int, device, tiny: bool, peak: float, rows: List[dict], save:
                                                      cache_enabled=False):
                     err = rel_err([net(xs[0])], ref)
             variants = [(name, call)]
-            if mode == "infer" and device.type == "cuda" and "compile" not in name and name != "optimize":
-                variants.append((f"{name} + CUDA graph", cuda_graph(call, device)))
+            if device.type == "cuda" and "compile" not in name and name != "optimize":
+                variants.append((f"{name} + CUDA graph", cuda_graph(call, device) if mode == "infer"
+                                 else _graphed_train_call(net, amp, xs)))
         except Exception as e:   # a failing variant is a finding; the others still run
             rows.append(failed_row("model", mode, name, e))
             save()

@@ -155,6 +155,10 @@ def test_exchange_gpu_report_dry_run(tmp_path, monkeypatch, capsys):
     text = exchange_gpu.main(["--tiny", "--model", "--no-units", "--modes", "infer",
                               "--model-variants", "eager,eager fp32,optimize"])
     assert all(f"| model | infer | {v} |" in text for v in ("eager", "eager fp32", "optimize"))
+    # the training rows: optimize steps through its train_step (a CUDA graph on CUDA, eager here)
+    text = exchange_gpu.main(["--tiny", "--model", "--no-units", "--modes", "train",
+                              "--model-variants", "eager fp32,optimize"])
+    assert "| model | train | optimize |" in text and "failed" not in text
     # a row whose error is over 3x eager's is WRONG, with no speed-up quoted
     rows = [dict(stage=4, mode="infer", variant=v, ms=1.0, tflops=1.0, of_peak=0.5, mib=1.0, launches=1,
                  err=e, speedup=2.0) for v, e in (("eager", 4e-3), ("fused", 1.3e-2), ("fast", 8e-3))]
