@@ -10,6 +10,8 @@ Backward of one term ``u = up_F(BN(z))`` of ``y = act(base + sum of terms)``, wi
 
 Views and affines follow ``kernels/fused_gemm.py``.
 """
+from typing import List, Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -46,13 +48,12 @@ def _inv_std(aff, c, c_ok, ACC: tl.constexpr):
 
 
 @triton.jit
-def term_bwd_reduce_kernel(g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
-                           F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
-                           IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """For one BN term at resolution (Hk, Wk) = ceil((H, W) / F): gsum = F x F block sums of
-    the masked output gradient g (stored when STORE), and per tile the partial sums of gsum and,
-    for a BN (AFF == 2), of gsum * xhat. ``parts``: two (P, C) buffers."""
-    pid_m = tl.program_id(0)
+def _term_reduce(pid_m, g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
+                 F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
+                 IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """For one term at resolution (Hk, Wk) = ceil((H, W) / F), tile pid_m: gsum = F x F block
+    sums of the masked output gradient g (stored when STORE), and the tile's partial sums of
+    gsum and, for a BN (AFF == 2), of gsum * xhat. ``parts``: two (P, C) buffers."""
     offs = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pix_ok = offs < B * Hk * Wk
@@ -79,10 +80,40 @@ def term_bwd_reduce_kernel(g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
 
 
 @triton.jit
-def sum_rows_kernel(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr,
-                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def terms_reduce_kernel(ts, B, C, K: tl.constexpr,
+                        F0: tl.constexpr, A0: tl.constexpr, S0: tl.constexpr,
+                        F1: tl.constexpr, A1: tl.constexpr, S1: tl.constexpr,
+                        F2: tl.constexpr, A2: tl.constexpr, S2: tl.constexpr,
+                        ACC: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`_term_reduce` of up to 3 terms in one launch, term = program_id(2); each term
+    ``(g, z, gsum, affine, parts, H, W, Hk, Wk)``, its tiles the first ceil(B Hk Wk / BLOCK_M)
+    of axis 0 (the grid has the largest term's)."""
+    pid_m = tl.program_id(0)
+    t = tl.program_id(2)
+    if t == 0:
+        a = ts[0]
+        if pid_m * BLOCK_M < B * a[7] * a[8]:
+            _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F0, A0, S0, ACC, IDX64,
+                         BLOCK_M, BLOCK_C)
+    if K > 1:
+        if t == 1:
+            a = ts[1]
+            if pid_m * BLOCK_M < B * a[7] * a[8]:
+                _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F1, A1, S1, ACC,
+                             IDX64, BLOCK_M, BLOCK_C)
+    if K > 2:
+        if t == 2:
+            a = ts[2]
+            if pid_m * BLOCK_M < B * a[7] * a[8]:
+                _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F2, A2, S2, ACC,
+                             IDX64, BLOCK_M, BLOCK_C)
+
+
+@triton.jit
+def _sum_rows(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+              BLOCK_C: tl.constexpr):
     """outs[k][c] = sum over p of parts[k][p, c] for the first NP of the (P, C) buffers
-    (``outs`` are (dbias, dweight) of a BN term, dweight only for NP = 2)."""
+    (``outs`` are (dbias, dweight) of a term, dweight only for NP = 2)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     for k in tl.static_range(NP):
@@ -95,11 +126,51 @@ def sum_rows_kernel(parts, P, C, outs, NP: tl.constexpr, ACC: tl.constexpr,
 
 
 @triton.jit
-def bn_bwd_apply_kernel(gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
-                        BATCH: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dz of a BN term (module doc); ``dbias``/``dweight`` are the summed partials."""
-    offs = _index(tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
+def terms_sum_rows_kernel(ts, C, K: tl.constexpr, NP0: tl.constexpr, NP1: tl.constexpr, NP2: tl.constexpr,
+                          ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`_sum_rows` of up to 3 terms, term = program_id(1); each ``(parts, P, outs)``."""
+    t = tl.program_id(1)
+    if t == 0:
+        _sum_rows(ts[0][0], ts[0][1], C, ts[0][2], NP0, ACC, BLOCK_P, BLOCK_C)
+    if K > 1:
+        if t == 1:
+            _sum_rows(ts[1][0], ts[1][1], C, ts[1][2], NP1, ACC, BLOCK_P, BLOCK_C)
+    if K > 2:
+        if t == 2:
+            _sum_rows(ts[2][0], ts[2][1], C, ts[2][2], NP2, ACC, BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def terms_bn_apply_kernel(ts, B, C, K: tl.constexpr, BT0: tl.constexpr, BT1: tl.constexpr, BT2: tl.constexpr,
+                          ACC: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`_bn_apply` of up to 3 BN terms, term = program_id(2); each ``(gsum, z, dz,
+    affine, dbias, dweight, Hk, Wk)``, tiled as in :func:`terms_reduce_kernel`."""
+    pid_m = tl.program_id(0)
+    t = tl.program_id(2)
+    if t == 0:
+        a = ts[0]
+        if pid_m * BLOCK_M < B * a[6] * a[7]:
+            _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT0, ACC, IDX64, BLOCK_M, BLOCK_C)
+    if K > 1:
+        if t == 1:
+            a = ts[1]
+            if pid_m * BLOCK_M < B * a[6] * a[7]:
+                _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT1, ACC, IDX64, BLOCK_M,
+                          BLOCK_C)
+    if K > 2:
+        if t == 2:
+            a = ts[2]
+            if pid_m * BLOCK_M < B * a[6] * a[7]:
+                _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT2, ACC, IDX64, BLOCK_M,
+                          BLOCK_C)
+
+
+@triton.jit
+def _bn_apply(pid_m, gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
+              BATCH: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dz of a BN term, tile pid_m (module doc); ``dbias``/``dweight`` are the summed partials."""
+    offs = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pix_ok = offs < B * Hk * Wk
     c_ok = c < C
@@ -140,39 +211,65 @@ def _row_tiles(M: int, C: int, device: torch.device):
     return bm, bc, (triton.cdiv(M, bm), triton.cdiv(C, bc))
 
 
-def launch_term_backward(g: torch.Tensor, z: torch.Tensor, f: int, a: Affine, batch: bool, dweight: torch.Tensor,
-                         dbias: torch.Tensor) -> torch.Tensor:
-    """dz of one term ``up_f(a(z))`` for the masked gradient g at y's resolution; the affine's
-    weight and bias gradients are written into ``dweight`` and ``dbias`` (zero where the
-    affine has no such parameter). ``batch``: a's mean and var are z's batch statistics."""
-    B, C, Hk, Wk = z.shape
-    H, W = g.shape[2:]
-    acc_t = acc_dtype(z.dtype)
-    mode = a.mode
-    if mode != AffineMode.BATCHNORM:
-        dweight.zero_()
-    if mode == AffineMode.NONE:
-        dbias.zero_()
-        if f == 1:
-            return g.to(z.dtype).clone()
-    gsum = g if f == 1 else empty_like_layout(z, z.shape, dtype=acc_t if mode == AffineMode.BATCHNORM else z.dtype)
-    bm, bc, grid = _row_tiles(B * Hk * Wk, C, z.device)
-    parts = [torch.empty((grid[0], C), dtype=acc_t, device=z.device) for _ in range(2)]
-    dummy = parts[0]
-    big = needs_int64(g, z)
-    record_launch()
-    term_bwd_reduce_kernel[grid](view(g), view(z), view(gsum), a.args(dummy), tuple(parts), B, H, W, Hk, Wk, C,
-                                 f, int(mode), f > 1, tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
-    if mode == AffineMode.NONE:
-        return gsum
-    blk = block_rows(C, 128)
-    record_launch()
-    sum_rows_kernel[(triton.cdiv(C, blk),)](tuple(parts), grid[0], C, (dbias, dweight), int(mode), tl_dtype(z.dtype),
-                                            BLOCK_P=32, BLOCK_C=blk)
-    if mode == AffineMode.BIAS:
-        return gsum if f > 1 else g.to(z.dtype).clone()
-    dz = empty_like_layout(z, z.shape)
-    record_launch()
-    bn_bwd_apply_kernel[grid](view(gsum), view(z), view(dz), a.args(dummy), dbias, dweight, B, Hk, Wk, C,
-                              bool(batch), tl_dtype(z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
-    return dz
+def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], fs: Sequence[int],
+                          affines: Sequence[Affine], batch: Sequence[bool], dweights: torch.Tensor,
+                          dbiases: torch.Tensor) -> List[torch.Tensor]:
+    """dz of each term ``up_f(a(z))`` of one output branch, for its masked gradient g (at y's
+    resolution, or at z's with f = 1 for a term whose upsample the caller transposed): three
+    launches for all the terms together (block sums and partials; row sums; the BN's dz), at
+    most 3 terms. Row k of ``dweights`` / ``dbiases`` (K, C) receives term k's affine
+    gradients, zero where the affine has no such parameter. ``batch[k]``: a's mean and var are
+    z's batch statistics."""
+    K = len(zs)
+    assert 1 <= K <= 3 and len(gs) == len(fs) == len(affines) == len(batch) == K
+    B, C = zs[0].shape[:2]
+    acc_t = acc_dtype(zs[0].dtype)
+    modes = [a.mode for a in affines]
+    for k, m in enumerate(modes):     # rows the kernels do not write
+        if m != AffineMode.BATCHNORM:
+            dweights[k].zero_()
+        if m == AffineMode.NONE:
+            dbiases[k].zero_()
+    bm, bc, _ = _row_tiles(1, C, zs[0].device)
+    gsums, parts = [], []
+    for g, z, f, m in zip(gs, zs, fs, modes):
+        gsums.append(g if f == 1 else empty_like_layout(z, z.shape, dtype=acc_t if m == AffineMode.BATCHNORM
+                                                        else z.dtype))
+        P = triton.cdiv(B * z.shape[2] * z.shape[3], bm)
+        parts.append([torch.empty((P, C), dtype=acc_t, device=z.device) for _ in range(2)])
+    dummy = parts[0][0]
+    big = needs_int64(*gs, *zs)
+    # 1. block sums and partials: every term but a plain one at full resolution
+    red = [k for k in range(K) if not (modes[k] == AffineMode.NONE and fs[k] == 1)]
+    if red:
+        ts = tuple((view(gs[k]), view(zs[k]), view(gsums[k]), affines[k].args(dummy), tuple(parts[k]),
+                    gs[k].shape[2], gs[k].shape[3], zs[k].shape[2], zs[k].shape[3]) for k in red)
+        meta = [v for k in red for v in (int(fs[k]), int(modes[k]), fs[k] > 1)] + [1, 0, False] * (3 - len(red))
+        tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in red)
+        record_launch()
+        terms_reduce_kernel[(tiles, triton.cdiv(C, bc), len(red))](ts, B, C, len(red), *meta, tl_dtype(zs[0].dtype),
+                                                                   big, BLOCK_M=bm, BLOCK_C=bc)
+    # 2. the affine gradients: row sums of the partials
+    rows = [k for k in range(K) if modes[k] != AffineMode.NONE]
+    if rows:
+        blk = block_rows(C, 128)
+        ts = tuple((tuple(parts[k]), parts[k][0].shape[0], (dbiases[k], dweights[k])) for k in rows)
+        nps = [2 if modes[k] == AffineMode.BATCHNORM else 1 for k in rows] + [0] * (3 - len(rows))
+        record_launch()
+        terms_sum_rows_kernel[(triton.cdiv(C, blk), len(rows))](ts, C, len(rows), *nps, tl_dtype(zs[0].dtype),
+                                                                BLOCK_P=32, BLOCK_C=blk)
+    # 3. dz of the BN terms; the others pass their (block-summed) gradient on
+    dzs = [gsums[k] if fs[k] > 1 else gs[k].to(zs[k].dtype).clone() for k in range(K)]
+    bns = [k for k in range(K) if modes[k] == AffineMode.BATCHNORM]
+    if bns:
+        for k in bns:
+            dzs[k] = empty_like_layout(zs[k], zs[k].shape)
+        ts = tuple((view(gsums[k]), view(zs[k]), view(dzs[k]), affines[k].args(dummy), dbiases[k], dweights[k],
+                    zs[k].shape[2], zs[k].shape[3]) for k in bns)
+        flags = [bool(batch[k]) for k in bns] + [False] * (3 - len(bns))
+        tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in bns)
+        record_launch()
+        terms_bn_apply_kernel[(tiles, triton.cdiv(C, bc), len(bns))](ts, B, C, len(bns), *flags,
+                                                                     tl_dtype(zs[0].dtype), big, BLOCK_M=bm,
+                                                                     BLOCK_C=bc)
+    return dzs

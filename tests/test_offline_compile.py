@@ -50,7 +50,7 @@ def test_kernels_compile_for_sm90_without_spills():
     names = {row["kernel"] for row in rows}
     # inference and training of a 2-branch unit reach every kernel
     assert names == {"fused_gemm_fwd_kernel", "conv_dgrad_kernel", "conv_wgrad_kernel", "bn_finalize_kernel",
-                     "relu_mask_kernel", "term_bwd_reduce_kernel", "sum_rows_kernel", "bn_bwd_apply_kernel"}
+                     "relu_mask_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel", "terms_bn_apply_kernel"}
     for row in rows:
         assert row["spills"] == 0 and row["local"] == 0, row
         gemm = row["kernel"].startswith("conv_") or (row["kernel"] == "fused_gemm_fwd_kernel"

@@ -8,9 +8,10 @@ Each ``z_k`` is a conv output at 1/F_k of y's resolution (F = 1: the last conv o
 chain; F = 2^(j-i): the 1x1 conv of an upsample path), and ``BN_k`` its BatchNorm with the given
 mean and biased variance: the batch statistics (``batch[k]``, train mode, from
 ``hrfast.ops.batchnorm.bn_stats``) or the running ones. Nearest upsampling is an index, the
-upsampled terms are never materialized, and y is written once. The backward is fused per term:
-the F x F block sums of the masked gradient and the two per-channel reductions of the BN
-backward in one kernel, one kernel to finish the reductions, one for dz. With ``batch``, the
+upsampled terms are never materialized, and y is written once. The backward is fused over the
+terms: the F x F block sums of the masked gradient and the two per-channel reductions of each
+BN backward in one launch for all the terms, one launch to finish the reductions, one for the dz
+of every BN term. With ``batch``, the
 gradient flows through the statistics as in ``nn.BatchNorm2d`` (they are z's own).
 
 ``exchange_branch(terms, segments, relu)`` is the inference form: the 1x1 convs of the upsample
@@ -47,7 +48,7 @@ from ..kernels.launch import (
 )
 
 if HAS_TRITON:
-    from ..kernels.branch_sum import launch_relu_mask, launch_term_backward
+    from ..kernels.branch_sum import launch_relu_mask, launch_terms_backward
     from ..kernels.fused_gemm import launch_fused_gemm
 
 
@@ -167,14 +168,16 @@ def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.
     dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
     dbs = torch.empty_like(dws)
     affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
-    dzs = []
-    for k, (z, f, a) in enumerate(zip(zs, factors, affines)):
-        gk, fk = g, int(f)
-        if fk > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
-            gk = torch.ops.aten.upsample_bilinear2d_backward(g.to(acc_dtype(y.dtype)), list(y.shape[2:]),
-                                                             list(z.shape), upsample == Upsample.BILINEAR_ALIGNED)
-            fk = 1
-        dzs.append(launch_term_backward(gk, z, fk, a, batch[k], dws[k], dbs[k]))
+    gs, fs = [], []
+    for z, f in zip(zs, factors):
+        if int(f) > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
+            gs.append(torch.ops.aten.upsample_bilinear2d_backward(
+                g.to(acc_dtype(y.dtype)), list(y.shape[2:]), list(z.shape), upsample == Upsample.BILINEAR_ALIGNED))
+            fs.append(1)
+        else:
+            gs.append(g)
+            fs.append(int(f))
+    dzs = launch_terms_backward(gs, zs, fs, affines, batch, dws, dbs) if zs else []
     g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
     return [g_base] + dzs + [dws, dbs]
 
