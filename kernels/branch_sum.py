@@ -10,7 +10,7 @@ Backward of one term ``u = up_F(BN(z))`` of ``y = act(base + sum of terms)``, wi
 
 Views and affines follow ``kernels/fused_gemm.py``.
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import triton
@@ -48,12 +48,13 @@ def _inv_std(aff, c, c_ok, ACC: tl.constexpr):
 
 
 @triton.jit
-def _term_reduce(pid_m, g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
-                 F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
+def _term_reduce(pid_m, g, z, gsum, aff, parts, y, B, H, W, Hk, Wk, C,
+                 F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, MASK: tl.constexpr, ACC: tl.constexpr,
                  IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """For one term at resolution (Hk, Wk) = ceil((H, W) / F), tile pid_m: gsum = F x F block
     sums of the masked output gradient g (stored when STORE), and the tile's partial sums of
-    gsum and, for a BN (AFF == 2), of gsum * xhat. ``parts``: two (P, C) buffers."""
+    gsum and, for a BN (AFF == 2), of gsum * xhat. ``parts``: two (P, C) buffers. ``MASK``: g
+    is the raw gradient, masked here by y > 0 (the ReLU's, with F = 1)."""
     offs = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pix_ok = offs < B * Hk * Wk
@@ -66,8 +67,13 @@ def _term_reduce(pid_m, g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
             h = hk * F + dy
             w = wk * F + dx
             ok = pix_ok & (h < H) & (w < W)
-            acc += tl.load(g[0] + _rows(g, b, h, w)[:, None] + c[None, :] * g[2],
-                           mask=ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
+            v = tl.load(g[0] + _rows(g, b, h, w)[:, None] + c[None, :] * g[2],
+                        mask=ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
+            if MASK:
+                yv = tl.load(y[0] + _rows(y, b, h, w)[:, None] + c[None, :] * y[2],
+                             mask=ok[:, None] & c_ok[None, :], other=0.0)
+                v = tl.where(yv > 0, v, 0.0)
+            acc += v
     if STORE:
         tl.store(gsum[0] + _rows(gsum, b, hk, wk)[:, None] + c[None, :] * gsum[2],
                  _narrow(acc, gsum[0].dtype.element_ty), mask=mask)
@@ -80,7 +86,7 @@ def _term_reduce(pid_m, g, z, gsum, aff, parts, B, H, W, Hk, Wk, C,
 
 
 @triton.jit
-def terms_reduce_kernel(ts, B, C, K: tl.constexpr,
+def terms_reduce_kernel(ts, y, B, C, K: tl.constexpr, MASK: tl.constexpr,
                         F0: tl.constexpr, A0: tl.constexpr, S0: tl.constexpr,
                         F1: tl.constexpr, A1: tl.constexpr, S1: tl.constexpr,
                         F2: tl.constexpr, A2: tl.constexpr, S2: tl.constexpr,
@@ -91,22 +97,22 @@ def terms_reduce_kernel(ts, B, C, K: tl.constexpr,
     pid_m = tl.program_id(0)
     t = tl.program_id(2)
     if t == 0:
-        a = ts[0]
-        if pid_m * BLOCK_M < B * a[7] * a[8]:
-            _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F0, A0, S0, ACC, IDX64,
-                         BLOCK_M, BLOCK_C)
+        _reduce_slot(pid_m, ts[0], y, B, C, F0, A0, S0, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
     if K > 1:
         if t == 1:
-            a = ts[1]
-            if pid_m * BLOCK_M < B * a[7] * a[8]:
-                _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F1, A1, S1, ACC,
-                             IDX64, BLOCK_M, BLOCK_C)
+            _reduce_slot(pid_m, ts[1], y, B, C, F1, A1, S1, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
     if K > 2:
         if t == 2:
-            a = ts[2]
-            if pid_m * BLOCK_M < B * a[7] * a[8]:
-                _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], B, a[5], a[6], a[7], a[8], C, F2, A2, S2, ACC,
-                             IDX64, BLOCK_M, BLOCK_C)
+            _reduce_slot(pid_m, ts[2], y, B, C, F2, A2, S2, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
+
+
+@triton.jit
+def _reduce_slot(pid_m, a, y, B, C, F: tl.constexpr, AFF: tl.constexpr, STORE: tl.constexpr, MASK: tl.constexpr,
+                 ACC: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One term's slot of :func:`terms_reduce_kernel`: its tile pid_m, if it has one."""
+    if pid_m * BLOCK_M < B * a[7] * a[8]:
+        _term_reduce(pid_m, a[0], a[1], a[2], a[3], a[4], y, B, a[5], a[6], a[7], a[8], C, F, AFF, STORE, MASK, ACC,
+                     IDX64, BLOCK_M, BLOCK_C)
 
 
 @triton.jit
@@ -141,35 +147,38 @@ def terms_sum_rows_kernel(ts, C, K: tl.constexpr, NP0: tl.constexpr, NP1: tl.con
 
 
 @triton.jit
-def terms_bn_apply_kernel(ts, B, C, K: tl.constexpr, BT0: tl.constexpr, BT1: tl.constexpr, BT2: tl.constexpr,
+def terms_bn_apply_kernel(ts, y, B, C, K: tl.constexpr, MASK: tl.constexpr,
+                          BT0: tl.constexpr, BT1: tl.constexpr, BT2: tl.constexpr,
                           ACC: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """:func:`_bn_apply` of up to 3 BN terms, term = program_id(2); each ``(gsum, z, dz,
     affine, dbias, dweight, Hk, Wk)``, tiled as in :func:`terms_reduce_kernel`."""
     pid_m = tl.program_id(0)
     t = tl.program_id(2)
     if t == 0:
-        a = ts[0]
-        if pid_m * BLOCK_M < B * a[6] * a[7]:
-            _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT0, ACC, IDX64, BLOCK_M, BLOCK_C)
+        _apply_slot(pid_m, ts[0], y, B, C, BT0, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
     if K > 1:
         if t == 1:
-            a = ts[1]
-            if pid_m * BLOCK_M < B * a[6] * a[7]:
-                _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT1, ACC, IDX64, BLOCK_M,
-                          BLOCK_C)
+            _apply_slot(pid_m, ts[1], y, B, C, BT1, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
     if K > 2:
         if t == 2:
-            a = ts[2]
-            if pid_m * BLOCK_M < B * a[6] * a[7]:
-                _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], B, a[6], a[7], C, BT2, ACC, IDX64, BLOCK_M,
-                          BLOCK_C)
+            _apply_slot(pid_m, ts[2], y, B, C, BT2, MASK, ACC, IDX64, BLOCK_M, BLOCK_C)
 
 
 @triton.jit
-def _bn_apply(pid_m, gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
-              BATCH: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
+def _apply_slot(pid_m, a, y, B, C, BATCH: tl.constexpr, MASK: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One BN term's slot of :func:`terms_bn_apply_kernel`: its tile pid_m, if it has one."""
+    if pid_m * BLOCK_M < B * a[6] * a[7]:
+        _bn_apply(pid_m, a[0], a[1], a[2], a[3], a[4], a[5], y, B, a[6], a[7], C, BATCH, MASK, ACC, IDX64, BLOCK_M,
+                  BLOCK_C)
+
+
+@triton.jit
+def _bn_apply(pid_m, gsum, z, dz, aff, dbias, dweight, y, B, Hk, Wk, C,
+              BATCH: tl.constexpr, MASK: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dz of a BN term, tile pid_m (module doc); ``dbias``/``dweight`` are the summed partials."""
+    """dz of a BN term, tile pid_m (module doc); ``dbias``/``dweight`` are the summed partials.
+    ``MASK``: gsum is the raw gradient at z's resolution, masked here by y > 0."""
     offs = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pix_ok = offs < B * Hk * Wk
@@ -177,6 +186,9 @@ def _bn_apply(pid_m, gsum, z, dz, aff, dbias, dweight, B, Hk, Wk, C,
     mask = pix_ok[:, None] & c_ok[None, :]
     b, hk, wk = _split_pixels(offs, Hk, Wk)
     gs = tl.load(gsum[0] + _rows(gsum, b, hk, wk)[:, None] + c[None, :] * gsum[2], mask=mask, other=0.0).to(ACC)
+    if MASK:
+        yv = tl.load(y[0] + _rows(y, b, hk, wk)[:, None] + c[None, :] * y[2], mask=mask, other=0.0)
+        gs = tl.where(yv > 0, gs, 0.0)
     inv = _inv_std(aff, c, c_ok, ACC)
     w = tl.load(aff[0] + c, mask=c_ok, other=0.0).to(ACC)
     if BATCH:
@@ -213,15 +225,18 @@ def _row_tiles(M: int, C: int, device: torch.device):
 
 def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], fs: Sequence[int],
                           affines: Sequence[Affine], batch: Sequence[bool], dweights: torch.Tensor,
-                          dbiases: torch.Tensor) -> List[torch.Tensor]:
+                          dbiases: torch.Tensor, relu_of: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
     """dz of each term ``up_f(a(z))`` of one output branch, for its masked gradient g (at y's
     resolution, or at z's with f = 1 for a term whose upsample the caller transposed): three
     launches for all the terms together (block sums and partials; row sums; the BN's dz), at
     most 3 terms. Row k of ``dweights`` / ``dbiases`` (K, C) receives term k's affine
     gradients, zero where the affine has no such parameter. ``batch[k]``: a's mean and var are
-    z's batch statistics."""
+    z's batch statistics. ``relu_of``: the gradients are the raw ones of ``act(sum)`` = y, masked
+    by y > 0 inside the kernels instead of by a launch of their own (every term a BN at F = 1)."""
     K = len(zs)
     assert 1 <= K <= 3 and len(gs) == len(fs) == len(affines) == len(batch) == K
+    if relu_of is not None:
+        assert all(f == 1 for f in fs) and all(a.mode == AffineMode.BATCHNORM for a in affines)
     B, C = zs[0].shape[:2]
     acc_t = acc_dtype(zs[0].dtype)
     modes = [a.mode for a in affines]
@@ -239,6 +254,8 @@ def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor]
         parts.append([torch.empty((P, C), dtype=acc_t, device=z.device) for _ in range(2)])
     dummy = parts[0][0]
     big = needs_int64(*gs, *zs)
+    masked = relu_of is not None
+    yv = view(relu_of) if masked else view(zs[0])
     # 1. block sums and partials: every term but a plain one at full resolution
     red = [k for k in range(K) if not (modes[k] == AffineMode.NONE and fs[k] == 1)]
     if red:
@@ -247,8 +264,8 @@ def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor]
         meta = [v for k in red for v in (int(fs[k]), int(modes[k]), fs[k] > 1)] + [1, 0, False] * (3 - len(red))
         tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in red)
         record_launch()
-        terms_reduce_kernel[(tiles, triton.cdiv(C, bc), len(red))](ts, B, C, len(red), *meta, tl_dtype(zs[0].dtype),
-                                                                   big, BLOCK_M=bm, BLOCK_C=bc)
+        terms_reduce_kernel[(tiles, triton.cdiv(C, bc), len(red))](ts, yv, B, C, len(red), masked, *meta,
+                                                                   tl_dtype(zs[0].dtype), big, BLOCK_M=bm, BLOCK_C=bc)
     # 2. the affine gradients: row sums of the partials
     rows = [k for k in range(K) if modes[k] != AffineMode.NONE]
     if rows:
@@ -269,7 +286,7 @@ def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor]
         flags = [bool(batch[k]) for k in bns] + [False] * (3 - len(bns))
         tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in bns)
         record_launch()
-        terms_bn_apply_kernel[(tiles, triton.cdiv(C, bc), len(bns))](ts, B, C, len(bns), *flags,
+        terms_bn_apply_kernel[(tiles, triton.cdiv(C, bc), len(bns))](ts, yv, B, C, len(bns), masked, *flags,
                                                                      tl_dtype(zs[0].dtype), big, BLOCK_M=bm,
                                                                      BLOCK_C=bc)
     return dzs

@@ -163,11 +163,14 @@ def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.
     """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
     of a term without weight or bias are zero. The kernels write the parameter gradients
     straight into their rows: no per-term PyTorch op but a bilinear term's transpose."""
-    g = launch_relu_mask(grad, y) if relu else grad
+    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
+    # a BN + ReLU alone (a chain step, a transition): its kernels mask the gradient themselves
+    fold = (relu and not has_base and len(zs) > 0 and all(int(f) == 1 for f in factors)
+            and all(a.mode == AffineMode.BATCHNORM for a in affines))
+    g = launch_relu_mask(grad, y) if relu and not fold else grad
     C = y.shape[1]
     dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
     dbs = torch.empty_like(dws)
-    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
     gs, fs = [], []
     for z, f in zip(zs, factors):
         if int(f) > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
@@ -177,7 +180,7 @@ def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.
         else:
             gs.append(g)
             fs.append(int(f))
-    dzs = launch_terms_backward(gs, zs, fs, affines, batch, dws, dbs) if zs else []
+    dzs = launch_terms_backward(gs, zs, fs, affines, batch, dws, dbs, y if fold else None) if zs else []
     g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
     return [g_base] + dzs + [dws, dbs]
 
