@@ -235,37 +235,26 @@ def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor]
     by y > 0 inside the kernels instead of by a launch of their own (every term a BN at F = 1)."""
     K = len(zs)
     assert 1 <= K <= 3 and len(gs) == len(fs) == len(affines) == len(batch) == K
-    if relu_of is not None:
-        assert all(f == 1 for f in fs) and all(a.mode == AffineMode.BATCHNORM for a in affines)
-    B, C = zs[0].shape[:2]
-    acc_t = acc_dtype(zs[0].dtype)
     modes = [a.mode for a in affines]
+    if relu_of is not None:
+        assert all(f == 1 for f in fs) and all(m == AffineMode.BATCHNORM for m in modes)
     for k, m in enumerate(modes):     # rows the kernels do not write
         if m != AffineMode.BATCHNORM:
             dweights[k].zero_()
         if m == AffineMode.NONE:
             dbiases[k].zero_()
+    B, C = zs[0].shape[:2]
+    acc_t = acc_dtype(zs[0].dtype)
     bm, bc, _ = _row_tiles(1, C, zs[0].device)
-    gsums, parts = [], []
-    for g, z, f, m in zip(gs, zs, fs, modes):
-        gsums.append(g if f == 1 else empty_like_layout(z, z.shape, dtype=acc_t if m == AffineMode.BATCHNORM
-                                                        else z.dtype))
-        P = triton.cdiv(B * z.shape[2] * z.shape[3], bm)
-        parts.append([torch.empty((P, C), dtype=acc_t, device=z.device) for _ in range(2)])
-    dummy = parts[0][0]
-    big = needs_int64(*gs, *zs)
-    masked = relu_of is not None
-    yv = view(relu_of) if masked else view(zs[0])
+    gsums = [g if f == 1 else empty_like_layout(z, z.shape, dtype=acc_t if m == AffineMode.BATCHNORM else z.dtype)
+             for g, z, f, m in zip(gs, zs, fs, modes)]
+    parts = [[torch.empty((triton.cdiv(B * z.shape[2] * z.shape[3], bm), C), dtype=acc_t, device=z.device)
+              for _ in range(2)] for z in zs]
+    yv = view(relu_of if relu_of is not None else zs[0])
+    tiles = (bm, bc, yv, relu_of is not None, needs_int64(*gs, *zs))
     # 1. block sums and partials: every term but a plain one at full resolution
-    red = [k for k in range(K) if not (modes[k] == AffineMode.NONE and fs[k] == 1)]
-    if red:
-        ts = tuple((view(gs[k]), view(zs[k]), view(gsums[k]), affines[k].args(dummy), tuple(parts[k]),
-                    gs[k].shape[2], gs[k].shape[3], zs[k].shape[2], zs[k].shape[3]) for k in red)
-        meta = [v for k in red for v in (int(fs[k]), int(modes[k]), fs[k] > 1)] + [1, 0, False] * (3 - len(red))
-        tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in red)
-        record_launch()
-        terms_reduce_kernel[(tiles, triton.cdiv(C, bc), len(red))](ts, yv, B, C, len(red), masked, *meta,
-                                                                   tl_dtype(zs[0].dtype), big, BLOCK_M=bm, BLOCK_C=bc)
+    _reduce_launch([k for k in range(K) if not (modes[k] == AffineMode.NONE and fs[k] == 1)], gs, zs, gsums, fs,
+                   affines, parts, tiles)
     # 2. the affine gradients: row sums of the partials
     rows = [k for k in range(K) if modes[k] != AffineMode.NONE]
     if rows:
@@ -276,17 +265,39 @@ def launch_terms_backward(gs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor]
         terms_sum_rows_kernel[(triton.cdiv(C, blk), len(rows))](ts, C, len(rows), *nps, tl_dtype(zs[0].dtype),
                                                                 BLOCK_P=32, BLOCK_C=blk)
     # 3. dz of the BN terms; the others pass their (block-summed) gradient on
-    dzs = [gsums[k] if fs[k] > 1 else gs[k].to(zs[k].dtype).clone() for k in range(K)]
     bns = [k for k in range(K) if modes[k] == AffineMode.BATCHNORM]
-    if bns:
-        for k in bns:
-            dzs[k] = empty_like_layout(zs[k], zs[k].shape)
-        ts = tuple((view(gsums[k]), view(zs[k]), view(dzs[k]), affines[k].args(dummy), dbiases[k], dweights[k],
-                    zs[k].shape[2], zs[k].shape[3]) for k in bns)
-        flags = [bool(batch[k]) for k in bns] + [False] * (3 - len(bns))
-        tiles = max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in bns)
-        record_launch()
-        terms_bn_apply_kernel[(tiles, triton.cdiv(C, bc), len(bns))](ts, yv, B, C, len(bns), masked, *flags,
-                                                                     tl_dtype(zs[0].dtype), big, BLOCK_M=bm,
-                                                                     BLOCK_C=bc)
+    dzs = [empty_like_layout(zs[k], zs[k].shape) if k in bns else gsums[k] if fs[k] > 1
+           else gs[k].to(zs[k].dtype).clone() for k in range(K)]
+    _apply_launch(bns, gsums, zs, dzs, affines, batch, dweights, dbiases, parts[0][0], tiles)
     return dzs
+
+
+def _reduce_launch(red, gs, zs, gsums, fs, affines, parts, tiles) -> None:
+    """terms_reduce_kernel over the terms ``red`` (indices into the lists)."""
+    if not red:
+        return
+    bm, bc, yv, masked, big = tiles
+    B, C = zs[0].shape[:2]
+    dummy = parts[0][0]
+    ts = tuple((view(gs[k]), view(zs[k]), view(gsums[k]), affines[k].args(dummy), tuple(parts[k]),
+                gs[k].shape[2], gs[k].shape[3], zs[k].shape[2], zs[k].shape[3]) for k in red)
+    meta = [v for k in red for v in (int(fs[k]), int(affines[k].mode), fs[k] > 1)] + [1, 0, False] * (3 - len(red))
+    grid = (max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in red), triton.cdiv(C, bc), len(red))
+    record_launch()
+    terms_reduce_kernel[grid](ts, yv, B, C, len(red), masked, *meta, tl_dtype(zs[0].dtype), big, BLOCK_M=bm,
+                              BLOCK_C=bc)
+
+
+def _apply_launch(bns, gsums, zs, dzs, affines, batch, dweights, dbiases, dummy, tiles) -> None:
+    """terms_bn_apply_kernel over the BN terms ``bns``, writing their ``dzs``."""
+    if not bns:
+        return
+    bm, bc, yv, masked, big = tiles
+    B, C = zs[0].shape[:2]
+    ts = tuple((view(gsums[k]), view(zs[k]), view(dzs[k]), affines[k].args(dummy), dbiases[k], dweights[k],
+                zs[k].shape[2], zs[k].shape[3]) for k in bns)
+    flags = [bool(batch[k]) for k in bns] + [False] * (3 - len(bns))
+    grid = (max(triton.cdiv(B * zs[k].shape[2] * zs[k].shape[3], bm) for k in bns), triton.cdiv(C, bc), len(bns))
+    record_launch()
+    terms_bn_apply_kernel[grid](ts, yv, B, C, len(bns), masked, *flags, tl_dtype(zs[0].dtype), big, BLOCK_M=bm,
+                                BLOCK_C=bc)
