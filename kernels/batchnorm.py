@@ -27,6 +27,51 @@ def _tile_count(p, M, TILE):
 def bn_finalize_kernel(part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups, bounds,
                        UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """:func:`_finalize` of one conv's statistics."""
+    _finalize(tl.program_id(0), tl.num_programs(0), part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups,
+              bounds, UPDATE, CUMULATIVE, G, ACC, BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def bn_finalize_many_kernel(items, K: tl.constexpr, UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr,
+                            G0: tl.constexpr, G1: tl.constexpr, G2: tl.constexpr, G3: tl.constexpr,
+                            G4: tl.constexpr, G5: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr):
+    """:func:`_finalize` of up to 6 convs' statistics in one launch, conv = program_id(1); each
+    item ``(part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups, bounds)``."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    t = tl.program_id(1)
+    if t == 0:
+        _finalize_item(pid, nprog, items[0], UPDATE, CUMULATIVE, G0, ACC, BLOCK_P, BLOCK_C)
+    if K > 1:
+        if t == 1:
+            _finalize_item(pid, nprog, items[1], UPDATE, CUMULATIVE, G1, ACC, BLOCK_P, BLOCK_C)
+    if K > 2:
+        if t == 2:
+            _finalize_item(pid, nprog, items[2], UPDATE, CUMULATIVE, G2, ACC, BLOCK_P, BLOCK_C)
+    if K > 3:
+        if t == 3:
+            _finalize_item(pid, nprog, items[3], UPDATE, CUMULATIVE, G3, ACC, BLOCK_P, BLOCK_C)
+    if K > 4:
+        if t == 4:
+            _finalize_item(pid, nprog, items[4], UPDATE, CUMULATIVE, G4, ACC, BLOCK_P, BLOCK_C)
+    if K > 5:
+        if t == 5:
+            _finalize_item(pid, nprog, items[5], UPDATE, CUMULATIVE, G5, ACC, BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def _finalize_item(pid, nprog, a, UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr, G: tl.constexpr,
+                   ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    _finalize(pid, nprog, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], UPDATE, CUMULATIVE, G, ACC,
+              BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def _finalize(pid, nprog, part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups, bounds,
+              UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Combine P tiles of (mean, M2) over M pixels into per-channel mean and biased variance;
     with UPDATE, also update each group's running statistics as ``nn.BatchNorm2d`` does.
 
@@ -35,8 +80,6 @@ def bn_finalize_kernel(part_mean, part_m2, P, M, TILE, N, mean_out, var_out, gro
     group g holding channels [bounds[g], bounds[g + 1]). A grid-stride loop over channel blocks
     lets one program serve all channels: CUMULATIVE (momentum None) reads the batch counter,
     so it runs on a single program that also increments it."""
-    pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
     for c0 in range(pid * BLOCK_C, N, nprog * BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_ok = c < N
@@ -111,26 +154,56 @@ def _float_pair(v: float) -> Tuple[float, float]:
     return hi, float(torch.tensor(v - hi, dtype=torch.float32))
 
 
-def launch_bn_finalize(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running: Sequence[tuple],
-                       widths: Sequence[int], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(mean, biased var), each (N,), from (P, N) partials over ``count`` pixels. ``running``:
-    per channel group (running_mean, running_var, num_batches_tracked, momentum), momentum
-    negative for None (a cumulative average), updated in place when ``update``."""
+MAX_FINALIZE = 6   # convs whose statistics one bn_finalize_many_kernel launch combines
+
+
+def _finalize_args(part_mean, part_m2, count, running, widths, update, mean=None, var=None):
+    """(kernel item, mean, var, groups count, cumulative) of one conv's statistics, written to
+    ``mean`` / ``var`` (new (N,) tensors when not given)."""
     P, N = part_mean.shape
-    mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
-    var = torch.empty_like(mean)
+    if mean is None:
+        mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
+        var = torch.empty_like(mean)
     bounds = [0]
     for w in widths:
         bounds.append(bounds[-1] + w)
     bounds += [N] * (4 - len(bounds))
     groups = tuple((rm, rv, nbt, *_float_pair(m)) for rm, rv, nbt, m in running) if update \
         else ((mean, var, mean, 0.0, 0.0),)
-    cumulative = update and any(r[3] < 0 for r in running)
+    item = (part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds))
+    return item, mean, var, len(groups), update and any(r[3] < 0 for r in running)
+
+
+def launch_bn_finalize_many(items: Sequence[tuple], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(means, variances) of up to :data:`MAX_FINALIZE` convs' statistics, each concatenated
+    over the convs in order, each item ``(part_mean, part_m2, count, running, widths)`` as
+    :func:`launch_bn_finalize` takes them, in one launch."""
+    assert 1 <= len(items) <= MAX_FINALIZE
+    ns = [it[0].shape[1] for it in items]
+    means = torch.empty(sum(ns), dtype=items[0][0].dtype, device=items[0][0].device)
+    variances = torch.empty_like(means)
+    built = [_finalize_args(*it, update, m, v) for it, m, v in zip(items, means.split(ns), variances.split(ns))]
+    cumulative = any(b[4] for b in built)
+    blk = block_rows(max(it[0].shape[1] for it in items), 128)
+    gs = [b[3] for b in built] + [1] * (MAX_FINALIZE - len(built))
+    grid = (1 if cumulative else max(triton.cdiv(it[0].shape[1], blk) for it in items), len(items))
+    record_launch()
+    bn_finalize_many_kernel[grid](tuple(b[0] for b in built), len(items), update, cumulative, *gs,
+                                  tl_dtype(items[0][0].dtype), BLOCK_P=32, BLOCK_C=blk)
+    return means, variances
+
+
+def launch_bn_finalize(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running: Sequence[tuple],
+                       widths: Sequence[int], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased var), each (N,), from (P, N) partials over ``count`` pixels. ``running``:
+    per channel group (running_mean, running_var, num_batches_tracked, momentum), momentum
+    negative for None (a cumulative average), updated in place when ``update``."""
+    item, mean, var, g, cumulative = _finalize_args(part_mean, part_m2, count, running, widths, update)
+    N = part_mean.shape[1]
     blk = block_rows(N, 128)
     grid = (1 if cumulative else triton.cdiv(N, blk),)   # the batch counter is read: one program
     record_launch()
-    bn_finalize_kernel[grid](part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds),
-                             update, cumulative, len(groups), tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
+    bn_finalize_kernel[grid](*item, update, cumulative, g, tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
     return mean, var
 
 

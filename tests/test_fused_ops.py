@@ -16,7 +16,7 @@ import torch
 from conftest import assert_within_twice_eager
 
 from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, Upsample, stats_tile
-from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_ref
+from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_many, bn_stats_ref
 from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
 from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref
 
@@ -117,6 +117,33 @@ def test_stats_epilogue_and_running_update_match_batchnorm(dtype, momentum):
             close(bn.running_mean, r.running_mean, tol)
             close(bn.running_var, r.running_var, tol)
             assert bn.num_batches_tracked.item() == r.num_batches_tracked.item() == step + 1
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_bn_stats_many_equals_one_call_per_conv(momentum):
+    """Seven convs' statistics (two launches: 6 + 1), of other sizes and group counts, equal a
+    bn_stats call per conv, running statistics and batch counters included."""
+    shapes = [(5, 3), (4,), (7, 2, 3), (6,), (3, 3), (8,), (2, 5)]
+    items, singles = [], []
+    for k, widths in enumerate(shapes):
+        x = rand(2, 4, 6 + k, 5, grad=False, fmt=torch.channels_last) + 1.0
+        outs = conv(x, [rand(w, 4, 3, 3, grad=False) for w in widths], 2, stats=True)
+        M = outs[0].shape[0] * outs[0].shape[2] * outs[0].shape[3]
+        bns = [torch.nn.BatchNorm2d(w, momentum=momentum).to(DEV) for w in widths]
+        twins = [torch.nn.BatchNorm2d(w, momentum=momentum).to(DEV) for w in widths]
+        items.append((outs[-2], outs[-1], M, bns))
+        singles.append((outs[-2], outs[-1], M, twins))
+    for _ in range(2):
+        got = bn_stats_many(items, update=True)
+        want = [bn_stats(*it[:3], it[3], update=True) for it in singles]
+        for (m, v), (mr, vr) in zip(got, want):
+            close(m, mr, 1e-6)
+            close(v, vr, 1e-6)
+    for it, tw in zip(items, singles):
+        for bn, r in zip(it[3], tw[3]):
+            close(bn.running_mean, r.running_mean, 1e-6)
+            close(bn.running_var, r.running_var, 1e-6)
+            assert bn.num_batches_tracked.item() == r.num_batches_tracked.item() == 2
 
 
 def test_stats_tile_recovers_the_pixel_tile():
@@ -322,6 +349,9 @@ def test_opcheck_every_op(cl):
     bn = torch.nn.BatchNorm2d(3).to(DEV)
     _opcheck(torch.ops.hrfast.bn_stats.default,
              (pm, pm2, 18, [bn.running_mean], [bn.running_var], [bn.num_batches_tracked], [3], [0.1], True))
+    _opcheck(torch.ops.hrfast.bn_stats_many.default,
+             ([pm, pm], [pm2, pm2], [18, 18], [bn.running_mean] * 2, [bn.running_var] * 2,
+              [bn.num_batches_tracked] * 2, [3, 3], [1, 1], [0.1, 0.1], True))
     base, zz = rand(2, 3, 6, 4, fmt=cl), rand(2, 3, 3, 2, fmt=cl)
     a = bn_affine(3, zz)
     for mode in (Upsample.NEAREST, Upsample.BILINEAR):

@@ -1,4 +1,5 @@
-"""Train-mode BatchNorm statistics for the fused exchange unit, in one kernel per conv.
+"""Train-mode BatchNorm statistics for the fused exchange unit, in one kernel per conv
+(``bn_stats``) or for up to 6 convs at once (``bn_stats_many``).
 
 ``bn_stats(part_mean, part_m2, count, ...)`` combines the per-tile (mean, M2) partials that
 ``hrfast.ops.conv.conv(..., stats=True)`` writes in its epilogue into the batch mean and biased
@@ -25,7 +26,7 @@ import torch
 from ..kernels.launch import HAS_TRITON, acc_dtype, require_triton, stats_tile
 
 if HAS_TRITON:
-    from ..kernels.batchnorm import launch_bn_finalize, launch_bn_partials, partials_tile
+    from ..kernels.batchnorm import launch_bn_finalize, launch_bn_finalize_many, launch_bn_partials, partials_tile
 
 
 def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],
@@ -63,11 +64,7 @@ def _(part_mean, part_m2, count, running_mean, running_var, num_batches_tracked,
     return part_mean.new_empty(N), part_mean.new_empty(N)
 
 
-def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Sequence[torch.nn.BatchNorm2d] = (),
-             update: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Batch (mean, biased var), each (N,), from partials over ``count`` pixels. With
-    ``update``, ``bns`` (one per channel group, in order, widths summing to N) get their
-    running statistics updated."""
+def _check_partials(part_mean, part_m2, count: int, bns, update: bool) -> None:
     if part_mean.dim() != 2 or part_m2.shape != part_mean.shape:
         raise ValueError(f"part_mean and part_m2 must be the same (P, N) shape, got {tuple(part_mean.shape)} "
                          f"and {tuple(part_m2.shape)}")
@@ -77,12 +74,61 @@ def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Se
         raise ValueError(f"the BatchNorms cover {sum(bn.num_features for bn in bns)} channels, "
                          f"the partials {part_mean.shape[1]}")
     require_triton(part_mean.device, "bn_stats")
+
+
+def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Sequence[torch.nn.BatchNorm2d] = (),
+             update: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Batch (mean, biased var), each (N,), from partials over ``count`` pixels. With
+    ``update``, ``bns`` (one per channel group, in order, widths summing to N) get their
+    running statistics updated."""
+    _check_partials(part_mean, part_m2, count, bns, update)
     bns = list(bns) if update else []
     return torch.ops.hrfast.bn_stats(
         part_mean.detach(), part_m2.detach(), int(count), [bn.running_mean for bn in bns],
         [bn.running_var for bn in bns],
         [bn.num_batches_tracked for bn in bns], [bn.num_features for bn in bns],
         [-1.0 if bn.momentum is None else float(bn.momentum) for bn in bns], bool(update))
+
+
+@torch.library.custom_op("hrfast::bn_stats_many", mutates_args=("running_mean", "running_var", "num_batches_tracked"))
+def _bn_stats_many_op(part_means: List[torch.Tensor], part_m2s: List[torch.Tensor], counts: List[int],
+                      running_mean: List[torch.Tensor], running_var: List[torch.Tensor],
+                      num_batches_tracked: List[torch.Tensor], widths: List[int], groups: List[int],
+                      momentum: List[float], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    items, lo = [], 0
+    for pm, pm2, count, g in zip(part_means, part_m2s, counts, groups):
+        hi = lo + (g if update else 0)
+        running = list(zip(running_mean[lo:hi], running_var[lo:hi], num_batches_tracked[lo:hi], momentum[lo:hi]))
+        items.append((pm, pm2, count, running, widths[lo:hi]))
+        lo = hi
+    return launch_bn_finalize_many(items, update)
+
+
+@_bn_stats_many_op.register_fake
+def _(part_means, part_m2s, counts, running_mean, running_var, num_batches_tracked, widths, groups, momentum,
+      update):
+    n = sum(pm.shape[1] for pm in part_means)
+    return part_means[0].new_empty(n), part_means[0].new_empty(n)
+
+
+def bn_stats_many(items: Sequence[Tuple[torch.Tensor, torch.Tensor, int, Sequence[torch.nn.BatchNorm2d]]],
+                  update: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`bn_stats` of several convs, ``items`` of (part_mean, part_m2, count, bns), in one
+    launch per 6: [(mean, var)] in order."""
+    for pm, pm2, count, bns in items:
+        _check_partials(pm, pm2, count, bns, update)
+    out: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    for k in range(0, len(items), 6):
+        chunk = items[k:k + 6]
+        bns = [bn for it in chunk for bn in (it[3] if update else [])]
+        res = torch.ops.hrfast.bn_stats_many(
+            [it[0].detach() for it in chunk], [it[1].detach() for it in chunk], [int(it[2]) for it in chunk],
+            [bn.running_mean for bn in bns], [bn.running_var for bn in bns], [bn.num_batches_tracked for bn in bns],
+            [bn.num_features for bn in bns], [len(it[3]) if update else 0 for it in chunk],
+            [-1.0 if bn.momentum is None else float(bn.momentum) for bn in bns], bool(update))
+        ns = [it[0].shape[1] for it in chunk]
+        out += list(zip(res[0].split(ns), res[1].split(ns)))
+    return out
 
 
 @torch.library.custom_op("hrfast::bn_partials", mutates_args=())

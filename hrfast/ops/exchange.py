@@ -18,8 +18,9 @@ Two plans, chosen per call:
   than one step is a GEMM segment of it, BN is in each segment's epilogue, and y_i is written
   once. A stage-4 unit is 8 to 11 launches.
 - **training** (or any call that needs gradients): convs write their raw outputs with the BN
-  statistics in the epilogue (``conv(..., stats=True)``), one ``bn_stats`` kernel per merged
-  conv makes the batch statistics and updates the running ones, and ``branch_sum`` applies BN,
+  statistics in the epilogue (``conv(..., stats=True)``), level by level (the convs that read
+  the inputs, then each further chain step); one ``bn_stats_many`` launch per level makes the
+  batch statistics of all its convs and updates the running ones, and ``branch_sum`` applies BN,
   upsampling, the identity, the sum and the ReLU in one pass per output branch, with a fused
   backward.
 
@@ -41,7 +42,7 @@ from torch import nn
 from ..kernels.launch import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Segment, Term, Upsample, triton_runs_on
 from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
-from .batchnorm import bn_partials, bn_stats
+from .batchnorm import bn_partials, bn_stats_many
 from .branch_sum import branch_sum, exchange_branch
 from .conv import conv, conv_bn_act
 
@@ -114,12 +115,11 @@ def _affine(conv_m: nn.Conv2d, bn: nn.Module, mean=None, var=None) -> Affine:
     return Affine(bias=conv_m.bias)
 
 
-def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Module], stride: int,
-             cudnn: bool = False) -> Tuple[List[torch.Tensor], List[Affine], List[bool]]:
-    """Raw outputs of convs that read ``x`` (one GEMM, or one cuDNN conv with ``cudnn``), the
-    affine each needs, and whether that affine uses batch statistics. In train mode the
-    statistics come from the GEMM's epilogue and the BNs' running statistics are updated
-    here, once."""
+def conv_raw(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Module], stride: int,
+             cudnn: bool = False) -> tuple:
+    """(raw outputs, their BN partials or None, whether each BN uses batch statistics, convs,
+    bns) of convs that read ``x``: one GEMM with the statistics in its epilogue, or one cuDNN
+    conv and a partials pass with ``cudnn``. :func:`finish_bn` turns them into affines."""
     weights = [c.weight for c in convs]
     batch = [_batch_stats(bn) for bn in bns]
     if cudnn:
@@ -130,17 +130,40 @@ def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Modul
     else:
         res = conv(x, weights, stride, stats=any(batch))
         outs, parts = res[:len(weights)], (res[len(weights):] if any(batch) else None)
-    if parts is None:
-        return outs, [_affine(c, bn) for c, bn in zip(convs, bns)], batch
-    update = [bn.training and bn.track_running_stats for bn in bns]
-    mean, var = bn_stats(parts[0], parts[1], outs[0].shape[0] * outs[0].shape[2] * outs[0].shape[3],
-                         bns, update=all(update))
-    affines, lo = [], 0
-    for c, bn in zip(convs, bns):
-        hi = lo + bn.num_features
-        affines.append(_affine(c, bn, mean[lo:hi], var[lo:hi]))
-        lo = hi
-    return outs, affines, batch
+    return outs, parts, batch, convs, bns
+
+
+def finish_bn(raws: Sequence[tuple]) -> List[Tuple[List[torch.Tensor], List[Affine], List[bool]]]:
+    """(outputs, the affine each needs, batch flags) of :func:`conv_raw` results: the batch
+    statistics of all of them in one launch per running-statistics mode (``bn_stats_many``),
+    which also updates the BNs' running statistics, once."""
+    stats = {}
+    for update in (True, False):
+        need = [k for k, r in enumerate(raws) if r[1] is not None
+                and all(bn.training and bn.track_running_stats for bn in r[4]) == update]
+        if need:
+            items = [(raws[k][1][0], raws[k][1][1], raws[k][0][0].shape[0] * raws[k][0][0].shape[2]
+                      * raws[k][0][0].shape[3], raws[k][4]) for k in need]
+            stats.update(zip(need, bn_stats_many(items, update)))
+    out = []
+    for k, (outs, _, batch, convs, bns) in enumerate(raws):
+        if k not in stats:
+            out.append((outs, [_affine(c, bn) for c, bn in zip(convs, bns)], batch))
+            continue
+        mean, var = stats[k]
+        affines, lo = [], 0
+        for c, bn in zip(convs, bns):
+            affines.append(_affine(c, bn, mean[lo:lo + bn.num_features], var[lo:lo + bn.num_features]))
+            lo += bn.num_features
+        out.append((outs, affines, batch))
+    return out
+
+
+def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Module], stride: int,
+             cudnn: bool = False) -> Tuple[List[torch.Tensor], List[Affine], List[bool]]:
+    """Raw outputs of convs that read ``x``, the affine each needs, and whether that affine
+    uses batch statistics (:func:`conv_raw` then :func:`finish_bn`)."""
+    return finish_bn([conv_raw(x, convs, bns, stride, cudnn)])[0]
 
 
 def _chains_from(unit: ExchangeUnit, j: int) -> List[int]:
@@ -171,6 +194,9 @@ class FusedExchange:
         self.cudnn_convs = frozenset(tuple(k) for k in cudnn_convs)
         self.in_kernel_factors = frozenset(int(f) for f in in_kernel_factors)
 
+    def _raw(self, x: torch.Tensor, convs, bns, stride: int) -> tuple:
+        return conv_raw(x, convs, bns, stride, self.on_cudnn(convs, stride))
+
     def on_cudnn(self, convs: Sequence[nn.Conv2d], stride: int) -> bool:
         """Whether the merged conv of ``convs`` runs on cuDNN in this plan."""
         return self.conv == "cudnn" or conv_key(convs, stride) in self.cudnn_convs
@@ -195,24 +221,36 @@ class FusedExchange:
 
     # ------------------------------------------------------------------ training plan
     def _train(self, unit: ExchangeUnit, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Level by level: every conv that reads an input (the upsample paths' 1x1 and the chains'
+        first steps), then each further step of the chains, each level's BN statistics in one
+        launch."""
         terms: Dict[int, List[Tuple[int, torch.Tensor, int, Affine, bool]]] = {i: [] for i in range(unit.num_outputs)}
+        raws, tags = [], []
         for j, x in enumerate(xs):
-            ups = _ups_from(unit, j)
-            if ups:
-                convs = [unit[i][j][0] for i in ups]
-                zs, affs, bts = convs_bn(x, convs, [unit[i][j][1] for i in ups], 1, self.on_cudnn(convs, 1))
-                for i, z, a, bt in zip(ups, zs, affs, bts):
+            for kind, targets, stride in (("up", _ups_from(unit, j), 1), ("down", _chains_from(unit, j), 2)):
+                if targets:
+                    pairs = [unit[i][j][:2] if kind == "up" else unit[i][j][0][:2] for i in targets]
+                    raws.append(self._raw(x, [p[0] for p in pairs], [p[1] for p in pairs], stride))
+                    tags.append((kind, j, targets))
+        chains = []   # [i, j, steps done, z, affine, batch statistics]
+        for (zs, affs, bts), (kind, j, targets) in zip(finish_bn(raws), tags):
+            for i, z, a, bt in zip(targets, zs, affs, bts):
+                if kind == "up":
                     terms[i].append((j, z, 2 ** (j - i), a, bt))
-            downs = _chains_from(unit, j)
-            if downs:
-                firsts = [unit[i][j][0] for i in downs]
-                convs = [s[0] for s in firsts]
-                zs, affs, bts = convs_bn(x, convs, [s[1] for s in firsts], 2, self.on_cudnn(convs, 2))
-                for i, z, a, bt in zip(downs, zs, affs, bts):
-                    for step in unit[i][j][1:]:   # BN + ReLU of the previous step, then the next conv
-                        h = branch_sum(None, [z], [1], [a], [bt], relu=True)
-                        (z,), (a,), (bt,) = convs_bn(h, [step[0]], [step[1]], 2, self.on_cudnn([step[0]], 2))
-                    terms[i].append((j, z, 1, a, bt))
+                else:
+                    chains.append([i, j, 1, z, a, bt])
+        live = [c for c in chains if c[2] < len(unit[c[0]][c[1]])]
+        while live:   # BN + ReLU of the previous step, then the next conv
+            raws = []
+            for i, j, done, z, a, bt in live:
+                step = unit[i][j][done]
+                h = branch_sum(None, [z], [1], [a], [bt], relu=True)
+                raws.append(self._raw(h, [step[0]], [step[1]], 2))
+            for c, ((z,), (a,), (bt,)) in zip(live, finish_bn(raws)):
+                c[2], c[3], c[4], c[5] = c[2] + 1, z, a, bt
+            live = [c for c in chains if c[2] < len(unit[c[0]][c[1]])]
+        for i, j, _, z, a, bt in chains:
+            terms[i].append((j, z, 1, a, bt))
         out, mode = [], unit_mode(unit)
         for i in range(unit.num_outputs):
             ts = sorted(terms[i], key=lambda t: t[0])   # the official summation order
