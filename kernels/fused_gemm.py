@@ -31,9 +31,10 @@ kernel also writes each tile's per-channel mean and M2 (sum of squared deviation
 accumulator, the train-mode BatchNorm statistics in one pass (``kernels/batchnorm.py`` combines
 them).
 
-Backward of a single raw conv segment (F = 1): ``conv_dgrad_kernel`` (grad of x; a strided conv
-is split into its S*S output-parity classes so no tap is wasted) and ``conv_wgrad_kernel``
-(grad of the weights; split-K over pixels, partial sums per split, summed by the caller).
+Backward of a single raw conv segment (F = 1), one launch (``conv_backward_kernel``) of two
+kinds of programs: ``_dgrad`` (grad of x; a strided conv is split into its S*S output-parity
+classes so no tap is wasted) and ``_wgrad`` (grad of the weights; split-K over pixels, partial
+sums per split, summed by the caller).
 
 Accumulation is float32 (float64 for float64 inputs). bf16/fp16 operands go to ``tl.dot`` as
 they are; float32 operands use ``PREC`` ('tf32' or 'ieee', chosen by the caller as cuDNN's
@@ -333,19 +334,16 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
 
 
 @triton.jit
-def conv_dgrad_kernel(gx, gzs, ws, B, H, W, Cin, Ho, Wo,
-                      KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
-                      PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _dgrad(pid_m, pid_n, cls, gx, gzs, ws, B, H, W, Cin, Ho, Wo,
+           KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+           PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """grad_x[b, ci, h, w] = sum over groups g, taps and channels co of
     grad_z_g[b, co, ho, wo] * W_g[co, ci, kh, kw] with h = ho*S - P + kh.
 
-    Grid axis 2 is the parity class (h % S, w % S) of the input pixels. In one class, a tap
+    ``cls`` is the parity class (h % S, w % S) of the input pixels. In one class, a tap
     either reaches every pixel through an integer ho or none, so the tap test is one scalar
     branch and no MMA runs on structural zeros. ``gzs``: per group ``(view, C_g)``."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    cls = tl.program_id(2)
     PAD: tl.constexpr = (KS - 1) // 2
     ph = cls // S
     pw = cls % S
@@ -386,18 +384,15 @@ def conv_dgrad_kernel(gx, gzs, ws, B, H, W, Cin, Ho, Wo,
 
 
 @triton.jit
-def conv_wgrad_kernel(part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
-                      KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
-                      PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _wgrad(pid_co, pid_n, pid_k, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
+           KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+           PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, off_g + co, kh*KS + kw, ci] = sum over this split's output pixels of
     grad_z_g[b, co, ho, wo] * x[b, ci, ho*S - P + kh, wo*S - P + kw].
 
-    Grid: (G * TILES_CO, KS*KS * TILES_CI, splits). Split-K over the B*Ho*Wo pixels keeps the
-    grid wide when Cout and Cin are small (the branch-0 chains); the caller sums the splits."""
-    pid_co = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_k = tl.program_id(2)
+    Programs: (G * TILES_CO, KS*KS * TILES_CI, splits). Split-K over the B*Ho*Wo pixels keeps
+    the grid wide when Cout and Cin are small (the branch-0 chains); the caller sums the splits."""
     PAD: tl.constexpr = (KS - 1) // 2
     grp = pid_co // TILES_CO
     tap = pid_n // TILES_CI
@@ -429,6 +424,40 @@ def conv_wgrad_kernel(part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TIL
                 acc = _mma(a, xv, acc, PREC, UPCAST)
             row = (pid_k.to(tl.int64) * N + offsets[g] + co) * (KS * KS) + tap
             tl.store(part + row[:, None] * Cin + ci[None, :], acc, mask=co_ok[:, None] & ci_ok[None, :])
+
+
+@triton.jit
+def conv_backward_kernel(gx, part, gzs, ws, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
+                         DG_M, DG_N, DG_C, WG_CO, WG_N,
+                         KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, NEED_X: tl.constexpr,
+                         ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
+                         D_BM: tl.constexpr, D_BN: tl.constexpr, D_BK: tl.constexpr,
+                         W_BM: tl.constexpr, W_BN: tl.constexpr, W_BK: tl.constexpr):
+    """Both halves of a conv's backward in one launch over a 1-D grid: the first DG_M * DG_N *
+    DG_C programs (with NEED_X) are :func:`_dgrad`'s (pixel tile, Cin tile, parity class), the
+    rest :func:`_wgrad`'s (Cout tile, tap x Cin tile, split)."""
+    pid = tl.program_id(0)
+    if NEED_X:
+        nd = DG_M * DG_N * DG_C
+        if pid < nd:
+            _dgrad(pid % DG_M, (pid // DG_M) % DG_N, pid // (DG_M * DG_N), gx, gzs, ws, B, H, W, Cin, Ho, Wo, KS,
+                   S, G, ACC, PREC, UPCAST, IDX64, D_BM, D_BN, D_BK)
+        else:
+            _wgrad_program(pid - nd, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
+                           WG_CO, WG_N, KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
+    else:
+        _wgrad_program(pid, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI, WG_CO, WG_N,
+                       KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
+
+
+@triton.jit
+def _wgrad_program(q, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI, WG_CO, WG_N,
+                   KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                   UPCAST: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_K: tl.constexpr):
+    """:func:`_wgrad` of the q-th weight-gradient program."""
+    _wgrad(q % WG_CO, (q // WG_CO) % WG_N, q // (WG_CO * WG_N), part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N,
+           SPLIT, TILES_CO, TILES_CI, KS, S, G, ACC, PREC, UPCAST, IDX64, BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 # ------------------------------------------------------------------------------------- launchers
@@ -534,14 +563,12 @@ def launch_conv_backward(grads: Sequence[torch.Tensor], x: torch.Tensor, weights
     big = needs_int64(x, *grads)
     gz = tuple((view(g), g.shape[1]) for g in grads)
     gx = torch.empty(0, dtype=x.dtype, device=x.device)
+    dcfg, dgrid = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1), (1, 1, 1)
     if need_x:
         gx = empty_like_layout(x, x.shape)
-        cfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
+        dcfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
         Mc = B * -(-H // stride) * -(-W // stride)
-        grid = (triton.cdiv(Mc, cfg["BLOCK_M"]), triton.cdiv(Cin, cfg["BLOCK_N"]), stride * stride)
-        record_launch()
-        conv_dgrad_kernel[grid](view(gx), gz, tuple(weight_view(w) for w in weights), B, H, W, Cin, Ho, Wo,
-                                ks, stride, G, acc, prec, up, big, **cfg)
+        dgrid = (triton.cdiv(Mc, dcfg["BLOCK_M"]), triton.cdiv(Cin, dcfg["BLOCK_N"]), stride * stride)
     # wgrad: rows are output channels, columns input channels of one tap, K the pixels
     M = B * Ho * Wo
     cfg = wgrad_tiles(max(widths), Cin, x.device)
@@ -550,10 +577,14 @@ def launch_conv_backward(grads: Sequence[torch.Tensor], x: torch.Tensor, weights
     splits = wgrad_splits(M, G * tiles_co * ks * ks * tiles_ci, x.device)
     part = torch.empty((splits, N, ks, ks, Cin), dtype=acc_dtype(x.dtype), device=x.device)
     offsets = (0, widths[0], widths[0] + (widths[1] if G > 1 else 0))
+    wgrid = (G * tiles_co, ks * ks * tiles_ci, splits)
+    programs = (dgrid[0] * dgrid[1] * dgrid[2] if need_x else 0) + wgrid[0] * wgrid[1] * wgrid[2]
     record_launch()
-    conv_wgrad_kernel[(G * tiles_co, ks * ks * tiles_ci, splits)](
-        part, gz, view(x), offsets, B, H, W, Cin, Ho, Wo, N, -(-M // splits), tiles_co, tiles_ci,
-        ks, stride, G, acc, prec, up, big, **cfg)
+    conv_backward_kernel[(programs,)](
+        view(gx if need_x else x), part, gz, tuple(weight_view(w) for w in weights), view(x), offsets, B, H, W, Cin,
+        Ho, Wo, N, -(-M // splits), tiles_co, tiles_ci, *dgrid, wgrid[0], wgrid[1], ks, stride, G, need_x, acc, prec,
+        up, big, dcfg["BLOCK_M"], dcfg["BLOCK_N"], dcfg["BLOCK_K"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"],
+        num_warps=max(dcfg["num_warps"], cfg["num_warps"]), num_stages=cfg["num_stages"])
     if splits > 1:
         record_launch()
         part = part.sum(0, keepdim=True)

@@ -49,7 +49,7 @@ def test_kernels_compile_for_sm90_without_spills():
     assert host[1]["launches"] > host[0]["launches"] and all(h["host_ms"] >= 0 for h in host)
     names = {row["kernel"] for row in rows}
     # inference and training of a 2-branch unit reach every kernel
-    assert names == {"fused_gemm_fwd_kernel", "conv_dgrad_kernel", "conv_wgrad_kernel", "bn_finalize_many_kernel",
+    assert names == {"fused_gemm_fwd_kernel", "conv_backward_kernel", "bn_finalize_many_kernel",
                      "relu_mask_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel", "terms_bn_apply_kernel"}
     for row in rows:
         assert row["spills"] == 0 and row["local"] == 0, row
