@@ -2,7 +2,7 @@
 
 ``TrainStep(net, optimizer, loss_fn)`` is ``step(x, *targets) -> loss``: forward, ``loss_fn(net(x),
 *targets)``, backward and ``optimizer.step()``. On CUDA the fused training unit alone launches
-about a hundred kernels (benchmarks/RESULTS.md "Launches"), each paying the host's Python and
+about 70 kernels at W32 batch 64 (benchmarks/RESULTS.md "Launches"), each paying the host's Python and
 launcher cost; a CUDA graph replays the whole step (forward, loss, backward, optimizer) in one
 host call. Everywhere else the same step runs eagerly.
 
