@@ -121,8 +121,8 @@ def test_stats_epilogue_and_running_update_match_batchnorm(dtype, momentum):
 
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_bn_stats_many_equals_one_call_per_conv(momentum):
-    """Seven convs' statistics (two launches: 6 + 1), of other sizes and group counts, equal a
-    bn_stats call per conv, running statistics and batch counters included."""
+    """Seven convs' statistics (three launches: 3 + 3 + 1), of other sizes and group counts,
+    equal a bn_stats call per conv, running statistics and batch counters included."""
     shapes = [(5, 3), (4,), (7, 2, 3), (6,), (3, 3), (8,), (2, 5)]
     items, singles = [], []
     for k, widths in enumerate(shapes):
@@ -144,6 +144,21 @@ def test_bn_stats_many_equals_one_call_per_conv(momentum):
             close(bn.running_mean, r.running_mean, 1e-6)
             close(bn.running_var, r.running_var, 1e-6)
             assert bn.num_batches_tracked.item() == r.num_batches_tracked.item() == 2
+
+
+def test_gpu_tiles_fill_the_machine():
+    """The GPU's GEMM tiles (chosen here as for an offline GPU): 128-pixel tiles where the grid
+    fills the 132 SMs, else 64-pixel tiles, else half the channels a tile."""
+    from hrfast.kernels.fused_gemm import SMS, gemm_tiles
+    from hrfast.kernels.launch import offline_gpu
+    cpu = torch.device("cpu")
+    with offline_gpu():
+        big = gemm_tiles(64 * 64 * 48, 32, 32, cpu)      # W32 branch 0 at batch 64: 1536 tiles of 128
+        low = gemm_tiles(64 * 8 * 6, 256, 256, cpu)      # branch 3: 48 tiles of 128 x 128, 96 of 64 x 128
+        tiny = gemm_tiles(96, 32, 32, cpu)               # nothing fills the machine: the smallest tried
+    assert (big["BLOCK_M"], big["BLOCK_N"]) == (128, 32)
+    assert (low["BLOCK_M"], low["BLOCK_N"]) == (64, 64) and 48 * 4 >= SMS
+    assert (tiny["BLOCK_M"], tiny["BLOCK_N"]) == (64, 16)
 
 
 def test_stats_tile_recovers_the_pixel_tile():

@@ -26,7 +26,13 @@ import torch
 from ..kernels.launch import HAS_TRITON, acc_dtype, require_triton, stats_tile
 
 if HAS_TRITON:
-    from ..kernels.batchnorm import launch_bn_finalize, launch_bn_finalize_many, launch_bn_partials, partials_tile
+    from ..kernels.batchnorm import (
+        MAX_FINALIZE,
+        launch_bn_finalize,
+        launch_bn_finalize_many,
+        launch_bn_partials,
+        partials_tile,
+    )
 
 
 def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: Sequence[torch.Tensor],
@@ -114,12 +120,12 @@ def _(part_means, part_m2s, counts, running_mean, running_var, num_batches_track
 def bn_stats_many(items: Sequence[Tuple[torch.Tensor, torch.Tensor, int, Sequence[torch.nn.BatchNorm2d]]],
                   update: bool = False) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """:func:`bn_stats` of several convs, ``items`` of (part_mean, part_m2, count, bns), in one
-    launch per 6: [(mean, var)] in order."""
+    launch per ``MAX_FINALIZE`` of them: [(mean, var)] in order."""
     for pm, pm2, count, bns in items:
         _check_partials(pm, pm2, count, bns, update)
     out: List[Tuple[torch.Tensor, torch.Tensor]] = []
-    for k in range(0, len(items), 6):
-        chunk = items[k:k + 6]
+    for k in range(0, len(items), MAX_FINALIZE):
+        chunk = items[k:k + MAX_FINALIZE]
         bns = [bn for it in chunk for bn in (it[3] if update else [])]
         res = torch.ops.hrfast.bn_stats_many(
             [it[0].detach() for it in chunk], [it[1].detach() for it in chunk], [int(it[2]) for it in chunk],
