@@ -1,6 +1,6 @@
 """Triton kernels of train-mode BatchNorm for the fused exchange unit, and their launchers:
 the statistics in one pass and the running-statistics update (``hrfast.ops.batchnorm``
-registers the ops ``bn_stats`` and ``bn_partials``).
+registers the ops ``bn_stats_many`` and ``bn_partials``).
 
 Views and the (mean, M2) per-tile partials follow ``kernels/fused_gemm.py``. Per-tile
 partials are combined exactly (Chan et al.): with tile counts n_p, means m_p and M2_p,
@@ -21,15 +21,6 @@ from .launch import acc_dtype, block_rows, needs_int64, on_gpu, record_launch, s
 def _tile_count(p, M, TILE):
     """Rows in tile p of a pixel axis of length M cut into tiles of TILE (0 past the end)."""
     return tl.maximum(tl.minimum(M - p * TILE, TILE), 0)
-
-
-@triton.jit
-def bn_finalize_kernel(part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups, bounds,
-                       UPDATE: tl.constexpr, CUMULATIVE: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
-                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """:func:`_finalize` of one conv's statistics."""
-    _finalize(tl.program_id(0), tl.num_programs(0), part_mean, part_m2, P, M, TILE, N, mean_out, var_out, groups,
-              bounds, UPDATE, CUMULATIVE, G, ACC, BLOCK_P, BLOCK_C)
 
 
 @triton.jit
@@ -148,13 +139,10 @@ def _float_pair(v: float) -> Tuple[float, float]:
 MAX_FINALIZE = 3   # convs whose statistics one bn_finalize_many_kernel launch combines
 
 
-def _finalize_args(part_mean, part_m2, count, running, widths, update, mean=None, var=None):
-    """(kernel item, mean, var, groups count, cumulative) of one conv's statistics, written to
-    ``mean`` / ``var`` (new (N,) tensors when not given)."""
+def _finalize_args(part_mean, part_m2, count, running, widths, update, mean, var):
+    """(kernel item, groups count, cumulative) of one conv's statistics, written to ``mean`` /
+    ``var`` (N,)."""
     P, N = part_mean.shape
-    if mean is None:
-        mean = torch.empty(N, dtype=part_mean.dtype, device=part_mean.device)
-        var = torch.empty_like(mean)
     bounds = [0]
     for w in widths:
         bounds.append(bounds[-1] + w)
@@ -162,40 +150,28 @@ def _finalize_args(part_mean, part_m2, count, running, widths, update, mean=None
     groups = tuple((rm, rv, nbt, *_float_pair(m)) for rm, rv, nbt, m in running) if update \
         else ((mean, var, mean, 0.0, 0.0),)
     item = (part_mean, part_m2, P, count, stats_tile(count, P), N, mean, var, groups, tuple(bounds))
-    return item, mean, var, len(groups), update and any(r[3] < 0 for r in running)
+    return item, len(groups), update and any(r[3] < 0 for r in running)
 
 
 def launch_bn_finalize_many(items: Sequence[tuple], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """(means, variances) of up to :data:`MAX_FINALIZE` convs' statistics, each concatenated
-    over the convs in order, each item ``(part_mean, part_m2, count, running, widths)`` as
-    :func:`launch_bn_finalize` takes them, in one launch."""
+    over the convs in order, in one launch. Each item is ``(part_mean, part_m2, count, running,
+    widths)``: (P, N) partials over ``count`` pixels, and per channel group of ``widths``
+    ``(running_mean, running_var, num_batches_tracked, momentum)``, momentum negative for None
+    (a cumulative average), updated in place when ``update``."""
     assert 1 <= len(items) <= MAX_FINALIZE
     ns = [it[0].shape[1] for it in items]
     means = torch.empty(sum(ns), dtype=items[0][0].dtype, device=items[0][0].device)
     variances = torch.empty_like(means)
     built = [_finalize_args(*it, update, m, v) for it, m, v in zip(items, means.split(ns), variances.split(ns))]
-    cumulative = any(b[4] for b in built)
+    cumulative = any(b[2] for b in built)
     blk = block_rows(max(it[0].shape[1] for it in items), 128)
-    gs = [b[3] for b in built] + [1] * (MAX_FINALIZE - len(built))
+    gs = [b[1] for b in built] + [1] * (MAX_FINALIZE - len(built))
     grid = (1 if cumulative else max(triton.cdiv(it[0].shape[1], blk) for it in items), len(items))
     record_launch()
     bn_finalize_many_kernel[grid](tuple(b[0] for b in built), len(items), update, cumulative, *gs,
                                   tl_dtype(items[0][0].dtype), BLOCK_P=32, BLOCK_C=blk)
     return means, variances
-
-
-def launch_bn_finalize(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running: Sequence[tuple],
-                       widths: Sequence[int], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(mean, biased var), each (N,), from (P, N) partials over ``count`` pixels. ``running``:
-    per channel group (running_mean, running_var, num_batches_tracked, momentum), momentum
-    negative for None (a cumulative average), updated in place when ``update``."""
-    item, mean, var, g, cumulative = _finalize_args(part_mean, part_m2, count, running, widths, update)
-    N = part_mean.shape[1]
-    blk = block_rows(N, 128)
-    grid = (1 if cumulative else triton.cdiv(N, blk),)   # the batch counter is read: one program
-    record_launch()
-    bn_finalize_kernel[grid](*item, update, cumulative, g, tl_dtype(part_mean.dtype), BLOCK_P=32, BLOCK_C=blk)
-    return mean, var
 
 
 def partials_tile(device: torch.device) -> int:

@@ -362,8 +362,6 @@ def test_opcheck_every_op(cl):
     pm, pm2 = bn_partials(z)
     _opcheck(torch.ops.hrfast.bn_partials.default, (z,))
     bn = torch.nn.BatchNorm2d(3).to(DEV)
-    _opcheck(torch.ops.hrfast.bn_stats.default,
-             (pm, pm2, 18, [bn.running_mean], [bn.running_var], [bn.num_batches_tracked], [3], [0.1], True))
     _opcheck(torch.ops.hrfast.bn_stats_many.default,
              ([pm, pm], [pm2, pm2], [18, 18], [bn.running_mean] * 2, [bn.running_var] * 2,
               [bn.num_batches_tracked] * 2, [3, 3], [1, 1], [0.1, 0.1], True))

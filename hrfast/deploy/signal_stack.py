@@ -11,6 +11,7 @@ chain: a plugin's destructor then finds another stack current and only unmaps it
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 import threading
 
@@ -24,9 +25,13 @@ class _StackT(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.lru_cache(maxsize=None)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _sigaltstack(new, old) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.sigaltstack(ctypes.byref(new) if new is not None else None,
+    return _libc().sigaltstack(ctypes.byref(new) if new is not None else None,
                             ctypes.byref(old) if old is not None else None) == 0
 
 

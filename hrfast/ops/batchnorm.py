@@ -1,5 +1,5 @@
-"""Train-mode BatchNorm statistics for the fused exchange unit, in one kernel per conv
-(``bn_stats``) or for up to 6 convs at once (``bn_stats_many``).
+"""Train-mode BatchNorm statistics for the fused exchange unit: ``bn_stats`` for one conv,
+``bn_stats_many`` for several, one launch per 3 convs (``hrfast::bn_stats_many``).
 
 ``bn_stats(part_mean, part_m2, count, ...)`` combines the per-tile (mean, M2) partials that
 ``hrfast.ops.conv.conv(..., stats=True)`` writes in its epilogue into the batch mean and biased
@@ -28,7 +28,6 @@ from ..kernels.launch import HAS_TRITON, acc_dtype, require_triton, stats_tile
 if HAS_TRITON:
     from ..kernels.batchnorm import (
         MAX_FINALIZE,
-        launch_bn_finalize,
         launch_bn_finalize_many,
         launch_bn_partials,
         partials_tile,
@@ -56,20 +55,6 @@ def bn_stats_ref(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, run
     return mean, var
 
 
-@torch.library.custom_op("hrfast::bn_stats", mutates_args=("running_mean", "running_var", "num_batches_tracked"))
-def _bn_stats_op(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, running_mean: List[torch.Tensor],
-                 running_var: List[torch.Tensor], num_batches_tracked: List[torch.Tensor], widths: List[int],
-                 momentum: List[float], update: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    running = list(zip(running_mean, running_var, num_batches_tracked, momentum))
-    return launch_bn_finalize(part_mean, part_m2, count, running, widths, update)
-
-
-@_bn_stats_op.register_fake
-def _(part_mean, part_m2, count, running_mean, running_var, num_batches_tracked, widths, momentum, update):
-    N = part_mean.shape[1]
-    return part_mean.new_empty(N), part_mean.new_empty(N)
-
-
 def _check_partials(part_mean, part_m2, count: int, bns, update: bool) -> None:
     if part_mean.dim() != 2 or part_m2.shape != part_mean.shape:
         raise ValueError(f"part_mean and part_m2 must be the same (P, N) shape, got {tuple(part_mean.shape)} "
@@ -87,13 +72,7 @@ def bn_stats(part_mean: torch.Tensor, part_m2: torch.Tensor, count: int, bns: Se
     """Batch (mean, biased var), each (N,), from partials over ``count`` pixels. With
     ``update``, ``bns`` (one per channel group, in order, widths summing to N) get their
     running statistics updated."""
-    _check_partials(part_mean, part_m2, count, bns, update)
-    bns = list(bns) if update else []
-    return torch.ops.hrfast.bn_stats(
-        part_mean.detach(), part_m2.detach(), int(count), [bn.running_mean for bn in bns],
-        [bn.running_var for bn in bns],
-        [bn.num_batches_tracked for bn in bns], [bn.num_features for bn in bns],
-        [-1.0 if bn.momentum is None else float(bn.momentum) for bn in bns], bool(update))
+    return bn_stats_many([(part_mean, part_m2, count, bns)], update)[0]
 
 
 @torch.library.custom_op("hrfast::bn_stats_many", mutates_args=("running_mean", "running_var", "num_batches_tracked"))

@@ -20,8 +20,8 @@ Two plans, chosen per call:
 - **training** (or any call that needs gradients): convs write their raw outputs with the BN
   statistics in the epilogue (``conv(..., stats=True)``), level by level (the convs that read
   the inputs, then each further chain step); one ``bn_stats_many`` launch per level (per 3
-  convs) makes the batch statistics of its convs and updates the running ones, and ``branch_sum`` applies BN,
-  upsampling, the identity, the sum and the ReLU in one pass per output branch, with a fused
+  convs) makes the batch statistics of its convs and updates the running ones, and
+  ``branch_sum`` applies BN, upsampling, the identity, the sum and the ReLU in one pass per output branch, with a fused
   backward.
 
 ``conv="cudnn"`` runs the convs on cuDNN (oneDNN on the CPU) with the same BN and sum
