@@ -111,7 +111,7 @@ def _describe(kernel) -> str:
     """The constexpr values that tell one variant from another."""
     src = kernel.src
     keep = ("NS", "NT", "G", "KS", "S", "F", "STATS", "BLOCK_M", "BLOCK_N", "BLOCK_K", "AFF", "UPDATE",
-            "KS0", "S0", "F0", "KS1", "F1", "KS2", "F2")
+            "KS0", "S0", "F0", "KS1", "F1", "KS2", "F2", "K", "META")
     names = [p.name for p in src.fn.params] if hasattr(src, "fn") else []
     vals = []
     for path, v in getattr(src, "constants", {}).items():
@@ -128,8 +128,9 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
     from hrfast.kernels import branch_sum as kbs
     from hrfast.kernels import fused_gemm as kg
 
-    kernels = [kg.fused_gemm_fwd_kernel, kg.conv_backward_kernel, kbn.bn_finalize_many_kernel,
-               kbs.relu_mask_kernel, kbs.terms_reduce_kernel, kbs.terms_sum_rows_kernel, kbs.terms_bn_apply_kernel]
+    kernels = [kg.fused_gemm_fwd_kernel, kg.conv_backward_kernel, kg.split_sum_kernel, kbn.bn_finalize_many_kernel,
+               kbs.relu_mask_kernel, kbs.sums_fwd_kernel, kbs.terms_reduce_kernel, kbs.terms_sum_rows_kernel,
+               kbs.terms_bn_apply_kernel]
     rows = []
     with offline_sm90():
         for k in kernels:

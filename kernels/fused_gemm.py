@@ -45,6 +45,7 @@ the tiles and the dtypes; ``hrfast.ops.conv`` and ``hrfast.ops.branch_sum`` regi
 that call them.
 """
 import os
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -384,12 +385,12 @@ def _dgrad(pid_m, pid_n, cls, gx, gzs, ws, B, H, W, Cin, Ho, Wo,
 
 
 @triton.jit
-def _wgrad(pid_co, pid_n, pid_k, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
+def _wgrad(pid_co, pid_n, pid_k, part, PSTRIDE, gzs, x, offsets, B, H, W, Cin, Ho, Wo, SPLIT, TILES_CO, TILES_CI,
            KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
            PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """part[split, off_g + co, kh*KS + kw, ci] = sum over this split's output pixels of
-    grad_z_g[b, co, ho, wo] * x[b, ci, ho*S - P + kh, wo*S - P + kw].
+    """part[split * PSTRIDE + ((off_g + co) * KS*KS + kh*KS + kw) * Cin + ci] = sum over this
+    split's output pixels of grad_z_g[b, co, ho, wo] * x[b, ci, ho*S - P + kh, wo*S - P + kw].
 
     Programs: (G * TILES_CO, KS*KS * TILES_CI, splits). Split-K over the B*Ho*Wo pixels keeps
     the grid wide when Cout and Cin are small (the branch-0 chains); the caller sums the splits."""
@@ -422,42 +423,47 @@ def _wgrad(pid_co, pid_n, pid_k, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N,
                 xv = tl.load(x[0] + _rows(x, b, hi, wi)[:, None] + ci[None, :] * x[2],
                              mask=x_ok[:, None] & ci_ok[None, :], other=0.0)
                 acc = _mma(a, xv, acc, PREC, UPCAST)
-            row = (pid_k.to(tl.int64) * N + offsets[g] + co) * (KS * KS) + tap
-            tl.store(part + row[:, None] * Cin + ci[None, :], acc, mask=co_ok[:, None] & ci_ok[None, :])
+            row = ((offsets[g] + co) * (KS * KS) + tap).to(tl.int64)
+            tl.store(part + pid_k.to(tl.int64) * PSTRIDE + row[:, None] * Cin + ci[None, :], acc,
+                     mask=co_ok[:, None] & ci_ok[None, :])
 
 
 @triton.jit
-def conv_backward_kernel(gx, part, gzs, ws, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
-                         DG_M, DG_N, DG_C, WG_CO, WG_N,
-                         KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, NEED_X: tl.constexpr,
-                         ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr,
-                         D_BM: tl.constexpr, D_BN: tl.constexpr, D_BK: tl.constexpr,
-                         W_BM: tl.constexpr, W_BN: tl.constexpr, W_BK: tl.constexpr):
-    """Both halves of a conv's backward in one launch over a 1-D grid: the first DG_M * DG_N *
-    DG_C programs (with NEED_X) are :func:`_dgrad`'s (pixel tile, Cin tile, parity class), the
-    rest :func:`_wgrad`'s (Cout tile, tap x Cin tile, split)."""
+def conv_backward_kernel(convs, offsets, K: tl.constexpr, META: tl.constexpr, ACC: tl.constexpr,
+                         PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr):
+    """The backward of up to 6 convs in one launch over a 1-D grid: conv k owns the programs
+    ``offsets[k] <= pid < offsets[k + 1]``. ``convs[k] = (gx, part, PSTRIDE, gzs, ws, x, goffs, B,
+    H, W, Cin, Ho, Wo, SPLIT, TILES_CO, TILES_CI, DG_M, DG_N, DG_C, WG_CO, WG_N)``, ``META[k] =
+    (KS, S, G, NEED_X, dgrad tiles (M, N, K), wgrad tiles (M, N, K))``."""
     pid = tl.program_id(0)
-    if NEED_X:
-        nd = DG_M * DG_N * DG_C
-        if pid < nd:
-            _dgrad(pid % DG_M, (pid // DG_M) % DG_N, pid // (DG_M * DG_N), gx, gzs, ws, B, H, W, Cin, Ho, Wo, KS,
-                   S, G, ACC, PREC, UPCAST, IDX64, D_BM, D_BN, D_BK)
-        else:
-            _wgrad_program(pid - nd, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI,
-                           WG_CO, WG_N, KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
-    else:
-        _wgrad_program(pid, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI, WG_CO, WG_N,
-                       KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
+    for k in tl.static_range(K):
+        if (pid >= offsets[k]) & (pid < offsets[k + 1]):
+            _conv_backward(pid - offsets[k], convs[k], META[k], ACC, PREC, UPCAST, IDX64)
 
 
 @triton.jit
-def _wgrad_program(q, part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N, SPLIT, TILES_CO, TILES_CI, WG_CO, WG_N,
-                   KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
-                   UPCAST: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr):
-    """:func:`_wgrad` of the q-th weight-gradient program."""
-    _wgrad(q % WG_CO, (q // WG_CO) % WG_N, q // (WG_CO * WG_N), part, gzs, x, offsets, B, H, W, Cin, Ho, Wo, N,
-           SPLIT, TILES_CO, TILES_CI, KS, S, G, ACC, PREC, UPCAST, IDX64, BLOCK_M, BLOCK_N, BLOCK_K)
+def _conv_backward(pid, c, M: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+                   IDX64: tl.constexpr):
+    """Both halves of one conv's backward: the first DG_M * DG_N * DG_C programs (with
+    NEED_X) are :func:`_dgrad`'s (pixel tile, Cin tile, parity class), the rest
+    :func:`_wgrad`'s (Cout tile, tap x Cin tile, split)."""
+    if M[3]:
+        nd = c[16] * c[17] * c[18]
+        if pid < nd:
+            _dgrad(pid % c[16], (pid // c[16]) % c[17], pid // (c[16] * c[17]), c[0], c[3], c[4], c[7], c[8], c[9],
+                   c[10], c[11], c[12], M[0], M[1], M[2], ACC, PREC, UPCAST, IDX64, M[4], M[5], M[6])
+        else:
+            _wgrad_program(pid - nd, c, M, ACC, PREC, UPCAST, IDX64)
+    else:
+        _wgrad_program(pid, c, M, ACC, PREC, UPCAST, IDX64)
+
+
+@triton.jit
+def _wgrad_program(q, c, M: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+                   IDX64: tl.constexpr):
+    """:func:`_wgrad` of the q-th weight-gradient program of conv ``c``."""
+    _wgrad(q % c[19], (q // c[19]) % c[20], q // (c[19] * c[20]), c[1], c[2], c[3], c[5], c[6], c[7], c[8], c[9],
+           c[10], c[11], c[12], c[13], c[14], c[15], M[0], M[1], M[2], ACC, PREC, UPCAST, IDX64, M[7], M[8], M[9])
 
 
 # ------------------------------------------------------------------------------------- launchers
@@ -556,43 +562,133 @@ def wgrad_splits(M: int, tiles_mn: int, device: torch.device) -> int:
     return max(1, min(-(-264 // max(tiles_mn, 1)), M // 512))
 
 
-def launch_conv_backward(grads: Sequence[torch.Tensor], x: torch.Tensor, weights: Sequence[torch.Tensor],
-                         stride: int, need_x: bool) -> List[torch.Tensor]:
-    """[grad_x (empty when not needed), grad of all weights as one (N, k, k, Cin) tensor] of
-    the grouped conv ``[conv2d(x, w_g, stride)]`` for output gradients ``grads``."""
-    B, Cin, H, W = x.shape
-    ks = weights[0].shape[-1]
-    Ho, Wo = grads[0].shape[2:]
-    G = len(weights)
-    widths = [w.shape[0] for w in weights]
-    N = sum(widths)
-    acc, prec, up = tl_dtype(x.dtype), dot_precision(x.dtype), dot_upcast(x.dtype, x.device)
-    big = needs_int64(x, *grads)
-    gz = tuple((view(g), g.shape[1]) for g in grads)
-    gx = torch.empty(0, dtype=x.dtype, device=x.device)
-    dcfg, dgrid = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1), (1, 1, 1)
-    if need_x:
-        gx = empty_like_layout(x, x.shape)
-        dcfg = gemm_tiles(B * H * W // (stride * stride), Cin, min(widths), x.device)
-        Mc = B * -(-H // stride) * -(-W // stride)
-        dgrid = (triton.cdiv(Mc, dcfg["BLOCK_M"]), triton.cdiv(Cin, dcfg["BLOCK_N"]), stride * stride)
-    # wgrad: rows are output channels, columns input channels of one tap, K the pixels
-    M = B * Ho * Wo
-    cfg = wgrad_tiles(max(widths), Cin, x.device)
-    tiles_co = triton.cdiv(max(widths), cfg["BLOCK_M"])
-    tiles_ci = triton.cdiv(Cin, cfg["BLOCK_N"])
-    splits = wgrad_splits(M, G * tiles_co * ks * ks * tiles_ci, x.device)
-    part = torch.empty((splits, N, ks, ks, Cin), dtype=acc_dtype(x.dtype), device=x.device)
-    offsets = (0, widths[0], widths[0] + (widths[1] if G > 1 else 0))
-    wgrid = (G * tiles_co, ks * ks * tiles_ci, splits)
-    programs = (dgrid[0] * dgrid[1] * dgrid[2] if need_x else 0) + wgrid[0] * wgrid[1] * wgrid[2]
+MAX_CONVS = 6   # the convs that read a stage-4 unit's inputs: one backward launch
+
+
+@dataclass
+class ConvGrad:
+    """One conv's backward: the output gradients ``grads`` of the grouped conv
+    ``[conv2d(x, w_g, stride)]`` and whether the input's gradient is wanted."""
+    grads: Sequence[torch.Tensor]
+    x: torch.Tensor
+    weights: Sequence[torch.Tensor]
+    stride: int
+    need_x: bool
+
+    def plan(self) -> tuple:
+        """(dgrad tiles and grid, wgrad tiles, its (co, tap x ci) tiles, the splits it wants)."""
+        B, Cin, H, W = self.x.shape
+        widths = [w.shape[0] for w in self.weights]
+        dcfg, dgrid = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4), (1, 1, 1)
+        if self.need_x:
+            s = self.stride
+            dcfg = gemm_tiles(B * H * W // (s * s), Cin, min(widths), self.x.device)
+            Mc = B * -(-H // s) * -(-W // s)    # the pixels of one parity class, at most
+            dgrid = (triton.cdiv(Mc, dcfg["BLOCK_M"]), triton.cdiv(Cin, dcfg["BLOCK_N"]), s * s)
+        cfg = wgrad_tiles(max(widths), Cin, self.x.device)
+        ks = self.weights[0].shape[-1]
+        wtiles = (len(widths) * triton.cdiv(max(widths), cfg["BLOCK_M"]), ks * ks * triton.cdiv(Cin, cfg["BLOCK_N"]))
+        M = B * self.grads[0].shape[2] * self.grads[0].shape[3]
+        return dcfg, dgrid, cfg, wtiles, wgrad_splits(M, wtiles[0] * wtiles[1], self.x.device)
+
+
+def weight_grad_layout(convs: Sequence[ConvGrad]) -> List[Tuple[int, Tuple[int, int, int, int]]]:
+    """Where :func:`launch_conv_backward` puts each conv's weight gradient in its flat buffer:
+    (offset, (N, k, k, Cin)), one after another. No padding between them: an op's output holds
+    no unwritten bytes (W32's and W48's blocks are 64-byte multiples anyway)."""
+    shapes = [(sum(w.shape[0] for w in c.weights), c.weights[0].shape[-1], c.weights[0].shape[-1], c.x.shape[1])
+              for c in convs]
+    starts = [0]
+    for n, k, _, ci in shapes:
+        starts.append(starts[-1] + n * k * k * ci)
+    return list(zip(starts[:-1], shapes))
+
+
+def launch_conv_backward(convs: Sequence[ConvGrad]) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    """(grad_x of each conv (empty when not needed), one flat float32 buffer holding the
+    gradient of each conv's weights as an (N, k, k, Cin) block at :func:`weight_grad_layout`):
+    one launch per 6 convs, whatever their shapes, and one sum of their split-K partials."""
+    layout = weight_grad_layout(convs)
+    last_at, (n, k, _, ci) = layout[-1]
+    gw = torch.empty(last_at + n * k * k * ci, dtype=acc_dtype(convs[0].x.dtype), device=convs[0].x.device)
+    gxs: List[torch.Tensor] = []
+    for lo in range(0, len(convs), MAX_CONVS):
+        gxs += _backward_chunk(convs[lo:lo + MAX_CONVS], gw, [at for at, _ in layout[lo:lo + MAX_CONVS]])
+    return gxs, gw
+
+
+def _aligned(sizes: Sequence[int]) -> List[int]:
+    """Start offsets of consecutive slices of ``sizes`` elements, each 64-byte aligned."""
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + -(-int(n) // 16) * 16)
+    return starts
+
+
+def _backward_chunk(convs: Sequence[ConvGrad], gw: torch.Tensor, out_at: Sequence[int]) -> List[torch.Tensor]:
+    """One launch of up to 6 convs' backward writing their weight gradients at ``out_at`` in
+    ``gw``; returns their grad_x."""
+    plans = [c.plan() for c in convs]
+    x0 = convs[0].x
+    sizes = [sum(w.shape[0] for w in c.weights) * c.weights[0].shape[-1] ** 2 * c.x.shape[1] for c in convs]
+    splits = [p[4] for p in plans]
+    # a conv without split-K writes its weight gradient in place; the others their partials
+    split = [k for k in range(len(convs)) if splits[k] > 1]
+    rows = {k: -(-sizes[k] // 16) * 16 for k in split}    # a split's aligned stride
+    part_at = _aligned([splits[k] * rows[k] for k in split])
+    scratch = torch.empty(part_at[-1], dtype=gw.dtype, device=x0.device)
+    where = {k: (scratch[part_at[i]:], rows[k]) for i, k in enumerate(split)}
+    args, meta, programs, gxs, warps = [], [], [], [], 4
+    for k, (c, (dcfg, dgrid, cfg, wtiles, sp)) in enumerate(zip(convs, plans)):
+        B, Cin, H, W = c.x.shape
+        Ho, Wo = c.grads[0].shape[2:]
+        widths = [w.shape[0] for w in c.weights]
+        ks = c.weights[0].shape[-1]
+        gx = empty_like_layout(c.x, c.x.shape) if c.need_x else c.x.new_empty(0)
+        gxs.append(gx)
+        part, pstride = where.get(k, (gw[out_at[k]:], 0))
+        goffs = (0, widths[0], widths[0] + (widths[1] if len(widths) > 1 else 0))
+        args.append((view(gx if c.need_x else c.x), part, pstride, tuple((view(g), g.shape[1]) for g in c.grads),
+                     tuple(weight_view(w) for w in c.weights), view(c.x), goffs, B, H, W, Cin, Ho, Wo,
+                     -(-(B * Ho * Wo) // sp), wtiles[0] // len(widths), wtiles[1] // (ks * ks), *dgrid, *wtiles))
+        meta.append((ks, c.stride, len(widths), c.need_x, dcfg["BLOCK_M"], dcfg["BLOCK_N"], dcfg["BLOCK_K"],
+                     cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]))
+        programs.append((dgrid[0] * dgrid[1] * dgrid[2] if c.need_x else 0) + wtiles[0] * wtiles[1] * sp)
+        warps = max(warps, cfg["num_warps"], dcfg["num_warps"] if c.need_x else 4)
+    offs = [0]
+    for n in programs:
+        offs.append(offs[-1] + n)
+    big = needs_int64(*[t for c in convs for t in (c.x, *c.grads)])
     record_launch()
-    conv_backward_kernel[(programs,)](
-        view(gx if need_x else x), part, gz, tuple(weight_view(w) for w in weights), view(x), offsets, B, H, W, Cin,
-        Ho, Wo, N, -(-M // splits), tiles_co, tiles_ci, *dgrid, wgrid[0], wgrid[1], ks, stride, G, need_x, acc, prec,
-        up, big, dcfg["BLOCK_M"], dcfg["BLOCK_N"], dcfg["BLOCK_K"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"],
-        num_warps=max(dcfg["num_warps"], cfg["num_warps"]), num_stages=cfg["num_stages"])
-    if splits > 1:
-        record_launch()
-        part = part.sum(0, keepdim=True)
-    return [gx, part[0]]
+    conv_backward_kernel[(offs[-1],)](tuple(args), tuple(offs), len(convs), tuple(meta), tl_dtype(x0.dtype),
+                                      dot_precision(x0.dtype), dot_upcast(x0.dtype, x0.device), big,
+                                      num_warps=warps, num_stages=wgrad_tiles(1, 1, x0.device)["num_stages"])
+    if split:
+        _sum_splits([(where[k][0], splits[k], sizes[k], where[k][1], gw[out_at[k]:]) for k in split])
+    return gxs
+
+
+@triton.jit
+def split_sum_kernel(sums, offsets, K: tl.constexpr, BLOCK: tl.constexpr):
+    """Sum k: ``sums[k] = (partials, splits, n, stride, out)``: out[i] = sum over s, in order, of
+    partials[s * stride + i] for i < n, BLOCK elements a program."""
+    pid = tl.program_id(0)
+    for k in tl.static_range(K):
+        if (pid >= offsets[k]) & (pid < offsets[k + 1]):
+            a = sums[k]
+            i = (pid - offsets[k]) * BLOCK + tl.arange(0, BLOCK)
+            ok = i < a[2]
+            acc = tl.load(a[0] + i, mask=ok, other=0.0)
+            for sp in range(1, a[1]):
+                acc += tl.load(a[0] + sp * a[3] + i, mask=ok, other=0.0)
+            tl.store(a[4] + i, acc, mask=ok)
+
+
+def _sum_splits(sums: Sequence[tuple]) -> None:
+    """The split-K partials of several convs summed in one launch (a fixed order: deterministic)."""
+    blk = 1024 if on_gpu(sums[0][0].device) else 256
+    offs = [0]
+    for s in sums:
+        offs.append(offs[-1] + triton.cdiv(s[2], blk))
+    record_launch()
+    split_sum_kernel[(offs[-1],)](tuple(sums), tuple(offs), len(sums), BLOCK=blk)

@@ -252,6 +252,14 @@ def affine_lists(affines: Sequence[Affine], like: torch.Tensor) -> tuple:
 NO_AFFINE = Affine()
 
 
+def spans(counts: Sequence[int]) -> Iterator[tuple]:
+    """(lo, hi) of each item's entries in the op schemas' flat lists, item k having counts[k]."""
+    lo = 0
+    for n in counts:
+        yield lo, lo + int(n)
+        lo += int(n)
+
+
 @dataclass
 class Segment:
     """A GEMM term: ``x`` convolved (KS = weight size, ``stride``) after nearest upsampling by

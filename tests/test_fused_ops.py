@@ -1,6 +1,6 @@
 """The exchange unit's Triton ops against their reference twins (Triton interpreter on the CPU,
 CUDA when present): ``conv`` (grouped, with BN statistics), ``conv_bn_act``, ``bn_stats``,
-``bn_partials``, ``branch_sum`` and ``exchange_branch``.
+``bn_partials``, ``branch_sum`` / ``branch_sums`` and ``exchange_branch``.
 
 Tolerances. fp32: 1e-5 relative to the output's scale; the kernels sum Cin*k*k products in
 another order than oneDNN/cuDNN, a few float32 ulps apart. Gradients that are sums over
@@ -15,10 +15,17 @@ import pytest
 import torch
 from conftest import assert_within_twice_eager
 
-from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, Upsample, stats_tile
+from hrfast.kernels.launch import HAS_TRITON, Affine, Segment, Term, Upsample, count_launches, stats_tile
 from hrfast.ops.batchnorm import bn_partials, bn_stats, bn_stats_many, bn_stats_ref
-from hrfast.ops.branch_sum import branch_sum, branch_sum_ref, exchange_branch, exchange_branch_ref
-from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref
+from hrfast.ops.branch_sum import (
+    branch_sum,
+    branch_sum_ref,
+    branch_sums,
+    branch_sums_ref,
+    exchange_branch,
+    exchange_branch_ref,
+)
+from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref, convs
 
 pytestmark = [pytest.mark.usefixtures("tf32_off"), pytest.mark.skipif(
     not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
@@ -69,6 +76,31 @@ def test_conv_forward_backward_fp32(B, Cin, H, W, widths, k, stride, fmt):
         close(a, r)
     gys = [torch.randn_like(r) for r in ref]
     for a, r in zip(torch.autograd.grad(out, [x] + ws, gys), torch.autograd.grad(ref, [x] + ws, gys)):
+        close(a, r)
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_convs_of_several_inputs_equal_one_conv_each(fmt):
+    """Every shape of CONV_SHAPES (1x1 and 3x3, strides 1 and 2, 1 to 3 groups, 1 to 64 input
+    channels) and two of 128 output pixels, which the interpreter splits (split-K), in one
+    ``convs`` call, whose backward is one launch per 6 convs and one sum of the split ones'
+    partials: values and every gradient equal conv_ref's."""
+    torch.manual_seed(0)
+    shapes = [(2, 3, 8, 8, (5,), 1, 1)] + CONV_SHAPES + [(1, 4, 3, 3, (2,), 3, 2), (2, 4, 16, 16, (3,), 3, 2)]
+    problems = [(rand(B, Cin, H, W, fmt=fmt), [rand(c, Cin, k, k, fmt=fmt) for c in widths], stride)
+                for B, Cin, H, W, widths, k, stride in shapes]
+    outs = convs(problems)
+    refs = [conv_ref(*p) for p in problems]
+    for out, ref in zip(outs, refs):
+        for a, r in zip(out, ref):
+            assert a.stride() == r.contiguous(memory_format=fmt).stride()
+            close(a, r)
+    leaves = [t for x, ws, _ in problems for t in [x] + ws]
+    gys = [torch.randn_like(r) for ref in refs for r in ref]
+    with count_launches() as n:
+        got = torch.autograd.grad([a for o in outs for a in o], leaves, gys)
+    assert n.n == 2 + 2     # 6 + 2 convs, each chunk with a split conv: a backward and a sum each
+    for a, r in zip(got, torch.autograd.grad([r for ref in refs for r in ref], leaves, gys)):
         close(a, r)
 
 
@@ -264,6 +296,84 @@ def test_branch_sum_bias_and_plain_terms():
             close(a, r)
 
 
+def _unit_branches(B, widths, H, W, fmt, batch, relus, bases, dtype=torch.float32):
+    """The branch sums of a unit with len(widths) outputs: output i at 1/2^i of (H, W) sums its
+    base (when bases[i]) and one BN term from every other branch j (F = 2^(j-i) for j > i, F = 1
+    for a chain's last conv)."""
+    n = len(widths)
+    branches = []
+    for i, C in enumerate(widths):
+        Hi, Wi = -(-H // 2 ** i), -(-W // 2 ** i)
+        fs = [2 ** (j - i) if j > i else 1 for j in range(n) if j != i]
+        zs = [rand(B, C, -(-Hi // f), -(-Wi // f), fmt=fmt, dtype=dtype) for f in fs]
+        affs = [bn_affine(C, z if batch else None, dtype=dtype) for z in zs]
+        base = rand(B, C, Hi, Wi, fmt=fmt, dtype=dtype) if bases[i] else None
+        branches.append((base, zs, fs, affs, [batch] * len(zs), relus[i]))
+    return branches
+
+
+def _leaves(branches):
+    return [t for br in branches for t in ([br[0]] if br[0] is not None else []) + list(br[1])
+            + [a.weight for a in br[3]] + [a.bias for a in br[3]]]
+
+
+# the outputs of a 4-branch unit (odd sizes, widths 3..16, one branch without its base, one
+# without the ReLU); 6 chain steps alone (more than the 4 sums of one launch)
+@pytest.mark.parametrize("widths,relus,bases", [((3, 5, 8, 16), (True, True, False, True), (True, False, True, True)),
+                                                ((4,) * 6, (True,) * 6, (False,) * 6)],
+                         ids=["unit", "chain-steps"])
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_branch_sums_equal_one_call_per_branch(widths, relus, bases, batch, fmt):
+    """Several branches of different widths and resolutions in one launch each way: values and
+    every gradient equal the reference twin's."""
+    torch.manual_seed(0)
+    if len(widths) == 6:   # chain steps: one BN term each, no base
+        branches = [(None, [rand(2, C, 5, 7, fmt=fmt)], [1], [None], [batch], True) for C in widths]
+        branches = [(b, zs, fs, [bn_affine(zs[0].shape[1], zs[0] if batch else None)], bt, r)
+                    for b, zs, fs, _, bt, r in branches]
+    else:
+        branches = _unit_branches(2, widths, 13, 10, fmt, batch, relus, bases)
+    ys, yrs = branch_sums(branches), branch_sums_ref(branches)
+    for y, yr in zip(ys, yrs):
+        assert y.stride() == yr.contiguous(memory_format=fmt).stride()
+        close(y, yr)
+    leaves = _leaves(branches)
+    gys = [torch.randn_like(y) for y in ys]
+    for a, r in zip(torch.autograd.grad(ys, leaves, gys), torch.autograd.grad(yrs, leaves, gys)):
+        close(a, r)
+
+
+def test_branch_sums_many_terms_and_unused_outputs():
+    """The outputs of two 4-branch units at once (8 sums: two forward launches; 24 terms: two
+    backward chunks of 12) and a loss that reads only some outputs (the others' gradients are
+    zero)."""
+    torch.manual_seed(1)
+    branches = [br for w in ((2, 3, 2, 3), (3, 2, 4, 2)) for br in
+                _unit_branches(1, w, 17, 16, torch.channels_last, True, (True,) * 4, (True,) * 4)]
+    ys, yrs = branch_sums(branches), branch_sums_ref(branches)
+    leaves = _leaves(branches)
+    kw = dict(allow_unused=True, materialize_grads=True)    # the unread outputs' leaves get zeros
+    for a, r in zip(torch.autograd.grad(ys[0].sum() + ys[6].square().sum(), leaves, **kw),
+                    torch.autograd.grad(yrs[0].sum() + yrs[6].square().sum(), leaves, **kw)):
+        close(a, r)
+
+
+def test_branch_sums_gradcheck_fp64():
+    """Two branches, with and without a base, through the batch statistics (relu=False: the
+    ReLU's kink is not differentiable)."""
+    def fn(b, z0, z1, z2, w0, b0):
+        a0 = bn_affine(2, z0, dtype=torch.float64)
+        a2 = bn_affine(2, z2, dtype=torch.float64)
+        return tuple(branch_sums([(b, [z0, z1], [2, 1], [Affine(w0, b0, a0.mean, a0.var, 1e-5), Affine(bias=b0)],
+                                   [True, False], False),
+                                  (None, [z2], [1], [Affine(b0, w0, a2.mean, a2.var, 1e-5)], [True], False)]))
+    args = (rand(2, 2, 4, 6, dtype=torch.float64), rand(2, 2, 2, 3, dtype=torch.float64),
+            rand(2, 2, 4, 6, dtype=torch.float64), rand(2, 2, 3, 2, dtype=torch.float64),
+            rand(2, dtype=torch.float64), rand(2, dtype=torch.float64))
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
 @pytest.mark.parametrize("dtype,mode", [(torch.bfloat16, Upsample.NEAREST), (torch.float16, Upsample.NEAREST),
                                         (torch.bfloat16, Upsample.BILINEAR)])
 def test_branch_sum_low_precision_error_within_twice_eager(dtype, mode):
@@ -351,10 +461,13 @@ def test_opcheck_every_op(cl):
     op on small samples, in both layouts."""
     x = rand(2, 4, 6, 5, fmt=cl)
     ws = [rand(3, 4, 3, 3), rand(2, 4, 3, 3)]
-    _opcheck(torch.ops.hrfast.conv.default, (x, ws, 2, False))
-    _opcheck(torch.ops.hrfast.conv.default, (x.detach(), [w.detach() for w in ws], 2, True))
-    gz = [rand(2, 3, 3, 3, fmt=cl, grad=False), rand(2, 2, 3, 3, fmt=cl, grad=False)]
-    _opcheck(torch.ops.hrfast.conv_backward.default, (gz, x.detach(), [w.detach() for w in ws], 2, True))
+    x1, w1s = rand(2, 3, 4, 4, fmt=cl), [rand(5, 3, 1, 1)]     # a second conv: a 1x1 of its own input
+    _opcheck(torch.ops.hrfast.convs.default, ([x, x1], ws + w1s, [2, 1], [2, 1], False))
+    _opcheck(torch.ops.hrfast.convs.default, ([x.detach()], [w.detach() for w in ws], [2], [2], True))
+    gz = [rand(2, 3, 3, 3, fmt=cl, grad=False), rand(2, 2, 3, 3, fmt=cl, grad=False), rand(2, 5, 4, 4, fmt=cl,
+                                                                                           grad=False)]
+    _opcheck(torch.ops.hrfast.convs_backward.default,
+             (gz, [x.detach(), x1.detach()], [w.detach() for w in ws + w1s], [2, 1], [2, 1], True))
     a = bn_affine(3, grad=False)
     _opcheck(torch.ops.hrfast.conv_bn_act.default,
              (x.detach(), [ws[0].detach()], 2, [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True]))
@@ -367,13 +480,19 @@ def test_opcheck_every_op(cl):
               [bn.num_batches_tracked] * 2, [3, 3], [1, 1], [0.1, 0.1], True))
     base, zz = rand(2, 3, 6, 4, fmt=cl), rand(2, 3, 3, 2, fmt=cl)
     a = bn_affine(3, zz)
+    z2 = rand(2, 2, 6, 4, fmt=cl)
+    a2 = bn_affine(2, z2)
     for mode in (Upsample.NEAREST, Upsample.BILINEAR):
-        args = (base, [zz], [2], [a.weight], [a.bias], [a.mean], [a.var], [1e-5], [True], True, int(mode))
-        _opcheck(torch.ops.hrfast.branch_sum.default, args)
-        y = torch.ops.hrfast.branch_sum(*args).detach()
-        _opcheck(torch.ops.hrfast.branch_sum_backward.default,
-                 (torch.randn_like(y), y, [zz.detach()], [2], [a.weight.detach()], [a.bias.detach()], [a.mean],
-                  [a.var], [1e-5], [True], True, True, int(mode)))
+        # two branches: a base and an upsampled term; no base and a term at full resolution
+        lists = [[a.weight, a2.weight], [a.bias, a2.bias], [a.mean, a2.mean], [a.var, a2.var]]
+        args = ([base, base.new_empty(0)], [zz, z2], [1, 1], [2, 1], *lists, [1e-5, 1e-5], [True, False],
+                [True, False], int(mode))
+        _opcheck(torch.ops.hrfast.branch_sums.default, args)
+        ys = [y.detach() for y in torch.ops.hrfast.branch_sums(*args)]
+        _opcheck(torch.ops.hrfast.branch_sums_backward.default,
+                 ([torch.randn_like(y) for y in ys], ys, [zz.detach(), z2.detach()], [1, 1], [2, 1],
+                  *[[t.detach() for t in lst] for lst in lists], [1e-5, 1e-5], [True, False], [True, False],
+                  [True, False], int(mode)))
     w1 = rand(3, 4, 1, 1, grad=False)
     _opcheck(torch.ops.hrfast.exchange_branch.default,
              ([base.detach()], [1], *[[base.new_empty(0)]] * 4, [0.0], [rand(2, 4, 3, 2, fmt=cl, grad=False)],

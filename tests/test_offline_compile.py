@@ -48,9 +48,11 @@ def test_kernels_compile_for_sm90_without_spills():
     assert [h["mode"] for h in host] == ["infer", "train"] and host[0]["launches"] == 3
     assert host[1]["launches"] > host[0]["launches"] and all(h["host_ms"] >= 0 for h in host)
     names = {row["kernel"] for row in rows}
-    # inference and training of a 2-branch unit reach every kernel
+    # inference and training of a 2-branch unit reach every kernel but the ReLU mask, which only
+    # bilinear units launch (a nearest unit's masks are inside the terms' kernels), and the sum
+    # of split-K partials: these GPU choices split no wgrad this small (the W32 report does)
     assert names == {"fused_gemm_fwd_kernel", "conv_backward_kernel", "bn_finalize_many_kernel",
-                     "relu_mask_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel", "terms_bn_apply_kernel"}
+                     "sums_fwd_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel", "terms_bn_apply_kernel"}
     for row in rows:
         assert row["spills"] == 0 and row["local"] == 0, row
         gemm = row["kernel"].startswith("conv_") or (row["kernel"] == "fused_gemm_fwd_kernel"

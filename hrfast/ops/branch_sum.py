@@ -45,10 +45,11 @@ from ..kernels.launch import (
     affine_lists,
     empty_like_layout,
     require_triton,
+    spans,
 )
 
 if HAS_TRITON:
-    from ..kernels.branch_sum import launch_relu_mask, launch_terms_backward
+    from ..kernels.branch_sum import TermGrad, in_layout_of, launch_relu_mask, launch_sums, launch_terms_backward
     from ..kernels.fused_gemm import launch_fused_gemm
 
 
@@ -136,85 +137,139 @@ def _y_like(base, zs, factors) -> torch.Tensor:
     return empty_like_layout(zs[0], (B, C, *_up_shape(zs[0], factors[0])))
 
 
-@torch.library.custom_op("hrfast::branch_sum", mutates_args=())
-def _branch_sum_op(base: Optional[torch.Tensor], zs: List[torch.Tensor], factors: List[int],
-                   bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
-                   bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor], eps: List[float],
-                   batch: List[bool], relu: bool, upsample: int) -> torch.Tensor:
-    y = _y_like(base, zs, factors)
+def _present(t: torch.Tensor) -> Optional[torch.Tensor]:
+    """A base of the op schemas, where an empty 1-D tensor means none."""
+    return None if t.dim() == 1 and t.numel() == 0 else t
+
+
+@torch.library.custom_op("hrfast::branch_sums", mutates_args=())
+def _branch_sums_op(bases: List[torch.Tensor], zs: List[torch.Tensor], counts: List[int], factors: List[int],
+                    bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor], bn_mean: List[torch.Tensor],
+                    bn_var: List[torch.Tensor], eps: List[float], batch: List[bool], relu: List[bool],
+                    upsample: int) -> List[torch.Tensor]:
+    """Branch i: ``act_i(bases[i] + sum of its counts[i] terms)``; the terms' lists are flat."""
     affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
-    terms = ([Term(base)] if base is not None else []) + [
-        Term(z, f, a, upsample) for z, f, a in zip(zs, factors, affines)]
-    launch_fused_gemm([y], terms=terms, relu=[relu])
-    return y
+    ys, terms = [], []
+    for base, (lo, hi) in zip(bases, spans(counts)):
+        base = _present(base)
+        ys.append(_y_like(base, zs[lo:hi], factors[lo:hi]))
+        terms.append(([Term(base)] if base is not None else []) +
+                     [Term(zs[k], factors[k], affines[k], upsample) for k in range(lo, hi)])
+    launch_sums(ys, terms, relu)
+    return ys
 
 
-@_branch_sum_op.register_fake
-def _(base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample):
-    return _y_like(base, zs, factors)
+@_branch_sums_op.register_fake
+def _(bases, zs, counts, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample):
+    return [_y_like(_present(b), zs[lo:hi], factors[lo:hi]) for b, (lo, hi) in zip(bases, spans(counts))]
 
 
-@torch.library.custom_op("hrfast::branch_sum_backward", mutates_args=())
-def _branch_sum_backward_op(grad: torch.Tensor, y: torch.Tensor, zs: List[torch.Tensor], factors: List[int],
-                            bn_weight: List[torch.Tensor], bn_bias: List[torch.Tensor],
-                            bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor],
-                            eps: List[float], batch: List[bool], relu: bool, has_base: bool,
-                            upsample: int) -> List[torch.Tensor]:
-    """[grad of base (empty without one), dz per term, dweight (K, C), dbias (K, C)]; the rows
-    of a term without weight or bias are zero. The kernels write the parameter gradients
-    straight into their rows: no per-term PyTorch op but a bilinear term's transpose."""
-    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
-    # a BN + ReLU alone (a chain step, a transition): its kernels mask the gradient themselves
-    fold = (relu and not has_base and len(zs) > 0 and all(int(f) == 1 for f in factors)
-            and all(a.mode == AffineMode.BATCHNORM for a in affines))
+def _branch_grads(grad, y, zs, factors, affines, batch, relu, has_base, upsample, dws, dbs):
+    """(the base's gradient or None, :class:`TermGrad` of each term) of one branch. A nearest
+    branch's ReLU is masked inside the terms' kernels, which also write the base's gradient; a
+    bilinear one is masked first, since its terms' gradients go through the resize's transpose."""
+    bilinear = upsample != Upsample.NEAREST and any(int(f) > 1 for f in factors)
+    fold = relu and len(zs) > 0 and not bilinear
+    grad = in_layout_of(grad, y)
     g = launch_relu_mask(grad, y) if relu and not fold else grad
-    C = y.shape[1]
-    dws = torch.empty((len(zs), C), dtype=acc_dtype(y.dtype), device=y.device)
+    g_base = empty_like_layout(y, y.shape, dtype=grad.dtype) if fold and has_base else None
+    terms = []
+    for k, (z, f, a, bt) in enumerate(zip(zs, factors, affines, batch)):
+        gk, fk = g, int(f)
+        if fk > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
+            gk, fk = torch.ops.aten.upsample_bilinear2d_backward(
+                g.to(acc_dtype(y.dtype)), list(y.shape[2:]), list(z.shape), upsample == Upsample.BILINEAR_ALIGNED), 1
+        terms.append(TermGrad(gk, z, fk, a, bool(bt), dws[k], dbs[k], y if fold else None,
+                              g_base if k == 0 else None))
+    if has_base and g_base is None:
+        g_base = g.clone() if g is grad else g
+    return g_base, terms
+
+
+@torch.library.custom_op("hrfast::branch_sums_backward", mutates_args=())
+def _branch_sums_backward_op(grads: List[torch.Tensor], ys: List[torch.Tensor], zs: List[torch.Tensor],
+                             counts: List[int], factors: List[int], bn_weight: List[torch.Tensor],
+                             bn_bias: List[torch.Tensor], bn_mean: List[torch.Tensor], bn_var: List[torch.Tensor],
+                             eps: List[float], batch: List[bool], relu: List[bool], has_base: List[bool],
+                             upsample: int) -> List[torch.Tensor]:
+    """[grad of each base (empty without one)] + [dz per term] + [dweight, dbias]: the affine
+    gradients of all the terms, concatenated ((sum of their C,)); zero where a term has no such
+    parameter. Every term of every branch shares the same three launches."""
+    affines = _affines_from(bn_weight, bn_bias, bn_mean, bn_var, eps)
+    widths = [int(z.shape[1]) for z in zs]
+    dws = torch.empty(sum(widths), dtype=acc_dtype(ys[0].dtype), device=ys[0].device)
     dbs = torch.empty_like(dws)
-    gs, fs = [], []
-    for z, f in zip(zs, factors):
-        if int(f) > 1 and upsample != Upsample.NEAREST:     # the bilinear term's gradient at z's resolution
-            gs.append(torch.ops.aten.upsample_bilinear2d_backward(
-                g.to(acc_dtype(y.dtype)), list(y.shape[2:]), list(z.shape), upsample == Upsample.BILINEAR_ALIGNED))
-            fs.append(1)
-        else:
-            gs.append(g)
-            fs.append(int(f))
-    dzs = launch_terms_backward(gs, zs, fs, affines, batch, dws, dbs, y if fold else None) if zs else []
-    g_base = (g.clone() if g is grad else g) if has_base else grad.new_empty(0)
-    return [g_base] + dzs + [dws, dbs]
+    dw_rows, db_rows = torch.split(dws, widths), torch.split(dbs, widths)
+    g_bases, terms = [], []
+    for i, (lo, hi) in enumerate(spans(counts)):
+        g_base, ts = _branch_grads(grads[i], ys[i], zs[lo:hi], factors[lo:hi], affines[lo:hi], batch[lo:hi],
+                                   relu[i], has_base[i], upsample, dw_rows[lo:hi], db_rows[lo:hi])
+        g_bases.append(g_base if g_base is not None else grads[i].new_empty(0))
+        terms += ts
+    dzs = launch_terms_backward(terms) if terms else []
+    return g_bases + dzs + [dws, dbs]
 
 
-@_branch_sum_backward_op.register_fake
-def _(grad, y, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, has_base, upsample):
-    C = y.shape[1]
-    g_base = empty_like_layout(y, y.shape, dtype=grad.dtype) if has_base else grad.new_empty(0)
-    dws = y.new_empty((len(zs), C), dtype=acc_dtype(y.dtype))
-    return [g_base] + [empty_like_layout(z, z.shape) for z in zs] + [dws, torch.empty_like(dws)]
+@_branch_sums_backward_op.register_fake
+def _(grads, ys, zs, counts, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, has_base, upsample):
+    g_bases = [empty_like_layout(y, y.shape, dtype=g.dtype) if hb else g.new_empty(0)
+               for g, y, hb in zip(grads, ys, has_base)]
+    dws = ys[0].new_empty((sum(int(z.shape[1]) for z in zs),), dtype=acc_dtype(ys[0].dtype))
+    return g_bases + [empty_like_layout(z, z.shape) for z in zs] + [dws, torch.empty_like(dws)]
 
 
-def _branch_setup(ctx, inputs, output):
-    base, zs, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample = inputs
-    ctx.args = (list(factors), list(eps), list(batch), bool(relu), base is not None, int(upsample))
+def _sums_setup(ctx, inputs, output):
+    bases, zs, counts, factors, bn_weight, bn_bias, bn_mean, bn_var, eps, batch, relu, upsample = inputs
+    ctx.args = (list(counts), list(factors), list(eps), list(batch), list(relu),
+                [_present(b) is not None for b in bases], int(upsample))
     ctx.k = len(zs)
-    ctx.save_for_backward(output, *zs, *bn_weight, *bn_bias, *bn_mean, *bn_var)
+    ctx.save_for_backward(*output, *zs, *bn_weight, *bn_bias, *bn_mean, *bn_var)
 
 
-def _branch_backward(ctx, grad):
-    factors, eps, batch, relu, has_base, upsample = ctx.args
-    k = ctx.k
-    y, *rest = ctx.saved_tensors
-    zs, bn_w, bn_b, bn_mean, bn_var = (rest[i * k:(i + 1) * k] for i in range(5))
-    outs = torch.ops.hrfast.branch_sum_backward(grad, y, list(zs), factors, list(bn_w), list(bn_b), list(bn_mean),
-                                                list(bn_var), eps, batch, relu, has_base, upsample)
-    g_base, dzs, dws, dbs = outs[0], outs[1:1 + k], outs[-2], outs[-1]
+def _sums_backward(ctx, grads):
+    counts, factors, eps, batch, relu, has_base, upsample = ctx.args
+    n, k = len(counts), ctx.k
+    ys, rest = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
+    zs, bn_w, bn_b, bn_mean, bn_var = (list(rest[i * k:(i + 1) * k]) for i in range(5))
+    grads = [torch.zeros_like(y) if g is None else g for g, y in zip(grads, ys)]
+    outs = torch.ops.hrfast.branch_sums_backward(grads, list(ys), zs, counts, factors, bn_w, bn_b, bn_mean,
+                                                 bn_var, eps, batch, relu, has_base, upsample)
+    g_bases, dzs = outs[:n], outs[n:n + k]
+    widths = [int(z.shape[1]) for z in zs]
+    dws, dbs = torch.split(outs[-2], widths), torch.split(outs[-1], widths)
     gw = [None if w.numel() == 0 else dws[i].to(w.dtype) for i, w in enumerate(bn_w)]
     gb = [None if b.numel() == 0 else dbs[i].to(b.dtype) for i, b in enumerate(bn_b)]
-    return (g_base if has_base else None), list(dzs), None, gw, gb, [None] * k, [None] * k, None, None, None, None
+    return ([g if hb else None for g, hb in zip(g_bases, has_base)], list(dzs), None, None, gw, gb,
+            [None] * k, [None] * k, None, None, None, None)
 
 
-_branch_sum_op.register_autograd(_branch_backward, setup_context=_branch_setup)
+_branch_sums_op.register_autograd(_sums_backward, setup_context=_sums_setup)
 
+
+def branch_sums(branches: Sequence[tuple], upsample: int = Upsample.NEAREST) -> List[torch.Tensor]:
+    """Several branch sums in one launch (and one fused backward of three launches):
+    ``branches`` are tuples ``(base, zs, factors, affines, batch, relu)`` as :func:`branch_sum`
+    takes them, on one device and dtype; their terms share ``upsample``."""
+    if not branches:
+        return []
+    for br in branches:
+        check_branch_args(*br[:5])
+    b0 = branches[0]
+    ref = b0[0] if b0[0] is not None else b0[1][0]
+    require_triton(ref.device, "branch_sum")
+    empty = ref.new_empty(0)
+    bases = [empty if br[0] is None else br[0].to(ref.dtype) for br in branches]
+    zs = [z.to(ref.dtype) for br in branches for z in br[1]]
+    affines = [a for br in branches for a in br[3]]
+    return torch.ops.hrfast.branch_sums(bases, zs, [len(br[1]) for br in branches],
+                                        [int(f) for br in branches for f in br[2]], *affine_lists(affines, ref),
+                                        [bool(b) for br in branches for b in br[4]], [bool(br[5]) for br in branches],
+                                        int(Upsample(upsample)))
+
+
+def branch_sums_ref(branches: Sequence[tuple], upsample: int = Upsample.NEAREST) -> List[torch.Tensor]:
+    """Eager twin of :func:`branch_sums`."""
+    return [branch_sum_ref(*br, upsample=upsample) for br in branches]
 
 
 def branch_sum(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors: Sequence[int],
@@ -223,12 +278,7 @@ def branch_sum(base: Optional[torch.Tensor], zs: Sequence[torch.Tensor], factors
     """``act(base + sum_k up_{F_k}(BN_k(z_k)))`` in one kernel (module doc). Differentiable in
     base, every z_k and every BN weight and bias; with ``batch[k]`` the mean and var of affine k
     must be z_k's batch statistics. ``upsample``: :class:`~hrfast.kernels.launch.Upsample`."""
-    check_branch_args(base, zs, factors, affines, batch)
-    ref = base if base is not None else zs[0]
-    require_triton(ref.device, "branch_sum")
-    zs = [z.to(ref.dtype) for z in zs]
-    return torch.ops.hrfast.branch_sum(base, zs, [int(f) for f in factors], *affine_lists(affines, ref),
-                                       [bool(b) for b in batch], bool(relu), int(Upsample(upsample)))
+    return branch_sums([(base, zs, factors, affines, batch, relu)], upsample)[0]
 
 
 # ---------------------------------------------------------------------------------- inference form

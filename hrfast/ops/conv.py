@@ -19,7 +19,7 @@ Shapes: x (B, Cin, H, W); each weight (C_g, Cin, k, k) with k 1 or 3 (all the sa
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,11 @@ from ..kernels.launch import (
     affine_lists,
     empty_like_layout,
     require_triton,
+    spans,
 )
 
 if HAS_TRITON:
-    from ..kernels.fused_gemm import gemm_tiles, launch_conv_backward, launch_fused_gemm
+    from ..kernels.fused_gemm import ConvGrad, gemm_tiles, launch_conv_backward, launch_fused_gemm, weight_grad_layout
 
 
 def out_size(n: int, stride: int) -> int:
@@ -86,65 +87,113 @@ def conv_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1) 
     return [F.conv2d(x, w.to(x.dtype), stride=stride, padding=(k - 1) // 2) for w in weights]
 
 
-@torch.library.custom_op("hrfast::conv", mutates_args=())
-def _conv_op(x: torch.Tensor, weights: List[torch.Tensor], stride: int, stats: bool) -> List[torch.Tensor]:
-    outs = _outputs(x, weights, stride)
-    parts = _stats_buffers(x, weights, stride) if stats else None
-    launch_fused_gemm(outs, [Segment(x, list(weights), stride)], relu=[False] * len(outs), stats=parts)
-    return outs + (parts or [])
+def _all_outputs(xs, weights, counts, strides, stats: bool) -> List[torch.Tensor]:
+    out = []
+    for x, (lo, hi), s in zip(xs, spans(counts), strides):
+        out += _outputs(x, weights[lo:hi], s) + (_stats_buffers(x, weights[lo:hi], s) if stats else [])
+    return out
 
 
-@_conv_op.register_fake
-def _(x, weights, stride, stats):
-    return _outputs(x, weights, stride) + (_stats_buffers(x, weights, stride) if stats else [])
+@torch.library.custom_op("hrfast::convs", mutates_args=())
+def _convs_op(xs: List[torch.Tensor], weights: List[torch.Tensor], counts: List[int], strides: List[int],
+              stats: bool) -> List[torch.Tensor]:
+    """Conv k reads xs[k] with its counts[k] weights (flat list): its outputs, then with
+    ``stats`` its two partials buffers, conv after conv."""
+    out = []
+    for x, (lo, hi), s in zip(xs, spans(counts), strides):
+        outs = _outputs(x, weights[lo:hi], s)
+        parts = _stats_buffers(x, weights[lo:hi], s) if stats else None
+        launch_fused_gemm(outs, [Segment(x, list(weights[lo:hi]), s)], relu=[False] * len(outs), stats=parts)
+        out += outs + (parts or [])
+    return out
 
 
-@torch.library.custom_op("hrfast::conv_backward", mutates_args=())
-def _conv_backward_op(grads: List[torch.Tensor], x: torch.Tensor, weights: List[torch.Tensor], stride: int,
-                      need_x: bool) -> List[torch.Tensor]:
-    return launch_conv_backward([g.to(x.dtype) for g in grads], x, weights, stride, need_x)
+@_convs_op.register_fake
+def _(xs, weights, counts, strides, stats):
+    return _all_outputs(xs, weights, counts, strides, stats)
 
 
-@_conv_backward_op.register_fake
-def _(grads, x, weights, stride, need_x):
-    ks = weights[0].shape[-1]
-    gx = empty_like_layout(x, x.shape) if need_x else x.new_empty(0)
-    return [gx, x.new_empty((sum(w.shape[0] for w in weights), ks, ks, x.shape[1]), dtype=acc_dtype(x.dtype))]
+@torch.library.custom_op("hrfast::convs_backward", mutates_args=())
+def _convs_backward_op(grads: List[torch.Tensor], xs: List[torch.Tensor], weights: List[torch.Tensor],
+                       counts: List[int], strides: List[int], need_x: bool) -> List[torch.Tensor]:
+    """[grad of each x (empty when not needed)] + [one flat buffer of the convs' weight gradients,
+    each an (N, k, k, Cin) block at ``weight_grad_layout``]; ``grads``: the outputs' gradients,
+    flat like the weights. One launch for them all."""
+    gxs, gw = launch_conv_backward(_conv_grads(grads, xs, weights, counts, strides, need_x))
+    return gxs + [gw]
 
 
-def _conv_setup(ctx, inputs, output):
-    x, weights, stride, stats = inputs
-    ctx.stride, ctx.groups = stride, len(weights)
+def _conv_grads(grads, xs, weights, counts, strides, need_x) -> list:
+    return [ConvGrad([g.to(x.dtype) for g in grads[lo:hi]], x, weights[lo:hi], s, need_x)
+            for x, (lo, hi), s in zip(xs, spans(counts), strides)]
+
+
+@_convs_backward_op.register_fake
+def _(grads, xs, weights, counts, strides, need_x):
+    gxs = [empty_like_layout(x, x.shape) if need_x else x.new_empty(0) for x in xs]
+    at, (n, k, _, ci) = weight_grad_layout(_conv_grads(grads, xs, weights, counts, strides, need_x))[-1]
+    return gxs + [xs[0].new_empty((at + n * k * k * ci,), dtype=acc_dtype(xs[0].dtype))]
+
+
+def _convs_setup(ctx, inputs, output):
+    xs, weights, counts, strides, stats = inputs
+    ctx.counts, ctx.strides, ctx.stats = list(counts), list(strides), bool(stats)
     if stats:   # the statistics are not differentiated (module doc)
-        ctx.mark_non_differentiable(*output[len(weights):])
-    ctx.save_for_backward(x, *weights)
+        at = 0
+        for n in counts:
+            ctx.mark_non_differentiable(*output[at + n:at + n + 2])
+            at += n + 2
+    ctx.n = len(xs)
+    ctx.save_for_backward(*xs, *weights)
 
 
-def _conv_backward(ctx, grads):
-    x, *weights = ctx.saved_tensors
-    G = ctx.groups
-    gs = list(grads[:G])
-    if any(g is None for g in gs):   # an unused group: its gradient is zero
-        gs = [g if g is not None else torch.zeros_like(o) for g, o in zip(gs, _outputs(x, weights, ctx.stride))]
-    gx, gw = torch.ops.hrfast.conv_backward(gs, x, list(weights), ctx.stride, ctx.needs_input_grad[0])
-    gws, lo = [], 0
-    for w in weights:   # (N, k, k, Cin) -> each (C_g, Cin, k, k), a view in channels_last order
-        gws.append(gw[lo:lo + w.shape[0]].permute(0, 3, 1, 2).to(w.dtype))
-        lo += w.shape[0]
-    return (gx if ctx.needs_input_grad[0] else None), gws, None, None
+def _convs_backward(ctx, grads):
+    xs, weights = ctx.saved_tensors[:ctx.n], ctx.saved_tensors[ctx.n:]
+    flat, at = [], 0
+    for x, (lo, hi), s in zip(xs, spans(ctx.counts), ctx.strides):
+        gs = list(grads[at:at + hi - lo])
+        if any(g is None for g in gs):   # an unused output: its gradient is zero
+            gs = [g if g is not None else torch.zeros_like(o) for g, o in zip(gs, _outputs(x, weights[lo:hi], s))]
+        flat += gs
+        at += hi - lo + (2 if ctx.stats else 0)
+    need_x = bool(ctx.needs_input_grad[0])
+    outs = torch.ops.hrfast.convs_backward(flat, list(xs), list(weights), ctx.counts, ctx.strides, need_x)
+    layout = weight_grad_layout(_conv_grads(flat, xs, weights, ctx.counts, ctx.strides, need_x))
+    gws = []
+    for (at, shape), (lo, hi) in zip(layout, spans(ctx.counts)):   # (N, k, k, Cin) -> each (C_g, Cin, k, k)
+        gw = outs[-1][at:at + shape[0] * shape[1] * shape[2] * shape[3]].view(shape)
+        row = 0
+        for w in weights[lo:hi]:     # a view in channels_last order
+            gws.append(gw[row:row + w.shape[0]].permute(0, 3, 1, 2).to(w.dtype))
+            row += w.shape[0]
+    return (list(outs[:ctx.n]) if need_x else None), gws, None, None, None
 
 
-_conv_op.register_autograd(_conv_backward, setup_context=_conv_setup)
+_convs_op.register_autograd(_convs_backward, setup_context=_convs_setup)
+
+
+def convs(problems: Sequence[Tuple[torch.Tensor, Sequence[torch.Tensor], int]],
+          stats: bool = False) -> List[List[torch.Tensor]]:
+    """:func:`conv` of several ``(x, weights, stride)``, each x its own input: one launch each
+    forward, and one backward launch for them all (plus one sum of their split-K partials)."""
+    for x, weights, stride in problems:
+        check_conv_args(x, weights, stride)
+    require_triton(problems[0][0].device, "conv")
+    flat = torch.ops.hrfast.convs([p[0] for p in problems], [w for p in problems for w in p[1]],
+                                  [len(p[1]) for p in problems], [int(p[2]) for p in problems], bool(stats))
+    out, at = [], 0
+    for p in problems:
+        n = len(p[1]) + (2 if stats else 0)
+        out.append(list(flat[at:at + n]))
+        at += n
+    return out
 
 
 def conv(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1,
          stats: bool = False) -> List[torch.Tensor]:
     """One output per weight (see the module doc); with ``stats``, followed by the (P, N)
     partial means and M2 of all output channels. Differentiable in x and the weights."""
-    check_conv_args(x, weights, stride)
-    require_triton(x.device, "conv")
-    return torch.ops.hrfast.conv(x, list(weights), int(stride), bool(stats))
-
+    return convs([(x, weights, stride)], stats)[0]
 
 
 def conv_bn_act_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int, affines: Sequence[Affine],

@@ -20,9 +20,10 @@ Two plans, chosen per call:
 - **training** (or any call that needs gradients): convs write their raw outputs with the BN
   statistics in the epilogue (``conv(..., stats=True)``), level by level (the convs that read
   the inputs, then each further chain step); one ``bn_stats_many`` launch per level (per 3
-  convs) makes the batch statistics of its convs and updates the running ones, and
-  ``branch_sum`` applies BN, upsampling, the identity, the sum and the ReLU in one pass per output branch, with a fused
-  backward.
+  convs) makes the batch statistics of its convs and updates the running ones; ``branch_sums``
+  applies each level's chain-step BN + ReLU in one launch, and BN, upsampling, the identity,
+  the sum and the ReLU of every output branch in one launch, each with a fused backward of
+  three launches for all their terms.
 
 ``conv="cudnn"`` runs the convs on cuDNN (oneDNN on the CPU) with the same BN and sum
 kernels, for the per-shape measurement against the Triton conv (benchmarks/RESULTS.md).
@@ -43,8 +44,9 @@ from ..kernels.launch import HAS_TRITON, MAX_SEGMENTS, TRITON_NEEDED, Affine, Se
 from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
 from .batchnorm import bn_partials, bn_stats_many
-from .branch_sum import branch_sum, exchange_branch
-from .conv import conv, conv_bn_act
+from .branch_sum import branch_sum, branch_sums, exchange_branch
+from .conv import conv_bn_act
+from .conv import convs as convs_op
 
 # Upsample factors whose 1x1 conv runs inside the branch kernel, at the output resolution
 # (F^2 times its low-resolution FLOPs, no intermediate tensor). Larger factors run the 1x1 at
@@ -120,17 +122,30 @@ def conv_raw(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Modul
     """(raw outputs, their BN partials or None, whether each BN uses batch statistics, convs,
     bns) of convs that read ``x``: one GEMM with the statistics in its epilogue, or one cuDNN
     conv and a partials pass with ``cudnn``. :func:`finish_bn` turns them into affines."""
-    weights = [c.weight for c in convs]
-    batch = [_batch_stats(bn) for bn in bns]
-    if cudnn:
-        ks = convs[0].kernel_size[0]
-        z = F.conv2d(x, torch.cat(weights).to(x.dtype), stride=stride, padding=(ks - 1) // 2)
-        outs = list(torch.split(z, [w.shape[0] for w in weights], dim=1))
-        parts = bn_partials(z) if any(batch) else None
-    else:
-        res = conv(x, weights, stride, stats=any(batch))
-        outs, parts = res[:len(weights)], (res[len(weights):] if any(batch) else None)
-    return outs, parts, batch, convs, bns
+    return conv_raws([(x, convs, bns, stride)], [cudnn])[0]
+
+
+def conv_raws(items: Sequence[tuple], cudnn: Sequence[bool]) -> List[tuple]:
+    """:func:`conv_raw` of several ``(x, convs, bns, stride)``: the Triton ones are one ``convs``
+    op, so their backward is one launch (and one sum of the split-K partials)."""
+    out: Dict[int, tuple] = {}
+    tri = [k for k in range(len(items)) if not cudnn[k]]
+    if tri:
+        stats = any(_batch_stats(bn) for k in tri for bn in items[k][2])
+        res = convs_op([(items[k][0], [c.weight for c in items[k][1]], items[k][3]) for k in tri], stats=stats)
+        for k, r in zip(tri, res):
+            x, cs, bns, stride = items[k]
+            batch = [_batch_stats(bn) for bn in bns]
+            out[k] = (r[:len(cs)], r[len(cs):] if any(batch) else None, batch, cs, bns)
+    for k in range(len(items)):
+        if cudnn[k]:
+            x, cs, bns, stride = items[k]
+            ks = cs[0].kernel_size[0]
+            z = F.conv2d(x, torch.cat([c.weight for c in cs]).to(x.dtype), stride=stride, padding=(ks - 1) // 2)
+            batch = [_batch_stats(bn) for bn in bns]
+            out[k] = (list(torch.split(z, [c.out_channels for c in cs], dim=1)),
+                      bn_partials(z) if any(batch) else None, batch, cs, bns)
+    return [out[k] for k in range(len(items))]
 
 
 def finish_bn(raws: Sequence[tuple]) -> List[Tuple[List[torch.Tensor], List[Affine], List[bool]]]:
@@ -194,8 +209,9 @@ class FusedExchange:
         self.cudnn_convs = frozenset(tuple(k) for k in cudnn_convs)
         self.in_kernel_factors = frozenset(int(f) for f in in_kernel_factors)
 
-    def _raw(self, x: torch.Tensor, convs, bns, stride: int) -> tuple:
-        return conv_raw(x, convs, bns, stride, self.on_cudnn(convs, stride))
+    def _raws(self, items: Sequence[tuple]) -> List[tuple]:
+        """:func:`conv_raws` of ``(x, convs, bns, stride)`` items, each on the backend of the plan."""
+        return conv_raws(items, [self.on_cudnn(it[1], it[3]) for it in items])
 
     def on_cudnn(self, convs: Sequence[nn.Conv2d], stride: int) -> bool:
         """Whether the merged conv of ``convs`` runs on cuDNN in this plan."""
@@ -225,13 +241,14 @@ class FusedExchange:
         first steps), then each further step of the chains, each level's BN statistics in one
         launch."""
         terms: Dict[int, List[Tuple[int, torch.Tensor, int, Affine, bool]]] = {i: [] for i in range(unit.num_outputs)}
-        raws, tags = [], []
+        items, tags = [], []
         for j, x in enumerate(xs):
             for kind, targets, stride in (("up", _ups_from(unit, j), 1), ("down", _chains_from(unit, j), 2)):
                 if targets:
                     pairs = [unit[i][j][:2] if kind == "up" else unit[i][j][0][:2] for i in targets]
-                    raws.append(self._raw(x, [p[0] for p in pairs], [p[1] for p in pairs], stride))
+                    items.append((x, [p[0] for p in pairs], [p[1] for p in pairs], stride))
                     tags.append((kind, j, targets))
+        raws = self._raws(items)
         chains = []   # [i, j, steps done, z, affine, batch statistics]
         for (zs, affs, bts), (kind, j, targets) in zip(finish_bn(raws), tags):
             for i, z, a, bt in zip(targets, zs, affs, bts):
@@ -240,23 +257,21 @@ class FusedExchange:
                 else:
                     chains.append([i, j, 1, z, a, bt])
         live = [c for c in chains if c[2] < len(unit[c[0]][c[1]])]
-        while live:   # BN + ReLU of the previous step, then the next conv
-            raws = []
-            for i, j, done, z, a, bt in live:
-                step = unit[i][j][done]
-                h = branch_sum(None, [z], [1], [a], [bt], relu=True)
-                raws.append(self._raw(h, [step[0]], [step[1]], 2))
+        while live:   # BN + ReLU of the previous steps (one launch), then the next convs
+            hs = branch_sums([(None, [z], [1], [a], [bt], True) for _, _, _, z, a, bt in live])
+            raws = self._raws([(h, [unit[i][j][done][0]], [unit[i][j][done][1]], 2)
+                               for h, (i, j, done, _, _, _) in zip(hs, live)])
             for c, ((z,), (a,), (bt,)) in zip(live, finish_bn(raws)):
                 c[2], c[3], c[4], c[5] = c[2] + 1, z, a, bt
             live = [c for c in chains if c[2] < len(unit[c[0]][c[1]])]
         for i, j, _, z, a, bt in chains:
             terms[i].append((j, z, 1, a, bt))
-        out, mode = [], unit_mode(unit)
+        branches = []
         for i in range(unit.num_outputs):
             ts = sorted(terms[i], key=lambda t: t[0])   # the official summation order
-            out.append(branch_sum(xs[i], [t[1] for t in ts], [t[2] for t in ts], [t[3] for t in ts],
-                                  [t[4] for t in ts], relu=True, upsample=mode))
-        return out
+            branches.append((xs[i], [t[1] for t in ts], [t[2] for t in ts], [t[3] for t in ts], [t[4] for t in ts],
+                             True))
+        return branch_sums(branches, unit_mode(unit))   # every output in one launch, and one backward
 
     # ------------------------------------------------------------------ inference plan
     def _in_kernel(self, factor: int, mode: Upsample) -> bool:
@@ -305,7 +320,7 @@ class FusedExchange:
         if not self.on_cudnn(convs, stride):
             return conv_bn_act(x, [c.weight for c in convs], stride, affs, relu)
         zs, _, _ = convs_bn(x, convs, bns, stride, cudnn=True)
-        return [branch_sum(None, [z], [1], [a], [False], relu=r) for z, a, r in zip(zs, affs, relu)]
+        return branch_sums([(None, [z], [1], [a], [False], r) for z, a, r in zip(zs, affs, relu)])
 
 
 def exchange_unit(unit: ExchangeUnit, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
