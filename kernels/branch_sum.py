@@ -81,29 +81,24 @@ def _inv_std(aff, c, c_ok, ACC: tl.constexpr):
 def sums_fwd_kernel(outs, offsets, B, K: tl.constexpr, META: tl.constexpr, ACC: tl.constexpr,
                     IDX64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Up to 4 branch sums: ``outs[k] = (y, Ho, Wo, C, terms)``, each term ``(view, affine)``;
-    ``META[k] = (RELU, NT, F_0, AFF_0, UP_0, F_1, ...)``."""
+    ``META[k] = (RELU, NT, F_0, AFF_0, UP_0, F_1, ...)``. (The body is inline: Triton 3.6 passes
+    no constexpr tuple to a function.)"""
     pid = tl.program_id(0)
     for k in tl.static_range(K):
         if (pid >= offsets[k]) & (pid < offsets[k + 1]):
-            _sum_tile(pid - offsets[k], outs[k], B, META[k], ACC, IDX64, BLOCK_M, BLOCK_C)
-
-
-@triton.jit
-def _sum_tile(pid, o, B, META: tl.constexpr, ACC: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_C: tl.constexpr):
-    y = o[0]
-    Ho = o[1]
-    Wo = o[2]
-    _, offs, n, pix_ok, n_ok = _tile(pid, B * Ho * Wo, o[3], IDX64, BLOCK_M, BLOCK_C)
-    mask = pix_ok[:, None] & n_ok[None, :]
-    b, ho, wo = _split_pixels(offs, Ho, Wo)
-    acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC)
-    for t in tl.static_range(META[1]):
-        acc += _term(o[4][t], b, ho, wo, Ho, Wo, n, n_ok, mask, META[2 + 3 * t], META[3 + 3 * t], META[4 + 3 * t],
-                     ACC)
-    if META[0]:
-        acc = tl.where(acc < 0, 0.0, acc)
-    tl.store(y[0] + _rows(y, b, ho, wo)[:, None] + n[None, :] * y[2], _narrow(acc, y[0].dtype.element_ty), mask=mask)
+            o = outs[k]
+            y = o[0]
+            _, offs, n, pix_ok, n_ok = _tile(pid - offsets[k], B * o[1] * o[2], o[3], IDX64, BLOCK_M, BLOCK_C)
+            mask = pix_ok[:, None] & n_ok[None, :]
+            b, ho, wo = _split_pixels(offs, o[1], o[2])
+            acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC)
+            for t in tl.static_range(tl.constexpr(META[k][1])):   # a constexpr under Triton 3.6 too
+                acc += _term(o[4][t], b, ho, wo, o[1], o[2], n, n_ok, mask, META[k][2 + 3 * t], META[k][3 + 3 * t],
+                             META[k][4 + 3 * t], ACC)
+            if META[k][0]:
+                acc = tl.where(acc < 0, 0.0, acc)
+            tl.store(y[0] + _rows(y, b, ho, wo)[:, None] + n[None, :] * y[2], _narrow(acc, y[0].dtype.element_ty),
+                     mask=mask)
 
 
 # ---------------------------------------------------------------------------------------- backward

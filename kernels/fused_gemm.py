@@ -434,36 +434,59 @@ def conv_backward_kernel(convs, offsets, K: tl.constexpr, META: tl.constexpr, AC
     """The backward of up to 6 convs in one launch over a 1-D grid: conv k owns the programs
     ``offsets[k] <= pid < offsets[k + 1]``. ``convs[k] = (gx, part, PSTRIDE, gzs, ws, x, goffs, B,
     H, W, Cin, Ho, Wo, SPLIT, TILES_CO, TILES_CI, DG_M, DG_N, DG_C, WG_CO, WG_N)``, ``META[k] =
-    (KS, S, G, NEED_X, dgrad tiles (M, N, K), wgrad tiles (M, N, K))``."""
+    (KS, S, G, NEED_X, dgrad tiles (M, N, K), wgrad tiles (M, N, K))``. (Its entries go one by
+    one: Triton 3.6 passes no constexpr tuple to a function.)"""
     pid = tl.program_id(0)
     for k in tl.static_range(K):
         if (pid >= offsets[k]) & (pid < offsets[k + 1]):
-            _conv_backward(pid - offsets[k], convs[k], META[k], ACC, PREC, UPCAST, IDX64)
+            _conv_backward(pid - offsets[k], convs[k], META[k][0], META[k][1], META[k][2], META[k][3], META[k][4],
+                           META[k][5], META[k][6], META[k][7], META[k][8], META[k][9], ACC, PREC, UPCAST, IDX64)
 
 
 @triton.jit
-def _conv_backward(pid, c, M: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-                   IDX64: tl.constexpr):
+def _conv_backward(pid, c, KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, NEED_X: tl.constexpr,
+                   D_BM: tl.constexpr, D_BN: tl.constexpr, D_BK: tl.constexpr, W_BM: tl.constexpr,
+                   W_BN: tl.constexpr, W_BK: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                   UPCAST: tl.constexpr, IDX64: tl.constexpr):
     """Both halves of one conv's backward: the first DG_M * DG_N * DG_C programs (with
     NEED_X) are :func:`_dgrad`'s (pixel tile, Cin tile, parity class), the rest
     :func:`_wgrad`'s (Cout tile, tap x Cin tile, split)."""
-    if M[3]:
+    if NEED_X:
         nd = c[16] * c[17] * c[18]
         if pid < nd:
             _dgrad(pid % c[16], (pid // c[16]) % c[17], pid // (c[16] * c[17]), c[0], c[3], c[4], c[7], c[8], c[9],
-                   c[10], c[11], c[12], M[0], M[1], M[2], ACC, PREC, UPCAST, IDX64, M[4], M[5], M[6])
+                   c[10], c[11], c[12], KS, S, G, ACC, PREC, UPCAST, IDX64, D_BM, D_BN, D_BK)
         else:
-            _wgrad_program(pid - nd, c, M, ACC, PREC, UPCAST, IDX64)
+            _wgrad_program(pid - nd, c, KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
     else:
-        _wgrad_program(pid, c, M, ACC, PREC, UPCAST, IDX64)
+        _wgrad_program(pid, c, KS, S, G, ACC, PREC, UPCAST, IDX64, W_BM, W_BN, W_BK)
 
 
 @triton.jit
-def _wgrad_program(q, c, M: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-                   IDX64: tl.constexpr):
+def _wgrad_program(q, c, KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, ACC: tl.constexpr,
+                   PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """:func:`_wgrad` of the q-th weight-gradient program of conv ``c``."""
     _wgrad(q % c[19], (q // c[19]) % c[20], q // (c[19] * c[20]), c[1], c[2], c[3], c[5], c[6], c[7], c[8], c[9],
-           c[10], c[11], c[12], c[13], c[14], c[15], M[0], M[1], M[2], ACC, PREC, UPCAST, IDX64, M[7], M[8], M[9])
+           c[10], c[11], c[12], c[13], c[14], c[15], KS, S, G, ACC, PREC, UPCAST, IDX64, BLOCK_M, BLOCK_N, BLOCK_K)
+
+
+@triton.jit
+def pack_weights_kernel(ws, offsets, K: tl.constexpr, BLOCK: tl.constexpr):
+    """Up to 16 conv weights cast and laid out for the GEMMs: ``ws[k] = (src, dst, Cout, Cin,
+    KS)``, two weight views; dst = src in dst's dtype and strides (channels_last: the input
+    channels, the GEMM's K axis, contiguous), BLOCK elements a program in dst's order."""
+    pid = tl.program_id(0)
+    for k in tl.static_range(K):
+        if (pid >= offsets[k]) & (pid < offsets[k + 1]):
+            a = ws[k]
+            i = (pid - offsets[k]) * BLOCK + tl.arange(0, BLOCK)
+            ok = i < a[2] * a[4] * a[4] * a[3]
+            ci = i % a[3]
+            tap = (i // a[3]) % (a[4] * a[4])
+            co = i // (a[3] * a[4] * a[4])
+            v = tl.load(_weight_ptrs(a[0], co, ci, tap // a[4], tap % a[4]), mask=ok, other=0.0)
+            tl.store(_weight_ptrs(a[1], co, ci, tap // a[4], tap % a[4]), _narrow(v, a[1][0].dtype.element_ty), mask=ok)
 
 
 # ------------------------------------------------------------------------------------- launchers
@@ -540,6 +563,10 @@ def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] 
     M = B * Ho * Wo
     K = max([s.x.shape[1] for s in segments] + [1])
     cfg = dict(tiles or gemm_tiles(M, N, K, y.device))
+    if tiles is None and on_gpu(y.device) and sum(s.ks == 3 for s in segments) >= 2:
+        # two 3x3 segments (the branch kernels of stage 4) at 64 x 64 x 64 tiles needed 255
+        # registers with 4 warps and spilled under Triton 3.6 (the GPU image's); 8 do not
+        cfg["num_warps"] = 8
     if stats is not None:
         assert stats[0].shape == (triton.cdiv(M, cfg["BLOCK_M"]), N), "stats buffers must be (ceil(M / BLOCK_M), N)"
     st = tuple(stats) if stats is not None else (dummy, dummy)
@@ -692,3 +719,23 @@ def _sum_splits(sums: Sequence[tuple]) -> None:
         offs.append(offs[-1] + triton.cdiv(s[2], blk))
     record_launch()
     split_sum_kernel[(offs[-1],)](tuple(sums), tuple(offs), len(sums), BLOCK=blk)
+
+
+MAX_PACKED = 16    # the conv weights of a stage-4 unit's training plan: one launch
+
+
+def launch_pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype) -> List[torch.Tensor]:
+    """Each weight in ``dtype`` and channels_last (what the GEMMs load 16 bytes at a time), one
+    launch per 16 weights."""
+    outs = [torch.empty(w.shape, dtype=dtype, device=w.device, memory_format=torch.channels_last) for w in weights]
+    blk = 1024 if on_gpu(weights[0].device) else 256
+    for lo in range(0, len(weights), MAX_PACKED):
+        part = range(lo, min(lo + MAX_PACKED, len(weights)))
+        offs = [0]
+        for k in part:
+            offs.append(offs[-1] + triton.cdiv(weights[k].numel(), blk))
+        args = tuple((weight_view(weights[k]), weight_view(outs[k]), weights[k].shape[0], weights[k].shape[1],
+                      weights[k].shape[-1]) for k in part)
+        record_launch()
+        pack_weights_kernel[(offs[-1],)](args, tuple(offs), len(part), BLOCK=blk)
+    return outs

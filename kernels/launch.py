@@ -2,11 +2,13 @@
 the launches choose for (a GPU, real or offline, or the CPU interpreter), strided views,
 dtype choices, the affine/segment/term arguments, and the launch counter.
 
-Triton is optional here: without it (or with one older than 3.2) ``HAS_TRITON`` is False and
+Triton is optional here: without it (or with one older than 3.6) ``HAS_TRITON`` is False and
 the rest still imports, so the ops can say what they need. The kernels
 and their launchers are one module per kernel family: ``fused_gemm`` (the gather-GEMM
 forward and the conv backward), ``batchnorm`` (train-mode statistics) and ``branch_sum`` (the
-fused backward of a branch's sum). Their ``torch.library`` ops are ``hrfast.ops.conv``,
+output branches' sums and their fused backward). Most take several problems of different
+shapes a launch: a 1-D grid in which problem k owns the programs ``offsets[k] <= pid <
+offsets[k + 1]``. Their ``torch.library`` ops are ``hrfast.ops.conv``,
 ``hrfast.ops.batchnorm`` and ``hrfast.ops.branch_sum``.
 
 The ops are ``torch.library.custom_op`` with explicit fake impls rather than ``triton_op``: a
@@ -26,14 +28,15 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from packaging.version import Version
 
-# The kernels take tuples of tensors and scalars as arguments, which Triton accepts from 3.2 on;
-# an older Triton counts as none, so nothing fails inside a launch.
-TRITON_NEEDED = "Triton 3.2 or newer (pip install 'hrfast[triton]')"
+# The kernels take tuples of tensors and scalars, and constexpr tuples of per-problem choices
+# indexed in static loops; the offline sm_90a compile checks them under Triton 3.6 (the GPU
+# image's), 3.8 and 3.9. An older Triton counts as none, so nothing fails inside a launch.
+TRITON_NEEDED = "Triton 3.6 or newer (pip install 'hrfast[triton]')"
 
 try:  # Triton is an optional dependency
     import triton
-    if Version(triton.__version__).release < (3, 2):
-        raise ImportError(f"triton {triton.__version__} is older than 3.2")
+    if Version(triton.__version__).release < (3, 6):
+        raise ImportError(f"triton {triton.__version__} is older than 3.6")
 
     HAS_TRITON = True
 except ImportError:  # pragma: no cover - exercised on machines without triton

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_within_twice_eager
 
+import hrfast.ops.exchange as exchange_ops
 from hrfast import HRNet
 from hrfast.kernels.launch import HAS_TRITON, count_launches
 from hrfast.models.blocks import BasicBlock
@@ -208,6 +209,35 @@ def test_low_precision_unit_error_within_twice_eager(dtype, upsample):
     with torch.no_grad():
         out_e, out_f = eager(xb), fused(xb)
     assert_within_twice_eager(out_f, out_e, gold)
+
+
+def test_autocast_unit_reads_packed_weights(monkeypatch):
+    """Under autocast a unit gets bf16 inputs and keeps float32 parameters: its conv weights are
+    packed once (one call, one launch), the outputs are within twice eager autocast's error of
+    a float64 run, and the parameters get float32 gradients within twice eager's error too."""
+    torch.manual_seed(0)
+    ref = randomize(ExchangeUnit(CHANNELS[:3], 3)).to(DEV).train()
+    fused = copy.deepcopy(ref)
+    fused.fused_impl = FusedExchange()
+    gold_m = copy.deepcopy(ref).double()
+    xs = [x.detach() for x in inputs(3, 2, 16, 24, CL)]
+    gold = gold_m([x.double().contiguous(memory_format=CL) for x in xs])
+    xb = [x.bfloat16() for x in xs]
+    with torch.autocast(DEV, dtype=torch.bfloat16):
+        out_e = ref(xb)
+    packs = []
+    pack = exchange_ops.pack_weights
+    monkeypatch.setattr(exchange_ops, "pack_weights", lambda ws, dt: packs.append(len(ws)) or pack(ws, dt))
+    out_f = fused(xb)
+    assert packs == [sum(isinstance(m, torch.nn.Conv2d) for m in fused.modules())]
+    assert all(o.dtype == torch.bfloat16 for o in out_f)
+    assert_within_twice_eager(out_f, out_e, gold)
+
+    def grads(m, outs):
+        return torch.autograd.grad(weighted_loss(outs), [p for p in m.parameters()])
+    g_f, g_e, g_gold = grads(fused, out_f), grads(ref, out_e), grads(gold_m, gold)
+    assert all(g.dtype == torch.float32 for g in g_f)
+    assert_within_twice_eager(g_f, g_e, g_gold, "unit parameter gradients")
 
 
 def test_launches_per_unit():

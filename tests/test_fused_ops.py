@@ -25,7 +25,7 @@ from hrfast.ops.branch_sum import (
     exchange_branch,
     exchange_branch_ref,
 )
-from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref, convs
+from hrfast.ops.conv import conv, conv_bn_act, conv_bn_act_ref, conv_ref, convs, pack_weights
 
 pytestmark = [pytest.mark.usefixtures("tf32_off"), pytest.mark.skipif(
     not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
@@ -102,6 +102,33 @@ def test_convs_of_several_inputs_equal_one_conv_each(fmt):
     assert n.n == 2 + 2     # 6 + 2 convs, each chunk with a split conv: a backward and a sum each
     for a, r in zip(got, torch.autograd.grad([r for ref in refs for r in ref], leaves, gys)):
         close(a, r)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_pack_weights_is_a_cast_to_channels_last(dtype):
+    """pack_weights equals its twin ``w.to(dtype, memory_format=channels_last)`` bit for bit
+    (round to nearest even, the interpreter too), in that layout, from NCHW and channels_last
+    float32 weights, 1x1 and 3x3, in one launch; and convs reading the packed copies give the
+    parameters float32 gradients equal to those of convs reading the bf16 weights."""
+    torch.manual_seed(0)
+    ws = [rand(5, 3, 3, 3), rand(7, 6, 1, 1, fmt=torch.channels_last), rand(2, 33, 3, 3, fmt=torch.channels_last)]
+    with count_launches() as n:
+        packed = pack_weights(ws, dtype)
+    assert n.n == 1
+    for p, w in zip(packed, ws):
+        twin = w.detach().to(dtype, memory_format=torch.channels_last)
+        assert p.dtype == dtype and p.stride() == twin.stride() and torch.equal(p, twin)
+    x = rand(2, 3, 9, 7, dtype=dtype, fmt=torch.channels_last)
+    w = rand(4, 3, 3, 3)
+    (y,) = convs([(x, [w], 2)], packed=[pack_weights([w], dtype)])
+    wd = w.detach().to(dtype).requires_grad_()
+    (yr,) = convs([(x, [wd], 2)])
+    assert torch.equal(y[0], yr[0])
+    gy = torch.randn_like(y[0])
+    gw, gx = torch.autograd.grad(y[0], [w, x], gy)
+    gwr, gxr = torch.autograd.grad(yr[0], [wd, x], gy)
+    assert gw.dtype == torch.float32 and torch.equal(gx, gxr)
+    close(gw, gwr.float(), 1e-2)   # the same float32 sums; gwr is then rounded to 16 bits
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -462,8 +489,11 @@ def test_opcheck_every_op(cl):
     x = rand(2, 4, 6, 5, fmt=cl)
     ws = [rand(3, 4, 3, 3), rand(2, 4, 3, 3)]
     x1, w1s = rand(2, 3, 4, 4, fmt=cl), [rand(5, 3, 1, 1)]     # a second conv: a 1x1 of its own input
-    _opcheck(torch.ops.hrfast.convs.default, ([x, x1], ws + w1s, [2, 1], [2, 1], False))
-    _opcheck(torch.ops.hrfast.convs.default, ([x.detach()], [w.detach() for w in ws], [2], [2], True))
+    _opcheck(torch.ops.hrfast.convs.default, ([x, x1], ws + w1s, [2, 1], [2, 1], False, []))
+    _opcheck(torch.ops.hrfast.convs.default, ([x.detach()], [w.detach() for w in ws], [2], [2], True, []))
+    packed = [w.detach().to(torch.float64, memory_format=torch.channels_last) for w in ws]
+    _opcheck(torch.ops.hrfast.pack_weights.default, ([w.detach() for w in ws], torch.float64))
+    _opcheck(torch.ops.hrfast.convs.default, ([x.double()], [w.double() for w in ws], [2], [2], False, packed))
     gz = [rand(2, 3, 3, 3, fmt=cl, grad=False), rand(2, 2, 3, 3, fmt=cl, grad=False), rand(2, 5, 4, 4, fmt=cl,
                                                                                            grad=False)]
     _opcheck(torch.ops.hrfast.convs_backward.default,

@@ -135,15 +135,16 @@ def test_every_function_fits_on_a_screen():
     assert len(paths) > 60 and not long, long
 
 
-def test_a_triton_older_than_3_2_counts_as_none():
-    """The kernels take tuple arguments (Triton 3.2 on): with an older Triton the fused
-    backend is unavailable and says what it needs, rather than failing inside a launch."""
+def test_a_triton_older_than_3_6_counts_as_none():
+    """The kernels take tuple arguments and constexpr tuples (checked from Triton 3.6 on): with
+    an older Triton the fused backend is unavailable and says what it needs, rather than
+    failing inside a launch."""
     import subprocess
     import sys
     pytest.importorskip("triton")
-    code = ("import torch, triton; triton.__version__ = '3.1.0'; "
+    code = ("import torch, triton; triton.__version__ = '3.5.1'; "
             "from hrfast.kernels import launch; import hrfast; m = hrfast.HRNet.from_config('w18_small_128x96')\n"
             "try:\n    m.set_backend('triton')\nexcept RuntimeError as e:\n    print(launch.HAS_TRITON, e)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    expected = "False backend='triton' needs Triton 3.2 or newer (pip install 'hrfast[triton]')"
+    expected = "False backend='triton' needs Triton 3.6 or newer (pip install 'hrfast[triton]')"
     assert r.stdout.strip() == expected, r.stderr

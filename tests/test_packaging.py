@@ -345,4 +345,4 @@ def test_triton_backend_without_triton_names_the_extra():
             "m = hrfast.HRNet.from_config('w18_small_128x96')\n"
             "try:\n    m.set_backend('triton')\nexcept RuntimeError as e:\n    print(e)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip() == "backend='triton' needs Triton 3.2 or newer (pip install 'hrfast[triton]')", r.stderr
+    assert r.stdout.strip() == "backend='triton' needs Triton 3.6 or newer (pip install 'hrfast[triton]')", r.stderr

@@ -1,4 +1,4 @@
-"""One output branch of an exchange unit in one kernel.
+"""The output branches of an exchange unit: their sums, several a launch, and their fused backward.
 
 ``branch_sum(base, zs, factors, affines, batch, relu, upsample)``::
 
@@ -7,12 +7,18 @@
 Each ``z_k`` is a conv output at 1/F_k of y's resolution (F = 1: the last conv of a downsample
 chain; F = 2^(j-i): the 1x1 conv of an upsample path), and ``BN_k`` its BatchNorm with the given
 mean and biased variance: the batch statistics (``batch[k]``, train mode, from
-``hrfast.ops.batchnorm.bn_stats``) or the running ones. Nearest upsampling is an index, the
-upsampled terms are never materialized, and y is written once. The backward is fused over the
-terms: the F x F block sums of the masked gradient and the two per-channel reductions of each
-BN backward in one launch for all the terms, one launch to finish the reductions, one for the dz
-of every BN term. With ``batch``, the
-gradient flows through the statistics as in ``nn.BatchNorm2d`` (they are z's own).
+``hrfast.ops.batchnorm``) or the running ones. Upsampling is an index (nearest) or 4 taps
+(bilinear), the upsampled terms are never materialized, and y is written once.
+
+``branch_sums(branches, upsample)`` computes several such sums of different shapes in one
+launch (the op ``hrfast::branch_sums``; ``branch_sum`` is one of them): every output branch of
+an exchange unit, or every chain step of a level. Its backward (``branch_sums_backward``) is
+three launches for all the terms of all the branches: the F x F block sums of the gradient,
+masked by the ReLU inside (one term of each branch also writes its base's gradient), with the
+two per-channel reductions of each BN backward; the row sums of those; the dz of every BN term.
+A bilinear branch masks first (one launch), since its terms' gradients go through the resize's
+transpose. With ``batch``, the gradient flows through the statistics as in ``nn.BatchNorm2d``
+(they are z's own).
 
 ``exchange_branch(terms, segments, relu)`` is the inference form: the 1x1 convs of the upsample
 paths and the last strided 3x3 convs of the chains run inside the same kernel as GEMM segments
@@ -20,9 +26,9 @@ on the low-resolution inputs, BN in their epilogue, so an output branch is one l
 reads its inputs and writes y once. Not differentiable.
 
 Shapes: base and y (B, C, H, W); z_k (B, C, ceil(H/F_k), ceil(W/F_k)); affine vectors (C,).
-NHWC or NCHW (y follows base's layout). Kernels and launchers: ``kernels/fused_gemm.py``
-(forward), ``kernels/branch_sum.py`` (backward). At most 3 terms besides the base (4 in
-``exchange_branch``, the identity included).
+NHWC or NCHW (y follows base's layout). Kernels and launchers: ``kernels/branch_sum.py`` (the
+sums, forward and backward), ``kernels/fused_gemm.py`` (``exchange_branch``). At most 3 terms
+besides the base (4 in ``exchange_branch``, the identity included).
 """
 from __future__ import annotations
 

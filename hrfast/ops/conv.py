@@ -7,7 +7,13 @@ strided convs of every chain leaving a branch share each loaded input tile. With
 more outputs carry the per-tile (mean, M2) of every output channel, the train-mode BatchNorm
 statistics (``hrfast.ops.batchnorm.bn_stats`` combines them), computed from the accumulator
 without a second pass over the output. Differentiable with respect to x and every weight; the
-backward is a dgrad kernel (per output-parity class for stride 2) and a split-K wgrad kernel.
+backward is one launch of dgrad programs (per output-parity class for stride 2) and split-K
+wgrad programs, then a sum of the split-K partials.
+
+``convs(problems, stats)`` runs several such convs, each on its own input (the op
+``hrfast::convs``; ``conv`` is one of them): one forward launch each, but one backward launch
+for all of them (``convs_backward``, up to 6 convs a launch) and one deterministic sum of all
+their split-K partials. The exchange unit's training plan makes each level's convs one call.
 Kernels and launchers: ``kernels/fused_gemm.py``.
 
 ``conv_bn_act(x, weights, stride, ...)`` is the inference form: each group's BatchNorm (running
@@ -19,7 +25,7 @@ Shapes: x (B, Cin, H, W); each weight (C_g, Cin, k, k) with k 1 or 3 (all the sa
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +45,14 @@ from ..kernels.launch import (
 )
 
 if HAS_TRITON:
-    from ..kernels.fused_gemm import ConvGrad, gemm_tiles, launch_conv_backward, launch_fused_gemm, weight_grad_layout
+    from ..kernels.fused_gemm import (
+        ConvGrad,
+        gemm_tiles,
+        launch_conv_backward,
+        launch_fused_gemm,
+        launch_pack_weights,
+        weight_grad_layout,
+    )
 
 
 def out_size(n: int, stride: int) -> int:
@@ -96,20 +109,22 @@ def _all_outputs(xs, weights, counts, strides, stats: bool) -> List[torch.Tensor
 
 @torch.library.custom_op("hrfast::convs", mutates_args=())
 def _convs_op(xs: List[torch.Tensor], weights: List[torch.Tensor], counts: List[int], strides: List[int],
-              stats: bool) -> List[torch.Tensor]:
+              stats: bool, packed: List[torch.Tensor]) -> List[torch.Tensor]:
     """Conv k reads xs[k] with its counts[k] weights (flat list): its outputs, then with
-    ``stats`` its two partials buffers, conv after conv."""
+    ``stats`` its two partials buffers, conv after conv. ``packed``: empty, or the weights in x's
+    dtype and channels_last (``pack_weights``), which the kernels then read instead."""
     out = []
+    use = packed or weights
     for x, (lo, hi), s in zip(xs, spans(counts), strides):
-        outs = _outputs(x, weights[lo:hi], s)
-        parts = _stats_buffers(x, weights[lo:hi], s) if stats else None
-        launch_fused_gemm(outs, [Segment(x, list(weights[lo:hi]), s)], relu=[False] * len(outs), stats=parts)
+        outs = _outputs(x, use[lo:hi], s)
+        parts = _stats_buffers(x, use[lo:hi], s) if stats else None
+        launch_fused_gemm(outs, [Segment(x, list(use[lo:hi]), s)], relu=[False] * len(outs), stats=parts)
         out += outs + (parts or [])
     return out
 
 
 @_convs_op.register_fake
-def _(xs, weights, counts, strides, stats):
+def _(xs, weights, counts, strides, stats, packed):
     return _all_outputs(xs, weights, counts, strides, stats)
 
 
@@ -136,15 +151,17 @@ def _(grads, xs, weights, counts, strides, need_x):
 
 
 def _convs_setup(ctx, inputs, output):
-    xs, weights, counts, strides, stats = inputs
+    xs, weights, counts, strides, stats, packed = inputs
     ctx.counts, ctx.strides, ctx.stats = list(counts), list(strides), bool(stats)
+    ctx.dtypes = [w.dtype for w in weights]    # the parameters' (packed copies may differ)
+    ctx.n_packed = len(packed)
     if stats:   # the statistics are not differentiated (module doc)
         at = 0
         for n in counts:
             ctx.mark_non_differentiable(*output[at + n:at + n + 2])
             at += n + 2
     ctx.n = len(xs)
-    ctx.save_for_backward(*xs, *weights)
+    ctx.save_for_backward(*xs, *(packed or weights))   # dgrad reads the weights the forward read
 
 
 def _convs_backward(ctx, grads):
@@ -164,29 +181,53 @@ def _convs_backward(ctx, grads):
         gw = outs[-1][at:at + shape[0] * shape[1] * shape[2] * shape[3]].view(shape)
         row = 0
         for w in weights[lo:hi]:     # a view in channels_last order
-            gws.append(gw[row:row + w.shape[0]].permute(0, 3, 1, 2).to(w.dtype))
+            gws.append(gw[row:row + w.shape[0]].permute(0, 3, 1, 2).to(ctx.dtypes[len(gws)]))
             row += w.shape[0]
-    return (list(outs[:ctx.n]) if need_x else None), gws, None, None, None
+    return (list(outs[:ctx.n]) if need_x else None), gws, None, None, None, [None] * ctx.n_packed
 
 
 _convs_op.register_autograd(_convs_backward, setup_context=_convs_setup)
 
 
-def convs(problems: Sequence[Tuple[torch.Tensor, Sequence[torch.Tensor], int]],
-          stats: bool = False) -> List[List[torch.Tensor]]:
+def convs(problems: Sequence[Tuple[torch.Tensor, Sequence[torch.Tensor], int]], stats: bool = False,
+          packed: Optional[Sequence[Sequence[torch.Tensor]]] = None) -> List[List[torch.Tensor]]:
     """:func:`conv` of several ``(x, weights, stride)``, each x its own input: one launch each
-    forward, and one backward launch for them all (plus one sum of their split-K partials)."""
+    forward, and one backward launch for them all (plus one sum of their split-K partials).
+    ``packed``: per problem, its weights from :func:`pack_weights`, which the kernels read in
+    place of the weights (the gradients still go to the weights, in their dtype)."""
     for x, weights, stride in problems:
         check_conv_args(x, weights, stride)
     require_triton(problems[0][0].device, "conv")
+    flat_packed = [p.detach() for ps in packed for p in ps] if packed else []
     flat = torch.ops.hrfast.convs([p[0] for p in problems], [w for p in problems for w in p[1]],
-                                  [len(p[1]) for p in problems], [int(p[2]) for p in problems], bool(stats))
+                                  [len(p[1]) for p in problems], [int(p[2]) for p in problems], bool(stats),
+                                  flat_packed)
     out, at = [], 0
     for p in problems:
         n = len(p[1]) + (2 if stats else 0)
         out.append(list(flat[at:at + n]))
         at += n
     return out
+
+
+@torch.library.custom_op("hrfast::pack_weights", mutates_args=())
+def _pack_weights_op(weights: List[torch.Tensor], dtype: torch.dtype) -> List[torch.Tensor]:
+    return launch_pack_weights(weights, dtype)
+
+
+@_pack_weights_op.register_fake
+def _(weights, dtype):
+    return [torch.empty(w.shape, dtype=dtype, device=w.device, memory_format=torch.channels_last) for w in weights]
+
+
+def pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype) -> List[torch.Tensor]:
+    """Conv weights in ``dtype`` and channels_last, one launch for up to 16 of them, for
+    :func:`convs`'s ``packed``: under autocast the kernels would otherwise read the float32
+    parameters and narrow them in every tile, 4 bytes at a time (an NCHW 3x3 weight has its
+    input channels 9 elements apart). Not differentiable: the weights' gradients go to the
+    parameters through ``convs``. The twin is ``w.to(dtype, memory_format=torch.channels_last)``."""
+    require_triton(weights[0].device, "pack_weights")
+    return torch.ops.hrfast.pack_weights([w.detach() for w in weights], dtype)
 
 
 def conv(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1,

@@ -45,7 +45,7 @@ from ..models.backends import register_backend
 from ..models.exchange import ExchangeUnit
 from .batchnorm import bn_partials, bn_stats_many
 from .branch_sum import branch_sum, branch_sums, exchange_branch
-from .conv import conv_bn_act
+from .conv import conv_bn_act, pack_weights
 from .conv import convs as convs_op
 
 # Upsample factors whose 1x1 conv runs inside the branch kernel, at the output resolution
@@ -125,14 +125,17 @@ def conv_raw(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Modul
     return conv_raws([(x, convs, bns, stride)], [cudnn])[0]
 
 
-def conv_raws(items: Sequence[tuple], cudnn: Sequence[bool]) -> List[tuple]:
+def conv_raws(items: Sequence[tuple], cudnn: Sequence[bool], packed: Optional[Dict[int, torch.Tensor]] = None
+              ) -> List[tuple]:
     """:func:`conv_raw` of several ``(x, convs, bns, stride)``: the Triton ones are one ``convs``
-    op, so their backward is one launch (and one sum of the split-K partials)."""
+    op, so their backward is one launch (and one sum of the split-K partials). ``packed``: the
+    weights' copies for the kernels, by ``id`` of the conv (:func:`pack_unit`)."""
     out: Dict[int, tuple] = {}
     tri = [k for k in range(len(items)) if not cudnn[k]]
     if tri:
         stats = any(_batch_stats(bn) for k in tri for bn in items[k][2])
-        res = convs_op([(items[k][0], [c.weight for c in items[k][1]], items[k][3]) for k in tri], stats=stats)
+        res = convs_op([(items[k][0], [c.weight for c in items[k][1]], items[k][3]) for k in tri], stats=stats,
+                       packed=[[packed[id(c)] for c in items[k][1]] for k in tri] if packed else None)
         for k, r in zip(tri, res):
             x, cs, bns, stride = items[k]
             batch = [_batch_stats(bn) for bn in bns]
@@ -181,6 +184,19 @@ def convs_bn(x: torch.Tensor, convs: Sequence[nn.Conv2d], bns: Sequence[nn.Modul
     return finish_bn([conv_raw(x, convs, bns, stride, cudnn)])[0]
 
 
+def pack_unit(unit: ExchangeUnit, dtype: torch.dtype) -> Optional[Dict[int, torch.Tensor]]:
+    """The unit's fuse-path conv weights in ``dtype`` and channels_last, by ``id`` of the conv, in
+    one launch (``hrfast.ops.conv.pack_weights``), where ``dtype`` is a 16-bit float the weights
+    are not in (autocast: float32 parameters, bf16 activations); else None. Once per call, so
+    once per training step: the GEMMs then read 16-byte runs of bf16 input channels."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return None
+    convs = [m for m in unit.modules() if isinstance(m, nn.Conv2d) and m.weight.dtype != dtype]
+    if not convs:
+        return None
+    return dict(zip((id(c) for c in convs), pack_weights([c.weight for c in convs], dtype)))
+
+
 def _chains_from(unit: ExchangeUnit, j: int) -> List[int]:
     return list(range(j + 1, unit.num_outputs))
 
@@ -209,9 +225,9 @@ class FusedExchange:
         self.cudnn_convs = frozenset(tuple(k) for k in cudnn_convs)
         self.in_kernel_factors = frozenset(int(f) for f in in_kernel_factors)
 
-    def _raws(self, items: Sequence[tuple]) -> List[tuple]:
+    def _raws(self, items: Sequence[tuple], packed: Optional[Dict[int, torch.Tensor]] = None) -> List[tuple]:
         """:func:`conv_raws` of ``(x, convs, bns, stride)`` items, each on the backend of the plan."""
-        return conv_raws(items, [self.on_cudnn(it[1], it[3]) for it in items])
+        return conv_raws(items, [self.on_cudnn(it[1], it[3]) for it in items], packed)
 
     def on_cudnn(self, convs: Sequence[nn.Conv2d], stride: int) -> bool:
         """Whether the merged conv of ``convs`` runs on cuDNN in this plan."""
@@ -248,7 +264,8 @@ class FusedExchange:
                     pairs = [unit[i][j][:2] if kind == "up" else unit[i][j][0][:2] for i in targets]
                     items.append((x, [p[0] for p in pairs], [p[1] for p in pairs], stride))
                     tags.append((kind, j, targets))
-        raws = self._raws(items)
+        packed = pack_unit(unit, xs[0].dtype)
+        raws = self._raws(items, packed)
         chains = []   # [i, j, steps done, z, affine, batch statistics]
         for (zs, affs, bts), (kind, j, targets) in zip(finish_bn(raws), tags):
             for i, z, a, bt in zip(targets, zs, affs, bts):
@@ -260,7 +277,7 @@ class FusedExchange:
         while live:   # BN + ReLU of the previous steps (one launch), then the next convs
             hs = branch_sums([(None, [z], [1], [a], [bt], True) for _, _, _, z, a, bt in live])
             raws = self._raws([(h, [unit[i][j][done][0]], [unit[i][j][done][1]], 2)
-                               for h, (i, j, done, _, _, _) in zip(hs, live)])
+                               for h, (i, j, done, _, _, _) in zip(hs, live)], packed)
             for c, ((z,), (a,), (bt,)) in zip(live, finish_bn(raws)):
                 c[2], c[3], c[4], c[5] = c[2] + 1, z, a, bt
             live = [c for c in chains if c[2] < len(unit[c[0]][c[1]])]
