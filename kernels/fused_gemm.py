@@ -501,14 +501,15 @@ def gemm_tiles(M: int, N: int, K: int, device: torch.device) -> dict:
     """Tile shape for a GEMM of M pixels x N channels over K input channels per tap.
 
     GPU: 128-pixel tiles; where the grid would not fill the machine's 132 SMs, 64-pixel tiles,
-    then half as many channels a tile (the low-resolution branches: W32's branch 3 at batch 64
-    is 3072 pixels x 256 channels, 48 programs of 128 x 128, 192 of 64 x 64). N and K tiles are
+    then a half, then a quarter as many channels a tile (the low-resolution branches: W32's
+    branch 3 at batch 64 is 3072 pixels x 256 channels, 48 programs of 128 x 128, 192 of
+    64 x 64; its merged 1x1 convs up, 3072 x 96, 144 of 64 x 32). N and K tiles are
     matched to the channel counts of HRNet (32 to 384), fp32 accumulators at most 128 x 128.
     The CPU interpreter gets small tiles: its cost grows with the tile, not the pixel count."""
     if not on_gpu(device):
         return dict(BLOCK_M=64, BLOCK_N=_pow2(N, 16, 32), BLOCK_K=_pow2(K, 16, 32), num_warps=4, num_stages=1)
     bm, bn = 128, _pow2(N, 16, 128)
-    for bm, bn in ((128, bn), (64, bn), (64, max(16, bn // 2))):
+    for bm, bn in ((128, bn), (64, bn), (64, max(16, bn // 2)), (64, max(16, bn // 4))):
         if triton.cdiv(M, bm) * triton.cdiv(N, bn) >= SMS:
             break
     # 128 x 128 tiles take K in steps of 32: with 64, the grouped 3x3 conv with the statistics

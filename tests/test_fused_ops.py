@@ -207,16 +207,18 @@ def test_bn_stats_many_equals_one_call_per_conv(momentum):
 
 def test_gpu_tiles_fill_the_machine():
     """The GPU's GEMM tiles (chosen here as for an offline GPU): 128-pixel tiles where the grid
-    fills the 132 SMs, else 64-pixel tiles, else half the channels a tile."""
+    fills the 132 SMs, else 64-pixel tiles, else half, else a quarter of the channels a tile."""
     from hrfast.kernels.fused_gemm import SMS, gemm_tiles
     from hrfast.kernels.launch import offline_gpu
     cpu = torch.device("cpu")
     with offline_gpu():
         big = gemm_tiles(64 * 64 * 48, 32, 32, cpu)      # W32 branch 0 at batch 64: 1536 tiles of 128
         low = gemm_tiles(64 * 8 * 6, 256, 256, cpu)      # branch 3: 48 tiles of 128 x 128, 96 of 64 x 128
+        up = gemm_tiles(64 * 8 * 6, 96, 256, cpu)        # branch 3's 1x1 convs up: 96 tiles of 64 x 64
         tiny = gemm_tiles(96, 32, 32, cpu)               # nothing fills the machine: the smallest tried
     assert (big["BLOCK_M"], big["BLOCK_N"]) == (128, 32)
     assert (low["BLOCK_M"], low["BLOCK_N"]) == (64, 64) and 48 * 4 >= SMS
+    assert (up["BLOCK_M"], up["BLOCK_N"]) == (64, 32) and 48 * 3 >= SMS
     assert (tiny["BLOCK_M"], tiny["BLOCK_N"]) == (64, 16)
 
 
