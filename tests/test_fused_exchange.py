@@ -312,12 +312,18 @@ def test_whole_small_hrnet_training_step():
         torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5, msg=k)
 
 
-def test_compiles_fullgraph():
-    """The fused unit traces as one graph (custom ops with fake impls), forward and backward."""
+@pytest.mark.parametrize("packed", [False, True], ids=["fp32", "bf16-inputs-packed-weights"])
+def test_compiles_fullgraph(packed):
+    """The fused unit traces as one graph (custom ops with fake impls), forward and backward;
+    also with bf16 inputs and float32 parameters (autocast's case: the weights packed in the
+    graph), where the compiled unit equals the eager fused one."""
     unit = randomize(ExchangeUnit(CHANNELS[:3], 3)).to(DEV).train()
     ref = copy.deepcopy(unit)
     unit.fused_impl = FusedExchange()
     xs = inputs(3, 2, 8, 12, CL)
+    if packed:
+        ref.fused_impl = FusedExchange()
+        xs = [x.detach().bfloat16().requires_grad_() for x in xs]
     backend = "inductor" if DEV == "cuda" else "aot_eager"
     compiled = torch.compile(unit, fullgraph=True, backend=backend)
     out_c, out_r = compiled(xs), ref(xs)
@@ -325,6 +331,11 @@ def test_compiles_fullgraph():
         close(a, r, 1e-5)
     weighted_loss(out_c).backward()
     assert all(p.grad is not None for p in unit.parameters())
+    if packed:
+        weighted_loss(out_r).backward()
+        for a, r in zip(unit.parameters(), ref.parameters()):
+            assert a.grad.dtype == torch.float32
+            close(a.grad, r.grad, 1e-5)
 
 
 def test_unsupported_structure_falls_back_to_reference():
