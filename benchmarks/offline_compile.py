@@ -128,10 +128,9 @@ def compile_unit(channels: List[int], B: int, H: int, W: int, modes=("infer", "t
     from hrfast.kernels import branch_sum as kbs
     from hrfast.kernels import fused_gemm as kg
 
-    kernels = [kg.fused_gemm_fwd_kernel, kg.conv_backward_kernel, kg.split_sum_kernel, kg.pack_weights_kernel,
-               kbn.bn_finalize_many_kernel,
-               kbs.relu_mask_kernel, kbs.sums_fwd_kernel, kbs.terms_reduce_kernel, kbs.terms_sum_rows_kernel,
-               kbs.terms_bn_apply_kernel]
+    kernels = [kg.fused_gemm_fwd_kernel, kg.convs_fwd_kernel, kg.conv_backward_kernel, kg.split_sum_kernel,
+               kg.pack_weights_kernel, kbn.bn_finalize_many_kernel, kbs.relu_mask_kernel, kbs.sums_fwd_kernel,
+               kbs.terms_reduce_kernel, kbs.terms_sum_rows_kernel, kbs.terms_bn_apply_kernel]
     rows = []
     with offline_sm90():
         for k in kernels:

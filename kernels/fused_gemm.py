@@ -313,16 +313,28 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
     if NT > 3:
         acc += _term(terms[3], b, ho, wo, Ho, Wo, n, n_ok, mask, TF3, TA3, TU3, ACC)
     if STATS:
-        # per-tile mean and M2 of the raw accumulator (Chan et al.'s parallel variance parts)
-        cnt = tl.sum(pix_ok.to(ACC), axis=0)
-        mean = tl.sum(tl.where(pix_ok[:, None], acc, 0.0), axis=0) / cnt
-        d = tl.where(pix_ok[:, None], acc - mean[None, :], 0.0)
-        tl.store(stats[0] + pid_m * N + n, mean, mask=n_ok)
-        tl.store(stats[1] + pid_m * N + n, tl.sum(d * d, axis=0), mask=n_ok)
+        _store_stats(stats, pid_m, acc, pix_ok, n, n_ok, N, ACC)
     if R0 or R1 or R2:
         zero = n * 0
         relu = _grouped(n, n1, n2, zero + R0, zero + R1, zero + R2, G) != 0
         acc = tl.where(relu[None, :] & (acc < 0), 0.0, acc)
+    _store_grouped(outs, acc, b, ho, wo, n, n1, n2, mask, G)
+
+
+@triton.jit
+def _store_stats(stats, pid_m, acc, pix_ok, n, n_ok, N, ACC: tl.constexpr):
+    """Row pid_m of the (P, N) statistics buffers: the tile's per-channel mean and M2 of the raw
+    accumulator (Chan et al.'s parallel variance parts)."""
+    cnt = tl.sum(pix_ok.to(ACC), axis=0)
+    mean = tl.sum(tl.where(pix_ok[:, None], acc, 0.0), axis=0) / cnt
+    d = tl.where(pix_ok[:, None], acc - mean[None, :], 0.0)
+    tl.store(stats[0] + pid_m * N + n, mean, mask=n_ok)
+    tl.store(stats[1] + pid_m * N + n, tl.sum(d * d, axis=0), mask=n_ok)
+
+
+@triton.jit
+def _store_grouped(outs, acc, b, ho, wo, n, n1, n2, mask, G: tl.constexpr):
+    """The tile into its output groups (channels [0, n1), [n1, n2), [n2, N) of the GEMM)."""
     o0 = outs[0]
     p0 = o0[0] + _rows(o0, b, ho, wo)[:, None] + n[None, :] * o0[2]
     p1 = p0
@@ -332,6 +344,38 @@ def fused_gemm_fwd_kernel(outs, bounds, segs, terms, stats, B, Ho, Wo, N,
     if G >= 3:
         p2 = outs[2][0] + _rows(outs[2], b, ho, wo)[:, None] + (n - n2)[None, :] * outs[2][2]
     tl.store(_grouped(n[None, :], n1, n2, p0, p1, p2, G), _narrow(acc, o0[0].dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def convs_fwd_kernel(convs, offsets, K: tl.constexpr, META: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+                     UPCAST: tl.constexpr, IDX64: tl.constexpr):
+    """Up to 6 raw convs (one segment each, no affine), each on its own input, in one launch:
+    ``convs[k] = (outs, bounds, segment, stats, B, Ho, Wo, N, TILES_N)``, ``META[k] = (KS, S, G,
+    STATS, BLOCK_M, BLOCK_N, BLOCK_K)``; conv k owns the programs offsets[k] <= pid <
+    offsets[k + 1]. The training plan's convs of one level."""
+    pid = tl.program_id(0)
+    for k in tl.static_range(K):
+        if (pid >= offsets[k]) & (pid < offsets[k + 1]):
+            _conv_tile(pid - offsets[k], convs[k], META[k][0], META[k][1], META[k][2], META[k][3], META[k][4],
+                       META[k][5], META[k][6], ACC, PREC, UPCAST, IDX64)
+
+
+@triton.jit
+def _conv_tile(pid, c, KS: tl.constexpr, S: tl.constexpr, G: tl.constexpr, STATS: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+               PREC: tl.constexpr, UPCAST: tl.constexpr, IDX64: tl.constexpr):
+    """One (BLOCK_M pixels, BLOCK_N channels) tile of a raw grouped conv, with its statistics."""
+    pid_m = pid // c[8]
+    offs_m = _index(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), IDX64)
+    n = (pid % c[8]) * BLOCK_N + tl.arange(0, BLOCK_N)
+    pix_ok = offs_m < c[4] * c[5] * c[6]
+    n_ok = n < c[7]
+    b, ho, wo = _split_pixels(offs_m, c[5], c[6])
+    acc = _segment(c[2], b, ho, wo, pix_ok, n, n_ok, c[1][0], c[1][1], KS, S, 1, 0, G, ACC, PREC, UPCAST,
+                   BLOCK_M, BLOCK_N, BLOCK_K)
+    if STATS:
+        _store_stats(c[3], pid_m, acc, pix_ok, n, n_ok, c[7], ACC)
+    _store_grouped(c[0], acc, b, ho, wo, n, c[1][0], c[1][1], pix_ok[:, None] & n_ok[None, :], G)
 
 
 @triton.jit
@@ -740,3 +784,41 @@ def launch_pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype) -> 
         record_launch()
         pack_weights_kernel[(offs[-1],)](args, tuple(offs), len(part), BLOCK=blk)
     return outs
+
+
+MAX_CONVS_FWD = 6   # the convs that read a stage-4 unit's inputs: one forward launch
+
+
+def launch_convs(problems: Sequence[Tuple[Sequence[torch.Tensor], Segment, Optional[Sequence[torch.Tensor]]]]) -> None:
+    """Raw grouped convs of their own inputs, at most 6 a launch: each problem is (outputs,
+    its segment (one input, one weight per output, no affine), its (mean, M2) statistics buffers
+    of (ceil(M / BLOCK_M), N) or None), with the tiles :func:`gemm_tiles` picks for it."""
+    for lo in range(0, len(problems), MAX_CONVS_FWD):
+        _convs_chunk(problems[lo:lo + MAX_CONVS_FWD])
+
+
+def _convs_chunk(problems) -> None:
+    args, meta, programs, warps = [], [], [0], 1
+    for outs, seg, stats in problems:
+        y = outs[0]
+        B, _, Ho, Wo = y.shape
+        widths = [o.shape[1] for o in outs]
+        N, M = sum(widths), B * Ho * Wo
+        cfg = gemm_tiles(M, N, seg.x.shape[1], y.device)
+        if stats is not None:
+            assert stats[0].shape == (triton.cdiv(M, cfg["BLOCK_M"]), N), "stats buffers must be (ceil(M / BLOCK_M), N)"
+        tiles_n = triton.cdiv(N, cfg["BLOCK_N"])
+        bounds = (widths[0], widths[0] + (widths[1] if len(outs) > 1 else 0))
+        segment = (view(seg.x), seg.x.shape[2], seg.x.shape[3], seg.x.shape[1],
+                   tuple(weight_view(w) for w in seg.weights), tuple(NO_AFFINE.args(y) for _ in outs))
+        args.append((tuple(view(o) for o in outs), bounds, segment, tuple(stats) if stats is not None else (y, y), B,
+                     Ho, Wo, N, tiles_n))
+        meta.append((seg.ks, seg.stride, len(outs), stats is not None, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]))
+        programs.append(programs[-1] + triton.cdiv(M, cfg["BLOCK_M"]) * tiles_n)
+        warps = max(warps, cfg["num_warps"])
+    x0 = problems[0][1].x
+    big = needs_int64(*[t for outs, seg, _ in problems for t in (*outs, seg.x)])
+    record_launch()
+    convs_fwd_kernel[(programs[-1],)](tuple(args), tuple(programs), len(problems), tuple(meta), tl_dtype(x0.dtype),
+                                      dot_precision(x0.dtype), dot_upcast(x0.dtype, x0.device), big,
+                                      num_warps=warps, num_stages=gemm_tiles(1, 1, 1, x0.device)["num_stages"])

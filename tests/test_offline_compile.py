@@ -51,12 +51,13 @@ def test_kernels_compile_for_sm90_without_spills():
     # inference and training of a 2-branch unit reach every kernel but the ReLU mask, which only
     # bilinear units launch (a nearest unit's masks are inside the terms' kernels), and the sum
     # of split-K partials: these GPU choices split no wgrad this small (the W32 report does)
-    assert names == {"fused_gemm_fwd_kernel", "conv_backward_kernel", "pack_weights_kernel", "bn_finalize_many_kernel",
-                     "sums_fwd_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel", "terms_bn_apply_kernel"}
+    assert names == {"fused_gemm_fwd_kernel", "convs_fwd_kernel", "conv_backward_kernel", "pack_weights_kernel",
+                     "bn_finalize_many_kernel", "sums_fwd_kernel", "terms_reduce_kernel", "terms_sum_rows_kernel",
+                     "terms_bn_apply_kernel"}
     for row in rows:
         assert row["spills"] == 0 and row["local"] == 0, row
-        gemm = row["kernel"].startswith("conv_") or (row["kernel"] == "fused_gemm_fwd_kernel"
-                                                     and "NS=0" not in row["variant"])
+        gemm = row["kernel"].startswith("conv") or (row["kernel"] == "fused_gemm_fwd_kernel"
+                                                    and "NS=0" not in row["variant"])
         if gemm:
             assert row["mma"] and all("BF16" in k for k in row["mma"]), row
     gemm_loads = [k for row in rows if row["mma"] for k in row["loads"]]

@@ -11,8 +11,8 @@ backward is one launch of dgrad programs (per output-parity class for stride 2) 
 wgrad programs, then a sum of the split-K partials.
 
 ``convs(problems, stats)`` runs several such convs, each on its own input (the op
-``hrfast::convs``; ``conv`` is one of them): one forward launch each, but one backward launch
-for all of them (``convs_backward``, up to 6 convs a launch) and one deterministic sum of all
+``hrfast::convs``; ``conv`` is one of them): one forward launch for all of them, one backward
+launch (``convs_backward``; up to 6 convs a launch each way) and one deterministic sum of all
 their split-K partials. The exchange unit's training plan makes each level's convs one call.
 Kernels and launchers: ``kernels/fused_gemm.py``.
 
@@ -49,6 +49,7 @@ if HAS_TRITON:
         ConvGrad,
         gemm_tiles,
         launch_conv_backward,
+        launch_convs,
         launch_fused_gemm,
         launch_pack_weights,
         weight_grad_layout,
@@ -113,13 +114,14 @@ def _convs_op(xs: List[torch.Tensor], weights: List[torch.Tensor], counts: List[
     """Conv k reads xs[k] with its counts[k] weights (flat list): its outputs, then with
     ``stats`` its two partials buffers, conv after conv. ``packed``: empty, or the weights in x's
     dtype and channels_last (``pack_weights``), which the kernels then read instead."""
-    out = []
+    out, problems = [], []
     use = packed or weights
     for x, (lo, hi), s in zip(xs, spans(counts), strides):
         outs = _outputs(x, use[lo:hi], s)
         parts = _stats_buffers(x, use[lo:hi], s) if stats else None
-        launch_fused_gemm(outs, [Segment(x, list(use[lo:hi]), s)], relu=[False] * len(outs), stats=parts)
+        problems.append((outs, Segment(x, list(use[lo:hi]), s), parts))
         out += outs + (parts or [])
+    launch_convs(problems)
     return out
 
 
@@ -191,8 +193,8 @@ _convs_op.register_autograd(_convs_backward, setup_context=_convs_setup)
 
 def convs(problems: Sequence[Tuple[torch.Tensor, Sequence[torch.Tensor], int]], stats: bool = False,
           packed: Optional[Sequence[Sequence[torch.Tensor]]] = None) -> List[List[torch.Tensor]]:
-    """:func:`conv` of several ``(x, weights, stride)``, each x its own input: one launch each
-    forward, and one backward launch for them all (plus one sum of their split-K partials).
+    """:func:`conv` of several ``(x, weights, stride)``, each x its own input: one forward launch
+    for them all, and one backward launch (plus one sum of their split-K partials).
     ``packed``: per problem, its weights from :func:`pack_weights`, which the kernels read in
     place of the weights (the gradients still go to the weights, in their dtype)."""
     for x, weights, stride in problems:
