@@ -18,8 +18,10 @@ Two plans, chosen per call:
   than one step is a GEMM segment of it, BN is in each segment's epilogue, and y_i is written
   once. A stage-4 unit is 8 to 11 launches.
 - **training** (or any call that needs gradients): convs write their raw outputs with the BN
-  statistics in the epilogue (``conv(..., stats=True)``), level by level (the convs that read
-  the inputs, then each further chain step); one ``bn_stats_many`` launch per level (per 3
+  statistics in the epilogue (``convs(..., stats=True)``: one launch, and one backward launch,
+  for all the convs of a level), level by level (the convs that read the inputs, then each
+  further chain step); under autocast the unit's weights are first packed into bf16
+  channels_last in one launch (:func:`pack_unit`); one ``bn_stats_many`` launch per level (per 3
   convs) makes the batch statistics of its convs and updates the running ones; ``branch_sums``
   applies each level's chain-step BN + ReLU in one launch, and BN, upsampling, the identity,
   the sum and the ReLU of every output branch in one launch, each with a fused backward of
