@@ -36,9 +36,11 @@ from .launch import (
     Term,
     acc_dtype,
     block_rows,
+    elementwise_block,
     empty_like_layout,
     needs_int64,
     on_gpu,
+    prefix_sums,
     record_launch,
     tl_dtype,
     view,
@@ -235,7 +237,7 @@ def launch_relu_mask(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """grad where y > 0, else 0 (in y's layout)."""
     grad = in_layout_of(grad, y)
     g = torch.empty_like(grad)
-    blk = 1024 if on_gpu(y.device) else 256
+    blk = elementwise_block(y.device)
     record_launch()
     relu_mask_kernel[(triton.cdiv(y.numel(), blk),)](g, grad, y, y.numel(), needs_int64(y), BLOCK=blk)
     return g
@@ -245,13 +247,6 @@ def _tiles(channels: Sequence[int], device: torch.device):
     """(BLOCK_M, BLOCK_C) of the elementwise kernels: channel tiles sized for the narrowest
     problem, so the widest-map (and narrowest) branch wastes no lanes."""
     return 64, block_rows(min(channels), 64 if on_gpu(device) else 32)
-
-
-def _offsets(counts: Sequence[int]) -> tuple:
-    out = [0]
-    for n in counts:
-        out.append(out[-1] + int(n))
-    return tuple(out)
 
 
 def launch_sums(ys: Sequence[torch.Tensor], terms: Sequence[Sequence[Term]], relu: Sequence[bool]) -> None:
@@ -265,8 +260,8 @@ def launch_sums(ys: Sequence[torch.Tensor], terms: Sequence[Sequence[Term]], rel
                       tuple((view(t.z), t.affine.args(ys[i])) for t in terms[i])) for i in part)
         meta = tuple((bool(relu[i]), len(terms[i]), *[v for t in terms[i] for v in
                                                       (int(t.factor), int(t.affine.mode), int(t.mode))]) for i in part)
-        offs = _offsets(triton.cdiv(B * y.shape[2] * y.shape[3], bm) * triton.cdiv(y.shape[1], bc)
-                        for y in (ys[i] for i in part))
+        offs = prefix_sums(triton.cdiv(B * y.shape[2] * y.shape[3], bm) * triton.cdiv(y.shape[1], bc)
+                           for y in (ys[i] for i in part))
         big = needs_int64(*[ys[i] for i in part], *[t.z for i in part for t in terms[i]])
         record_launch()
         sums_fwd_kernel[(offs[-1],)](outs, offs, B, len(part), meta, tl_dtype(ys[lo].dtype), big,
@@ -328,8 +323,9 @@ def _terms_backward(terms: Sequence[TermGrad]) -> List[torch.Tensor]:
     parts = [[torch.empty((triton.cdiv(t.z.shape[0] * t.z.shape[2] * t.z.shape[3], bm), t.z.shape[1]), dtype=acc_t,
                           device=t.z.device) for _ in range(2 if t.mode == AffineMode.BATCHNORM else 1)] for t in terms]
     big = needs_int64(*[v for t in terms for v in (t.g, t.z, t.relu_of, t.base)])
-    # 1. block sums and partials: every term but a plain unmasked one at full resolution
-    _reduce_launch([k for k, t in enumerate(terms) if t.mode != AffineMode.NONE or t.stores or t.base is not None],
+    # 1. block sums and partials: every term but a plain unmasked one at full resolution (a term
+    # with a base is a masked one)
+    _reduce_launch([k for k, t in enumerate(terms) if t.mode != AffineMode.NONE or t.stores],
                    terms, gsums, parts, (bm, bc, big))
     # 2. the affine gradients: row sums of the partials
     rows = [k for k, t in enumerate(terms) if t.mode != AffineMode.NONE]
@@ -337,7 +333,7 @@ def _terms_backward(terms: Sequence[TermGrad]) -> List[torch.Tensor]:
         blk = block_rows(min(terms[k].z.shape[1] for k in rows), 128)
         ts = tuple((tuple(parts[k]), parts[k][0].shape[0], (terms[k].dbias, terms[k].dweight), terms[k].z.shape[1])
                    for k in rows)
-        offs = _offsets(triton.cdiv(terms[k].z.shape[1], blk) for k in rows)
+        offs = prefix_sums(triton.cdiv(terms[k].z.shape[1], blk) for k in rows)
         record_launch()
         terms_sum_rows_kernel[(offs[-1],)](ts, offs, len(rows), tuple(len(parts[k]) for k in rows), tl_dtype(z0.dtype),
                                            BLOCK_P=32, BLOCK_C=blk)
@@ -363,7 +359,7 @@ def _reduce_launch(red: Sequence[int], terms: Sequence[TermGrad], gsums, parts, 
                    t.g.shape[3], t.z.shape[2], t.z.shape[3], t.z.shape[1], view(mask_y),
                    view(t.z if t.base is None else t.base)))
         meta.append((int(t.f), int(t.mode), t.stores, t.relu_of is not None, t.base is not None))
-    offs = _offsets(terms[k].tiles(bm, bc) for k in red)
+    offs = prefix_sums(terms[k].tiles(bm, bc) for k in red)
     record_launch()
     terms_reduce_kernel[(offs[-1],)](tuple(ts), offs, terms[0].z.shape[0], len(red), tuple(meta),
                                      tl_dtype(terms[0].z.dtype), big, BLOCK_M=bm, BLOCK_C=bc)
@@ -378,7 +374,7 @@ def _apply_launch(bns: Sequence[int], terms: Sequence[TermGrad], gsums, dzs, til
                 terms[k].dweight, terms[k].z.shape[2], terms[k].z.shape[3], terms[k].z.shape[1],
                 view(terms[k].z if terms[k].relu_of is None else terms[k].relu_of)) for k in bns)
     meta = tuple((bool(terms[k].batch), terms[k].relu_of is not None and not terms[k].stores) for k in bns)
-    offs = _offsets(terms[k].tiles(bm, bc) for k in bns)
+    offs = prefix_sums(terms[k].tiles(bm, bc) for k in bns)
     record_launch()
     terms_bn_apply_kernel[(offs[-1],)](ts, offs, terms[0].z.shape[0], len(bns), meta, tl_dtype(terms[0].z.dtype),
                                        big, BLOCK_M=bm, BLOCK_C=bc)

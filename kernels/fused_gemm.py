@@ -62,9 +62,11 @@ from .launch import (
     acc_dtype,
     dot_precision,
     dot_upcast,
+    elementwise_block,
     empty_like_layout,
     needs_int64,
     on_gpu,
+    prefix_sums,
     record_launch,
     tl_dtype,
     view,
@@ -574,6 +576,18 @@ def wgrad_tiles(Cout: int, Cin: int, device: torch.device) -> dict:
     return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=64, num_warps=8 if bm * bn >= 64 * 128 else 4, num_stages=3)
 
 
+def _group_bounds(widths: Sequence[int]) -> Tuple[int, int]:
+    """(n1, n2): where the second and third output groups start in the GEMM's N channels."""
+    return widths[0], widths[0] + (widths[1] if len(widths) > 1 else 0)
+
+
+def _segment_args(s: Segment, groups: int, dummy: torch.Tensor) -> tuple:
+    """The kernels' segment tuple of ``s`` (its affines, or none, for each of ``groups``)."""
+    aff = s.affines or [NO_AFFINE] * groups
+    return (view(s.x), s.x.shape[2], s.x.shape[3], s.x.shape[1], tuple(weight_view(w) for w in s.weights),
+            tuple(a.args(dummy) for a in aff))
+
+
 def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] = (), terms: Sequence[Term] = (),
                       relu: Sequence[bool] = (False,), stats: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                       tiles: Optional[dict] = None) -> None:
@@ -587,14 +601,12 @@ def launch_fused_gemm(outs: Sequence[torch.Tensor], segments: Sequence[Segment] 
     B, _, Ho, Wo = y.shape
     widths = [o.shape[1] for o in outs]
     N = sum(widths)
-    bounds = (widths[0], widths[0] + (widths[1] if G > 1 else 0))
+    bounds = _group_bounds(widths)
     dummy = y
     seg_args, seg_meta = [], []
     for s in segments:
-        aff = s.affines or [NO_AFFINE] * G
-        seg_args.append((view(s.x), s.x.shape[2], s.x.shape[3], s.x.shape[1],
-                         tuple(weight_view(w) for w in s.weights), tuple(a.args(dummy) for a in aff)))
-        seg_meta += [s.ks, s.stride, s.factor, int(aff[0].mode)]
+        seg_args.append(_segment_args(s, G, dummy))
+        seg_meta += [s.ks, s.stride, s.factor, int((s.affines or [NO_AFFINE])[0].mode)]
     term_args, term_meta = [], []
     for t in terms:
         term_args.append((view(t.z), t.affine.args(dummy)))
@@ -664,50 +676,42 @@ class ConvGrad:
         return dcfg, dgrid, cfg, wtiles, wgrad_splits(M, wtiles[0] * wtiles[1], self.x.device)
 
 
-def weight_grad_layout(convs: Sequence[ConvGrad]) -> List[Tuple[int, Tuple[int, int, int, int]]]:
-    """Where :func:`launch_conv_backward` puts each conv's weight gradient in its flat buffer:
-    (offset, (N, k, k, Cin)), one after another. No padding between them: an op's output holds
-    no unwritten bytes (W32's and W48's blocks are 64-byte multiples anyway)."""
-    shapes = [(sum(w.shape[0] for w in c.weights), c.weights[0].shape[-1], c.weights[0].shape[-1], c.x.shape[1])
-              for c in convs]
-    starts = [0]
-    for n, k, _, ci in shapes:
-        starts.append(starts[-1] + n * k * k * ci)
-    return list(zip(starts[:-1], shapes))
+def weight_grad_layout(weights: Sequence[Sequence[torch.Tensor]]) -> Tuple[List[Tuple[int, tuple]], int]:
+    """Where :func:`launch_conv_backward` puts the weight gradient of each conv (``weights``: its
+    groups' weights) in its flat buffer: ([(offset, (N, k, k, Cin))], the buffer's length), one
+    block after another. No padding between them: an op's output holds no unwritten bytes
+    (W32's and W48's blocks are 64-byte multiples anyway)."""
+    shapes = [(sum(w.shape[0] for w in ws), ws[0].shape[-1], ws[0].shape[-1], ws[0].shape[1]) for ws in weights]
+    starts = prefix_sums(sum(w.numel() for w in ws) for ws in weights)
+    return list(zip(starts[:-1], shapes)), starts[-1]
 
 
 def launch_conv_backward(convs: Sequence[ConvGrad]) -> Tuple[List[torch.Tensor], torch.Tensor]:
     """(grad_x of each conv (empty when not needed), one flat float32 buffer holding the
     gradient of each conv's weights as an (N, k, k, Cin) block at :func:`weight_grad_layout`):
     one launch per 6 convs, whatever their shapes, and one sum of their split-K partials."""
-    layout = weight_grad_layout(convs)
-    last_at, (n, k, _, ci) = layout[-1]
-    gw = torch.empty(last_at + n * k * k * ci, dtype=acc_dtype(convs[0].x.dtype), device=convs[0].x.device)
+    layout, length = weight_grad_layout([c.weights for c in convs])
+    gw = torch.empty(length, dtype=acc_dtype(convs[0].x.dtype), device=convs[0].x.device)
     gxs: List[torch.Tensor] = []
     for lo in range(0, len(convs), MAX_CONVS):
-        gxs += _backward_chunk(convs[lo:lo + MAX_CONVS], gw, [at for at, _ in layout[lo:lo + MAX_CONVS]])
+        gxs += _backward_chunk(convs[lo:lo + MAX_CONVS], gw, layout[lo:lo + MAX_CONVS])
     return gxs, gw
 
 
-def _aligned(sizes: Sequence[int]) -> List[int]:
-    """Start offsets of consecutive slices of ``sizes`` elements, each 64-byte aligned."""
-    starts = [0]
-    for n in sizes:
-        starts.append(starts[-1] + -(-int(n) // 16) * 16)
-    return starts
-
-
-def _backward_chunk(convs: Sequence[ConvGrad], gw: torch.Tensor, out_at: Sequence[int]) -> List[torch.Tensor]:
-    """One launch of up to 6 convs' backward writing their weight gradients at ``out_at`` in
-    ``gw``; returns their grad_x."""
+def _backward_chunk(convs: Sequence[ConvGrad], gw: torch.Tensor, layout: Sequence[Tuple[int, tuple]]
+                    ) -> List[torch.Tensor]:
+    """One launch of up to 6 convs' backward writing their weight gradients into ``gw`` at their
+    ``layout`` entries (:func:`weight_grad_layout`); returns their grad_x."""
     plans = [c.plan() for c in convs]
     x0 = convs[0].x
-    sizes = [sum(w.shape[0] for w in c.weights) * c.weights[0].shape[-1] ** 2 * c.x.shape[1] for c in convs]
+    out_at = [at for at, _ in layout]
+    sizes = [n * k * k * ci for _, (n, k, _, ci) in layout]
     splits = [p[4] for p in plans]
-    # a conv without split-K writes its weight gradient in place; the others their partials
+    # a conv without split-K writes its weight gradient in place; the others their partials,
+    # each split a 64-byte aligned row of the scratch buffer
     split = [k for k in range(len(convs)) if splits[k] > 1]
-    rows = {k: -(-sizes[k] // 16) * 16 for k in split}    # a split's aligned stride
-    part_at = _aligned([splits[k] * rows[k] for k in split])
+    rows = {k: -(-sizes[k] // 16) * 16 for k in split}
+    part_at = prefix_sums(splits[k] * rows[k] for k in split)
     scratch = torch.empty(part_at[-1], dtype=gw.dtype, device=x0.device)
     where = {k: (scratch[part_at[i]:], rows[k]) for i, k in enumerate(split)}
     args, meta, programs, gxs, warps = [], [], [], [], 4
@@ -719,7 +723,7 @@ def _backward_chunk(convs: Sequence[ConvGrad], gw: torch.Tensor, out_at: Sequenc
         gx = empty_like_layout(c.x, c.x.shape) if c.need_x else c.x.new_empty(0)
         gxs.append(gx)
         part, pstride = where.get(k, (gw[out_at[k]:], 0))
-        goffs = (0, widths[0], widths[0] + (widths[1] if len(widths) > 1 else 0))
+        goffs = (0, *_group_bounds(widths))
         args.append((view(gx if c.need_x else c.x), part, pstride, tuple((view(g), g.shape[1]) for g in c.grads),
                      tuple(weight_view(w) for w in c.weights), view(c.x), goffs, B, H, W, Cin, Ho, Wo,
                      -(-(B * Ho * Wo) // sp), wtiles[0] // len(widths), wtiles[1] // (ks * ks), *dgrid, *wtiles))
@@ -727,12 +731,10 @@ def _backward_chunk(convs: Sequence[ConvGrad], gw: torch.Tensor, out_at: Sequenc
                      cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]))
         programs.append((dgrid[0] * dgrid[1] * dgrid[2] if c.need_x else 0) + wtiles[0] * wtiles[1] * sp)
         warps = max(warps, cfg["num_warps"], dcfg["num_warps"] if c.need_x else 4)
-    offs = [0]
-    for n in programs:
-        offs.append(offs[-1] + n)
+    offs = prefix_sums(programs)
     big = needs_int64(*[t for c in convs for t in (c.x, *c.grads)])
     record_launch()
-    conv_backward_kernel[(offs[-1],)](tuple(args), tuple(offs), len(convs), tuple(meta), tl_dtype(x0.dtype),
+    conv_backward_kernel[(offs[-1],)](tuple(args), offs, len(convs), tuple(meta), tl_dtype(x0.dtype),
                                       dot_precision(x0.dtype), dot_upcast(x0.dtype, x0.device), big,
                                       num_warps=warps, num_stages=wgrad_tiles(1, 1, x0.device)["num_stages"])
     if split:
@@ -758,12 +760,10 @@ def split_sum_kernel(sums, offsets, K: tl.constexpr, BLOCK: tl.constexpr):
 
 def _sum_splits(sums: Sequence[tuple]) -> None:
     """The split-K partials of several convs summed in one launch (a fixed order: deterministic)."""
-    blk = 1024 if on_gpu(sums[0][0].device) else 256
-    offs = [0]
-    for s in sums:
-        offs.append(offs[-1] + triton.cdiv(s[2], blk))
+    blk = elementwise_block(sums[0][0].device)
+    offs = prefix_sums(triton.cdiv(s[2], blk) for s in sums)
     record_launch()
-    split_sum_kernel[(offs[-1],)](tuple(sums), tuple(offs), len(sums), BLOCK=blk)
+    split_sum_kernel[(offs[-1],)](tuple(sums), offs, len(sums), BLOCK=blk)
 
 
 MAX_PACKED = 16    # the conv weights of a stage-4 unit's training plan: one launch
@@ -773,16 +773,14 @@ def launch_pack_weights(weights: Sequence[torch.Tensor], dtype: torch.dtype) -> 
     """Each weight in ``dtype`` and channels_last (what the GEMMs load 16 bytes at a time), one
     launch per 16 weights."""
     outs = [torch.empty(w.shape, dtype=dtype, device=w.device, memory_format=torch.channels_last) for w in weights]
-    blk = 1024 if on_gpu(weights[0].device) else 256
+    blk = elementwise_block(weights[0].device)
     for lo in range(0, len(weights), MAX_PACKED):
         part = range(lo, min(lo + MAX_PACKED, len(weights)))
-        offs = [0]
-        for k in part:
-            offs.append(offs[-1] + triton.cdiv(weights[k].numel(), blk))
+        offs = prefix_sums(triton.cdiv(weights[k].numel(), blk) for k in part)
         args = tuple((weight_view(weights[k]), weight_view(outs[k]), weights[k].shape[0], weights[k].shape[1],
                       weights[k].shape[-1]) for k in part)
         record_launch()
-        pack_weights_kernel[(offs[-1],)](args, tuple(offs), len(part), BLOCK=blk)
+        pack_weights_kernel[(offs[-1],)](args, offs, len(part), BLOCK=blk)
     return outs
 
 
@@ -798,7 +796,7 @@ def launch_convs(problems: Sequence[Tuple[Sequence[torch.Tensor], Segment, Optio
 
 
 def _convs_chunk(problems) -> None:
-    args, meta, programs, warps = [], [], [0], 1
+    args, meta, programs, warps = [], [], [], 1
     for outs, seg, stats in problems:
         y = outs[0]
         B, _, Ho, Wo = y.shape
@@ -808,17 +806,15 @@ def _convs_chunk(problems) -> None:
         if stats is not None:
             assert stats[0].shape == (triton.cdiv(M, cfg["BLOCK_M"]), N), "stats buffers must be (ceil(M / BLOCK_M), N)"
         tiles_n = triton.cdiv(N, cfg["BLOCK_N"])
-        bounds = (widths[0], widths[0] + (widths[1] if len(outs) > 1 else 0))
-        segment = (view(seg.x), seg.x.shape[2], seg.x.shape[3], seg.x.shape[1],
-                   tuple(weight_view(w) for w in seg.weights), tuple(NO_AFFINE.args(y) for _ in outs))
-        args.append((tuple(view(o) for o in outs), bounds, segment, tuple(stats) if stats is not None else (y, y), B,
-                     Ho, Wo, N, tiles_n))
+        args.append((tuple(view(o) for o in outs), _group_bounds(widths), _segment_args(seg, len(outs), y),
+                     tuple(stats) if stats is not None else (y, y), B, Ho, Wo, N, tiles_n))
         meta.append((seg.ks, seg.stride, len(outs), stats is not None, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]))
-        programs.append(programs[-1] + triton.cdiv(M, cfg["BLOCK_M"]) * tiles_n)
+        programs.append(triton.cdiv(M, cfg["BLOCK_M"]) * tiles_n)
         warps = max(warps, cfg["num_warps"])
     x0 = problems[0][1].x
     big = needs_int64(*[t for outs, seg, _ in problems for t in (*outs, seg.x)])
+    offs = prefix_sums(programs)
     record_launch()
-    convs_fwd_kernel[(programs[-1],)](tuple(args), tuple(programs), len(problems), tuple(meta), tl_dtype(x0.dtype),
-                                      dot_precision(x0.dtype), dot_upcast(x0.dtype, x0.device), big,
-                                      num_warps=warps, num_stages=gemm_tiles(1, 1, 1, x0.device)["num_stages"])
+    convs_fwd_kernel[(offs[-1],)](tuple(args), offs, len(problems), tuple(meta), tl_dtype(x0.dtype),
+                                  dot_precision(x0.dtype), dot_upcast(x0.dtype, x0.device), big,
+                                  num_warps=warps, num_stages=gemm_tiles(1, 1, 1, x0.device)["num_stages"])

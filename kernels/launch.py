@@ -23,7 +23,7 @@ import enum
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import torch
 from packaging.version import Version
@@ -255,12 +255,24 @@ def affine_lists(affines: Sequence[Affine], like: torch.Tensor) -> tuple:
 NO_AFFINE = Affine()
 
 
-def spans(counts: Sequence[int]) -> Iterator[tuple]:
-    """(lo, hi) of each item's entries in the op schemas' flat lists, item k having counts[k]."""
-    lo = 0
+def prefix_sums(counts: Iterable[int]) -> tuple:
+    """(0, c0, c0 + c1, ...): where item k starts and ends, item k having counts[k] entries (the
+    flat lists of the op schemas, the programs of a launch of several problems)."""
+    out = [0]
     for n in counts:
-        yield lo, lo + int(n)
-        lo += int(n)
+        out.append(out[-1] + int(n))
+    return tuple(out)
+
+
+def spans(counts: Iterable[int]) -> Iterator[tuple]:
+    """(lo, hi) of each item's entries in the op schemas' flat lists, item k having counts[k]."""
+    starts = prefix_sums(counts)
+    return zip(starts[:-1], starts[1:])
+
+
+def elementwise_block(device: torch.device) -> int:
+    """Elements a program of the 1-D elementwise kernels (masks, casts, sums of partials)."""
+    return 1024 if on_gpu(device) else 256
 
 
 @dataclass

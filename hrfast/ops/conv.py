@@ -101,11 +101,16 @@ def conv_ref(x: torch.Tensor, weights: Sequence[torch.Tensor], stride: int = 1) 
     return [F.conv2d(x, w.to(x.dtype), stride=stride, padding=(k - 1) // 2) for w in weights]
 
 
-def _all_outputs(xs, weights, counts, strides, stats: bool) -> List[torch.Tensor]:
-    out = []
-    for x, (lo, hi), s in zip(xs, spans(counts), strides):
-        out += _outputs(x, weights[lo:hi], s) + (_stats_buffers(x, weights[lo:hi], s) if stats else [])
-    return out
+def _problems(xs, weights, counts, strides, stats: bool) -> list:
+    """(outputs, segment, statistics buffers or None) of each conv of the ``convs`` op."""
+    return [(_outputs(x, weights[lo:hi], s), Segment(x, list(weights[lo:hi]), s),
+             _stats_buffers(x, weights[lo:hi], s) if stats else None)
+            for x, (lo, hi), s in zip(xs, spans(counts), strides)]
+
+
+def _flat(problems) -> List[torch.Tensor]:
+    """The op's outputs: each conv's outputs, then its statistics buffers."""
+    return [t for outs, _, parts in problems for t in list(outs) + (parts or [])]
 
 
 @torch.library.custom_op("hrfast::convs", mutates_args=())
@@ -114,20 +119,14 @@ def _convs_op(xs: List[torch.Tensor], weights: List[torch.Tensor], counts: List[
     """Conv k reads xs[k] with its counts[k] weights (flat list): its outputs, then with
     ``stats`` its two partials buffers, conv after conv. ``packed``: empty, or the weights in x's
     dtype and channels_last (``pack_weights``), which the kernels then read instead."""
-    out, problems = [], []
-    use = packed or weights
-    for x, (lo, hi), s in zip(xs, spans(counts), strides):
-        outs = _outputs(x, use[lo:hi], s)
-        parts = _stats_buffers(x, use[lo:hi], s) if stats else None
-        problems.append((outs, Segment(x, list(use[lo:hi]), s), parts))
-        out += outs + (parts or [])
+    problems = _problems(xs, packed or weights, counts, strides, stats)
     launch_convs(problems)
-    return out
+    return _flat(problems)
 
 
 @_convs_op.register_fake
 def _(xs, weights, counts, strides, stats, packed):
-    return _all_outputs(xs, weights, counts, strides, stats)
+    return _flat(_problems(xs, weights, counts, strides, stats))
 
 
 @torch.library.custom_op("hrfast::convs_backward", mutates_args=())
@@ -136,20 +135,16 @@ def _convs_backward_op(grads: List[torch.Tensor], xs: List[torch.Tensor], weight
     """[grad of each x (empty when not needed)] + [one flat buffer of the convs' weight gradients,
     each an (N, k, k, Cin) block at ``weight_grad_layout``]; ``grads``: the outputs' gradients,
     flat like the weights. One launch for them all."""
-    gxs, gw = launch_conv_backward(_conv_grads(grads, xs, weights, counts, strides, need_x))
+    gxs, gw = launch_conv_backward([ConvGrad([g.to(x.dtype) for g in grads[lo:hi]], x, weights[lo:hi], s, need_x)
+                                    for x, (lo, hi), s in zip(xs, spans(counts), strides)])
     return gxs + [gw]
-
-
-def _conv_grads(grads, xs, weights, counts, strides, need_x) -> list:
-    return [ConvGrad([g.to(x.dtype) for g in grads[lo:hi]], x, weights[lo:hi], s, need_x)
-            for x, (lo, hi), s in zip(xs, spans(counts), strides)]
 
 
 @_convs_backward_op.register_fake
 def _(grads, xs, weights, counts, strides, need_x):
     gxs = [empty_like_layout(x, x.shape) if need_x else x.new_empty(0) for x in xs]
-    at, (n, k, _, ci) = weight_grad_layout(_conv_grads(grads, xs, weights, counts, strides, need_x))[-1]
-    return gxs + [xs[0].new_empty((at + n * k * k * ci,), dtype=acc_dtype(xs[0].dtype))]
+    _, length = weight_grad_layout([weights[lo:hi] for lo, hi in spans(counts)])
+    return gxs + [xs[0].new_empty((length,), dtype=acc_dtype(xs[0].dtype))]
 
 
 def _convs_setup(ctx, inputs, output):
@@ -177,7 +172,7 @@ def _convs_backward(ctx, grads):
         at += hi - lo + (2 if ctx.stats else 0)
     need_x = bool(ctx.needs_input_grad[0])
     outs = torch.ops.hrfast.convs_backward(flat, list(xs), list(weights), ctx.counts, ctx.strides, need_x)
-    layout = weight_grad_layout(_conv_grads(flat, xs, weights, ctx.counts, ctx.strides, need_x))
+    layout, _ = weight_grad_layout([weights[lo:hi] for lo, hi in spans(ctx.counts)])
     gws = []
     for (at, shape), (lo, hi) in zip(layout, spans(ctx.counts)):   # (N, k, k, Cin) -> each (C_g, Cin, k, k)
         gw = outs[-1][at:at + shape[0] * shape[1] * shape[2] * shape[3]].view(shape)
@@ -204,12 +199,7 @@ def convs(problems: Sequence[Tuple[torch.Tensor, Sequence[torch.Tensor], int]], 
     flat = torch.ops.hrfast.convs([p[0] for p in problems], [w for p in problems for w in p[1]],
                                   [len(p[1]) for p in problems], [int(p[2]) for p in problems], bool(stats),
                                   flat_packed)
-    out, at = [], 0
-    for p in problems:
-        n = len(p[1]) + (2 if stats else 0)
-        out.append(list(flat[at:at + n]))
-        at += n
-    return out
+    return [list(flat[lo:hi]) for lo, hi in spans(len(p[1]) + (2 if stats else 0) for p in problems)]
 
 
 @torch.library.custom_op("hrfast::pack_weights", mutates_args=())
