@@ -6,6 +6,7 @@ initial weights, in interleaved rounds (:func:`hrfast.benchmarking.measure_inter
 - eager fp32 with the training engine's fused Adam (the optimizer's share alone);
 - ``optimize(mode="training", compile=False)`` with the fused Adam (what ``hrfast bench
   --compare --train`` times);
+- the same with eager BN + add + ReLU instead of ``hrfast::bn_act`` (the fusion's share alone);
 - the same compiled (``optimize``'s default; compiling takes minutes on a small CPU).
 
 ``--profile`` adds where each variant's step spends its time (``torch.profiler``, self CPU time
@@ -22,6 +23,7 @@ from hrfast import HRNet
 from hrfast.benchmarking import (
     COMPILED_TRAINING,
     TRAINING_VARIANTS,
+    UNFUSED_BN_TRAINING,
     compare_training,
     conv_peak,
     training_table,
@@ -87,7 +89,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also: each variant's step by op group")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    variants = TRAINING_VARIANTS + (() if args.no_compile else (COMPILED_TRAINING,))
+    variants = TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,) + (() if args.no_compile else (COMPILED_TRAINING,))
     rows = compare_training(args.config, args.batch, dev, args.iters, variants=variants)
     peak32, peak16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
     print(f"\n{args.config}, batch {args.batch}, training step, {dev}, torch {torch.__version__}, "
@@ -97,7 +99,7 @@ def main() -> None:
     print(training_table(rows, peak32, peak16))
     if args.profile:
         print("\nWhere a step's time goes (ms per step, self CPU time of the ops, torch.profiler):\n")
-        print(profile_table(args.config, args.batch, dev, TRAINING_VARIANTS))
+        print(profile_table(args.config, args.batch, dev, TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,)))
 
 
 if __name__ == "__main__":

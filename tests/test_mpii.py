@@ -116,6 +116,8 @@ def test_the_official_experiment_file_loads_unchanged_and_trains(mpii, tmp_path,
     torch.save({**backbone, "classifier.weight": torch.zeros(1000, 2048)}, imagenet)   # the classification layout
     run = build_run(cfg, tmp_path, "cpu")
     assert "loaded" in capsys.readouterr().out
+    # CPU training runs BN + residual + ReLU on hrfast::bn_act, in the stem and every block
+    assert all(m.norm_act_impl is not None for m in run.model.modules() if hasattr(m, "norm_act_impl"))
     ds = build_dataset(run.settings.data, train=True)
     row = train_one_epoch(run, make_loader(ds, 2, True, 0, 1, 0, 0), 0, progress=False, max_steps=2)
     assert np.isfinite(row["loss"]) and row["loss"] > 0

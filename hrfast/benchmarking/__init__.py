@@ -10,6 +10,7 @@ from .variants import (
     CPU_VARIANTS,
     INFERENCE_VARIANTS,
     TRAINING_VARIANTS,
+    UNFUSED_BN_TRAINING,
     available_inference_variants,
     inference_variant,
     training_variant,
@@ -19,4 +20,4 @@ __all__ = ["compare_inference", "compare_predict", "compare_report", "compare_tr
            "training_table", "inference_throughput", "measure", "measure_interleaved", "peak_memory_mib",
            "synchronize", "with_ratios", "conv_peak", "gemm_peak", "of_peak", "bar_chart", "emit_report",
            "COMPILED_TRAINING", "CPU_VARIANTS", "INFERENCE_VARIANTS", "TRAINING_VARIANTS",
-           "available_inference_variants", "inference_variant", "training_variant"]
+           "UNFUSED_BN_TRAINING", "available_inference_variants", "inference_variant", "training_variant"]

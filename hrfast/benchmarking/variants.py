@@ -12,6 +12,7 @@ from torch import nn
 from ..deploy import make_plan, optimize
 from ..device import cpu_has_native_bf16
 from ..engine.optim import build_optimizer
+from ..ops.bn_act import install_norm_act
 from .measure import peak_memory_mib, synchronize
 
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize torch fp32", "optimize torch", "optimize")
@@ -111,6 +112,8 @@ TRAINING_VARIANTS = ("eager fp32", "eager fp32, fused Adam", "optimize(mode='tra
 
 
 COMPILED_TRAINING = "optimize(mode='training'), compiled"
+# the optimized step with eager BN + add + ReLU instead of hrfast::bn_act: the fusion's share
+UNFUSED_BN_TRAINING = "optimize(mode='training'), BN unfused"
 
 
 def training_variant(model: nn.Module, name: str, batch: int, device) -> Callable:
@@ -122,13 +125,15 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     optimize variant steps through ``train_step`` (a CUDA graph of the whole step on CUDA). It trains a copy of
     ``model``, so variants built from one model start from the same weights and do not disturb
     each other."""
-    known = TRAINING_VARIANTS + (COMPILED_TRAINING,)
+    known = TRAINING_VARIANTS + (COMPILED_TRAINING, UNFUSED_BN_TRAINING)
     if name not in known:
         raise ValueError(f"unknown training variant {name!r}; choose from {known}")
     device = torch.device(device)
     model = copy.deepcopy(model).to(device)
     net = model.train() if name.startswith("eager") else \
         optimize(model, mode="training", compile=name == COMPILED_TRAINING, device=device)
+    if name == UNFUSED_BN_TRAINING:
+        install_norm_act(net, enabled=False)
     opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "eager fp32"
            else build_optimizer(model.parameters(), "adam", 1e-3))
     w, h = model.input_size
@@ -138,7 +143,7 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     def mse(out, t):
         return ((out.float() - t) ** 2).mean()
 
-    if name == "optimize(mode='training')":
+    if name in ("optimize(mode='training')", UNFUSED_BN_TRAINING):
         whole = net.train_step(opt, mse)      # on CUDA: the whole step replayed from a CUDA graph
 
         def step():

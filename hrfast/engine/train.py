@@ -38,6 +38,7 @@ from ..config import Config
 from ..device import apply_cudnn_settings
 from ..inference import inference_settings
 from ..models import HRNet
+from ..ops.bn_act import install_norm_act
 from ..ops.heatmap_loss import joints_mse_loss
 from ..ops.targets import gaussian_targets
 from ..outputs import json_text, write_json, write_text
@@ -164,6 +165,8 @@ def build_run(cfg: Union[Config, Settings], out_dir, device: Optional[str] = Non
     model = model.to(dev)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cpu":
+        install_norm_act(model)   # BN + residual + ReLU in two passes each way (hrfast.ops.bn_act)
     loss = t.loss
     criterion = (JointsOHKMMSELoss(loss.use_target_weight, loss.topk) if loss.use_ohkm
                  else JointsMSELoss(loss.use_target_weight))

@@ -2,6 +2,12 @@
 
 Attribute names (``conv1``, ``bn1``, ..., ``downsample``) are those of the official pose_hrnet,
 so that state_dict keys line up with its checkpoints.
+
+Fusion hook: every BN that a ReLU follows (with the residual add between them at the end of a
+block) goes through :func:`norm_act`. A module's ``norm_act_impl`` is None (the reference: BN,
+add, ReLU as three modules) or an object with ``applies(bn, x, residual) -> bool`` and
+``__call__(x, bn, residual, relu)`` that computes the same (``hrfast.ops.bn_act`` installs
+one for CPU training). Parameters and state_dict keys never change with it.
 """
 from __future__ import annotations
 
@@ -32,6 +38,16 @@ def projection(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), batch_norm(out_channels))
 
 
+def norm_act(owner: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor,
+             residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """relu(bn(x) [+ residual]) for ``owner`` (a module with ``relu`` and ``norm_act_impl``)."""
+    impl = owner.norm_act_impl
+    if impl is not None and impl.applies(bn, x, residual):
+        return impl(x, bn, residual, True)
+    out = bn(x)
+    return owner.relu(out if residual is None else out + residual)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual: (B, C_in, H, W) -> (B, planes, H/stride, W/stride)."""
 
@@ -47,12 +63,12 @@ class BasicBlock(nn.Module):
         self.bn2 = batch_norm(planes)
         self.downsample = downsample
         self.stride = stride
+        self.norm_act_impl = None   # the fusion hook (module doc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + residual)
+        out = norm_act(self, self.bn1, self.conv1(x))
+        return norm_act(self, self.bn2, self.conv2(out), residual)
 
 
 class Bottleneck(nn.Module):
@@ -72,13 +88,13 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
+        self.norm_act_impl = None   # the fusion hook (module doc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + residual)
+        out = norm_act(self, self.bn1, self.conv1(x))
+        out = norm_act(self, self.bn2, self.conv2(out))
+        return norm_act(self, self.bn3, self.conv3(out), residual)
 
 
 BLOCKS = {"BASIC": BasicBlock, "BOTTLENECK": Bottleneck}

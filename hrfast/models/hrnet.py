@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import Config, get_config, model_spec
 from .backends import backend_names, install_backend
-from .blocks import BLOCKS, batch_norm, conv3x3, make_blocks
+from .blocks import BLOCKS, batch_norm, conv3x3, make_blocks, norm_act
 from .exchange import ExchangeUnit
 
 
@@ -112,6 +112,7 @@ class HRNetBackbone(nn.Module):
         self.conv2 = conv3x3(stem, stem, stride=2)
         self.bn2 = batch_norm(stem)
         self.relu = nn.ReLU(inplace=True)
+        self.norm_act_impl = None   # the stem's fusion hook (hrfast.models.blocks)
         s1 = spec["stage1"]
         block1 = BLOCKS[s1["block"]]
         self.layer1 = make_blocks(block1, stem, s1["num_channels"][0], s1["num_blocks"][0])
@@ -194,8 +195,8 @@ class HRNetBackbone(nn.Module):
     def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, H, W) -> the last stage's branches, branch j (B, out_channels[j], H/2^(j+2), W/2^(j+2))."""
         self._check_input(x)
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.relu(self.bn2(self.conv2(x)))
+        x = norm_act(self, self.bn1, self.conv1(x))
+        x = norm_act(self, self.bn2, self.conv2(x))
         xs = [self.layer1(x)]
         for idx in range(2, self.num_stages + 1):
             step = self.transition_impl
