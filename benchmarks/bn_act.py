@@ -1,7 +1,7 @@
 """hrfast::bn_act against eager BN + add + ReLU on the CPU, forward and backward. A report,
 not a test.
 
-Times ``relu(bn(x) + residual)`` with its backward, train-mode BN, bf16 channels_last, on the
+Times ``relu(bn(x) + residual)`` and ``relu(bn(x))`` with their backward, train-mode BN, bf16 channels_last, on the
 W32 branch shapes and the layer1 / stem shapes at batch 8 (medians of interleaved rounds,
 :func:`hrfast.benchmarking.measure_interleaved`). Results are in benchmarks/RESULTS.md.
 
@@ -32,19 +32,19 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     rows = []
-    for c, h, w in SHAPES:
+    for (c, h, w), residual in [(shape, res) for shape in SHAPES for res in (True, False)]:
         x = torch.randn(args.batch, c, h, w).bfloat16().contiguous(memory_format=torch.channels_last)
-        r, dy = torch.randn_like(x), torch.randn_like(x)
+        r, dy = torch.randn_like(x) if residual else None, torch.randn_like(x)
         x.requires_grad_()
         bn = nn.BatchNorm2d(c)
         eager, fused = measure_interleaved([step(bn_act_ref, bn, x, r, dy), step(bn_act, bn, x, r, dy)],
                                            torch.device("cpu"), args.iters, progress=False)
         mb = x.numel() * 2 / 2 ** 20
-        rows.append([f"{c} x {h}x{w}", f"{mb:.1f}", f"{eager * 1e3:.2f}", f"{fused * 1e3:.2f}",
-                     f"{eager / fused:.2f}x"])
-    print(f"relu(bn(x) + residual), forward + backward, bf16 channels_last, batch {args.batch}, "
+        rows.append([f"{c} x {h}x{w}", "yes" if residual else "no", f"{mb:.1f}", f"{eager * 1e3:.2f}",
+                     f"{fused * 1e3:.2f}", f"{eager / fused:.2f}x"])
+    print(f"relu(bn(x) [+ residual]), forward + backward, bf16 channels_last, batch {args.batch}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.iters} interleaved rounds\n")
-    print(markdown_table(["channels x map", "MiB per tensor", "eager ms", "bn_act ms", "speed-up"], rows))
+    print(markdown_table(["channels x map", "residual", "MiB per tensor", "eager ms", "bn_act ms", "speed-up"], rows))
 
 
 if __name__ == "__main__":

@@ -90,31 +90,44 @@ HRFAST_INLINE void apply_rows(const T* x, const T* res, T* y, int64_t rows, int6
   }
 }
 
-// g = dy masked by y > 0 (relu) ; gsum[c] += g, gxsum[c] += g * (x - mean)
+// Where the ReLU's mask comes from: no ReLU, y > 0, or (without a residual) x * scale + shift
+// > 0, the forward's own arithmetic, which spares the backward two reads of y.
+enum Mask : int { NONE = 0, FROM_Y = 1, FROM_X = 2 };
+
+// The gradient through the ReLU at row offset i, channel c. The branches on `mask` are
+// loop-invariant: the compiler unswitches them out of the vector loops.
+template <typename T>
+HRFAST_INLINE float masked(const T* g, const T* y, const T* x, int64_t c, int mask, const float* ms, const float* mt) {
+  const bool on = mask == NONE || (mask == FROM_Y ? load(y[c]) > 0.f : load(x[c]) * ms[c] + mt[c] > 0.f);
+  return on ? load(g[c]) : 0.f;
+}
+
+// g = dy through the ReLU; gsum[c] += g, gxsum[c] += g * (x - mean)
 template <typename T>
 HRFAST_INLINE void grad_stats_rows(const T* dy, const T* y, const T* x, int64_t rows, int64_t C, const float* mean,
-                                   bool relu, float* gsum, float* gxsum) {
+                                   int mask, const float* ms, const float* mt, float* gsum, float* gxsum) {
   for (int64_t r = 0; r < rows; ++r) {
     const T *g = dy + r * C, *yr = y + r * C, *xr = x + r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      const float gm = (!relu || load(yr[c]) > 0.f) ? load(g[c]) : 0.f;
+      const float gm = masked(g, yr, xr, c, mask, ms, mt);
       gsum[c] += gm;
       gxsum[c] += gm * (load(xr[c]) - mean[c]);
     }
   }
 }
 
-// dx = a * g - o - (x - mean) * k, and dres = g when wanted
+// dx = a * g - o - (x - mean) * k, and dres = g when wanted (FROM_Y only)
 template <typename T>
 HRFAST_INLINE void grad_x_rows(const T* dy, const T* y, const T* x, T* dx, T* dres, int64_t rows, int64_t C,
-                               const float* mean, const float* a, const float* o, const float* k, bool relu) {
+                               const float* mean, const float* a, const float* o, const float* k, int mask,
+                               const float* ms, const float* mt) {
   for (int64_t r = 0; r < rows; ++r) {
     const T *g = dy + r * C, *yr = y + r * C, *xr = x + r * C;
     T* d = dx + r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      const float gm = (!relu || load(yr[c]) > 0.f) ? load(g[c]) : 0.f;
+      const float gm = masked(g, yr, xr, c, mask, ms, mt);
       d[c] = store<T>(a[c] * gm - o[c] - (load(xr[c]) - mean[c]) * k[c]);
     }
     if (dres) {
@@ -135,12 +148,14 @@ HRFAST_INLINE void grad_x_rows(const T* dy, const T* y, const T* x, T* dx, T* dr
     apply_rows(x, res, y, rows, C, scale, shift, relu);                                                          \
   }                                                                                                              \
   HRFAST_CLONES void grad_stats_##S(const T* dy, const T* y, const T* x, int64_t rows, int64_t C,                \
-                                    const float* mean, bool relu, float* gsum, float* gxsum) {                   \
-    grad_stats_rows(dy, y, x, rows, C, mean, relu, gsum, gxsum);                                                 \
+                                    const float* mean, int mask, const float* ms, const float* mt, float* gsum,  \
+                                    float* gxsum) {                                                              \
+    grad_stats_rows(dy, y, x, rows, C, mean, mask, ms, mt, gsum, gxsum);                                         \
   }                                                                                                              \
   HRFAST_CLONES void grad_x_##S(const T* dy, const T* y, const T* x, T* dx, T* dres, int64_t rows, int64_t C,    \
-                                const float* mean, const float* a, const float* o, const float* k, bool relu) {  \
-    grad_x_rows(dy, y, x, dx, dres, rows, C, mean, a, o, k, relu);                                               \
+                                const float* mean, const float* a, const float* o, const float* k, int mask,     \
+                                const float* ms, const float* mt) {                                              \
+    grad_x_rows(dy, y, x, dx, dres, rows, C, mean, a, o, k, mask, ms, mt);                                       \
   }
 HRFAST_ENTRIES(float, f32)
 HRFAST_ENTRIES(bf16, bf16)
@@ -154,21 +169,22 @@ void apply(const float* x, const float* r, float* y, int64_t n, int64_t C, const
 void apply(const bf16* x, const bf16* r, bf16* y, int64_t n, int64_t C, const float* sc, const float* sh, bool u) {
   apply_bf16(x, r, y, n, C, sc, sh, u);
 }
-void grad_stats(const float* g, const float* y, const float* x, int64_t n, int64_t C, const float* m, bool u,
-                float* a, float* b) {
-  grad_stats_f32(g, y, x, n, C, m, u, a, b);
+void grad_stats(const float* g, const float* y, const float* x, int64_t n, int64_t C, const float* m, int mask,
+                const float* ms, const float* mt, float* a, float* b) {
+  grad_stats_f32(g, y, x, n, C, m, mask, ms, mt, a, b);
 }
-void grad_stats(const bf16* g, const bf16* y, const bf16* x, int64_t n, int64_t C, const float* m, bool u, float* a,
-                float* b) {
-  grad_stats_bf16(g, y, x, n, C, m, u, a, b);
+void grad_stats(const bf16* g, const bf16* y, const bf16* x, int64_t n, int64_t C, const float* m, int mask,
+                const float* ms, const float* mt, float* a, float* b) {
+  grad_stats_bf16(g, y, x, n, C, m, mask, ms, mt, a, b);
 }
 void grad_x(const float* g, const float* y, const float* x, float* d, float* dr, int64_t n, int64_t C,
-            const float* m, const float* a, const float* o, const float* k, bool u) {
-  grad_x_f32(g, y, x, d, dr, n, C, m, a, o, k, u);
+            const float* m, const float* a, const float* o, const float* k, int mask, const float* ms,
+            const float* mt) {
+  grad_x_f32(g, y, x, d, dr, n, C, m, a, o, k, mask, ms, mt);
 }
 void grad_x(const bf16* g, const bf16* y, const bf16* x, bf16* d, bf16* dr, int64_t n, int64_t C, const float* m,
-            const float* a, const float* o, const float* k, bool u) {
-  grad_x_bf16(g, y, x, d, dr, n, C, m, a, o, k, u);
+            const float* a, const float* o, const float* k, int mask, const float* ms, const float* mt) {
+  grad_x_bf16(g, y, x, d, dr, n, C, m, a, o, k, mask, ms, mt);
 }
 
 // Per-chunk float sums of two quantities, reduced in chunk order in double: (2, C).
@@ -222,6 +238,15 @@ void check_channels(const at::Tensor& t, int64_t C, const char* name, const char
                   t.device().is_cpu(),
               op, ": ", name, " must be a contiguous float32 (", C, ",) CPU tensor, got ", t.sizes(), " ",
               t.scalar_type());
+}
+
+// The forward's per-channel scale and shift; the backward's FROM_X mask needs the same floats.
+void affine(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
+            double eps, std::vector<float>& scale, std::vector<float>& shift) {
+  for (size_t c = 0; c < scale.size(); ++c) {
+    scale[c] = float(weight.const_data_ptr<float>()[c] / std::sqrt(double(var.const_data_ptr<float>()[c]) + eps));
+    shift[c] = bias.const_data_ptr<float>()[c] - mean.const_data_ptr<float>()[c] * scale[c];
+  }
 }
 
 template <typename T>
@@ -279,10 +304,7 @@ at::Tensor bn_act_cpu(const at::Tensor& x, const std::optional<at::Tensor>& resi
   check_channels(mean, C, "mean", op);
   check_channels(var, C, "var", op);
   std::vector<float> scale(C), shift(C);
-  for (int64_t c = 0; c < C; ++c) {
-    scale[c] = float(weight.const_data_ptr<float>()[c] / std::sqrt(double(var.const_data_ptr<float>()[c]) + eps));
-    shift[c] = bias.const_data_ptr<float>()[c] - mean.const_data_ptr<float>()[c] * scale[c];
-  }
+  affine(weight, bias, mean, var, eps, scale, shift);
   auto y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const bool bf = x.scalar_type() == at::kBFloat16;
   for_rows(M, [&](int64_t r0, int64_t n) {
@@ -298,27 +320,35 @@ at::Tensor bn_act_cpu(const at::Tensor& x, const std::optional<at::Tensor>& resi
 }
 
 // The backward of bn_act with the batch statistics' dependence on x included (mean and var
-// must be x's batch statistics, as batch_stats gives them). Returns (dx, dweight, dbias,
-// dresidual); dresidual (the masked gradient) only when relu and residual, else empty.
+// must be x's batch statistics, as batch_stats gives them). y (bn_act's output) is needed
+// only with relu and residual; without a residual the ReLU's mask is rebuilt from x. Returns
+// (dx, dweight, dbias, dresidual); dresidual (the masked gradient) only when relu and
+// residual, else empty.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
-    const at::Tensor& mean, const at::Tensor& var, double eps, bool relu, bool residual) {
+    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& y, const at::Tensor& weight,
+    const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var, double eps, bool relu, bool residual) {
   const char* op = "bn_act_backward";
   check_act(x, "x", op);
   check_like(grad, x, "grad", op);
-  check_like(y, x, "y", op);
   const int64_t C = x.size(1), M = x.numel() / C;
-  check_channels(weight, C, "weight", op);
-  check_channels(mean, C, "mean", op);
-  check_channels(var, C, "var", op);
+  for (const auto& [t, name] : {std::pair{&weight, "weight"}, {&bias, "bias"}, {&mean, "mean"}, {&var, "var"}})
+    check_channels(*t, C, name, op);
+  const int mask = !relu ? NONE : residual ? FROM_Y : FROM_X;
+  TORCH_CHECK(mask != FROM_Y || y, op, ": y (bn_act's output) is needed with relu and residual");
+  if (mask == FROM_Y) check_like(*y, x, "y", op);
+  const at::Tensor& yt = mask == FROM_Y ? *y : x;   // read only when FROM_Y
+  std::vector<float> ms(C), mt(C);
+  affine(weight, bias, mean, var, eps, ms, mt);
   const bool bf = x.scalar_type() == at::kBFloat16;
   const float* mp = mean.const_data_ptr<float>();
   const auto tot = chunked_sums(M, C, [&](int64_t r0, int64_t n, float* gs, float* gx) {
     const int64_t o = r0 * C;
     if (bf)
-      grad_stats(ptr<bf16>(grad) + o, ptr<bf16>(y) + o, ptr<bf16>(x) + o, n, C, mp, relu, gs, gx);
+      grad_stats(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, n, C, mp, mask, ms.data(), mt.data(), gs,
+                 gx);
     else
-      grad_stats(ptr<float>(grad) + o, ptr<float>(y) + o, ptr<float>(x) + o, n, C, mp, relu, gs, gx);
+      grad_stats(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, n, C, mp, mask, ms.data(), mt.data(),
+                 gs, gx);
   });
   auto dweight = at::empty({C}, weight.options()), dbias = at::empty({C}, weight.options());
   std::vector<float> a(C), off(C), k(C);
@@ -332,17 +362,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
     k[c] = float(w * invstd * invstd * tot[C + c] / M);
   }
   auto dx = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const bool want = relu && residual;
-  auto dres = want ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast))
-                   : at::empty({0}, x.options());
+  auto dres = mask == FROM_Y ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast))
+                             : at::empty({0}, x.options());
   for_rows(M, [&](int64_t r0, int64_t n) {
     const int64_t o = r0 * C;
     if (bf)
-      grad_x(ptr<bf16>(grad) + o, ptr<bf16>(y) + o, ptr<bf16>(x) + o, mut<bf16>(dx) + o,
-             want ? mut<bf16>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), relu);
+      grad_x(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, mut<bf16>(dx) + o,
+             mask == FROM_Y ? mut<bf16>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), mask,
+             ms.data(), mt.data());
     else
-      grad_x(ptr<float>(grad) + o, ptr<float>(y) + o, ptr<float>(x) + o, mut<float>(dx) + o,
-             want ? mut<float>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), relu);
+      grad_x(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, mut<float>(dx) + o,
+             mask == FROM_Y ? mut<float>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), mask,
+             ms.data(), mt.data());
   });
   return {dx, dweight, dbias, dres};
 }
@@ -363,7 +394,8 @@ class BnActFunction : public torch::autograd::Function<BnActFunction> {
       at::AutoDispatchBelowADInplaceOrView guard;
       y = op.call(x, residual, weight, bias, mean, var, eps, relu);
     }
-    ctx->save_for_backward({x, relu ? y : x, weight, mean, var});
+    // y is kept only where the backward reads it (relu and residual)
+    ctx->save_for_backward({x, relu && residual ? y : at::Tensor(), weight, bias, mean, var});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["relu"] = relu;
     ctx->saved_data["residual"] = residual.has_value();
@@ -378,9 +410,9 @@ class BnActFunction : public torch::autograd::Function<BnActFunction> {
     const auto saved = ctx->get_saved_variables();
     const bool relu = ctx->saved_data["relu"].toBool(), has_res = ctx->saved_data["residual"].toBool();
     const auto grad = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
-    auto [dx, dw, db, dres] =
-        op.call(grad, saved[0], saved[1], saved[2], saved[3], saved[4], ctx->saved_data["eps"].toDouble(), relu,
-                has_res);
+    const std::optional<at::Tensor> y = saved[1].defined() ? std::optional<at::Tensor>(saved[1]) : std::nullopt;
+    auto [dx, dw, db, dres] = op.call(grad, saved[0], y, saved[2], saved[3], saved[4], saved[5],
+                                      ctx->saved_data["eps"].toDouble(), relu, has_res);
     if (has_res && !relu) dres = grad;
     return {dx, has_res ? dres : at::Tensor(), dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

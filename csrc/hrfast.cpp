@@ -54,14 +54,15 @@ TORCH_LIBRARY(hrfast, m) {
   // channels_last (N, C, H, W) float32 or bfloat16, all alike; the per-channel tensors are
   // float32 (C,). batch_stats returns x's mean and biased variance and updates the running
   // statistics as nn.BatchNorm2d does (momentum None: the cumulative average).
-  // bn_act_backward takes mean / var that are x's batch statistics and returns (dx, dweight,
+  // bn_act_backward takes mean / var that are x's batch statistics, and y (bn_act's output)
+  // when relu and residual (else None: the mask is rebuilt from x); it returns (dx, dweight,
   // dbias, dresidual); dresidual is written only when relu and residual, else it is empty.
   m.def("batch_stats(Tensor x, Tensor(a!) running_mean, Tensor(b!) running_var, Tensor(c!) num_batches_tracked, "
         "float? momentum) -> (Tensor, Tensor)");
   m.def("bn_act(Tensor x, Tensor? residual, Tensor weight, Tensor bias, Tensor mean, Tensor var, float eps, "
         "bool relu) -> Tensor");
-  m.def("bn_act_backward(Tensor grad, Tensor x, Tensor y, Tensor weight, Tensor mean, Tensor var, float eps, "
-        "bool relu, bool residual) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("bn_act_backward(Tensor grad, Tensor x, Tensor? y, Tensor weight, Tensor bias, Tensor mean, Tensor var, "
+        "float eps, bool relu, bool residual) -> (Tensor, Tensor, Tensor, Tensor)");
   // heatmaps (B, K, H, W) float32. method: "quarter", "dark" or "udp".
   // Returns coords (B, K, 2) float32 in heatmap pixels and maxvals (B, K) float32.
   m.def("decode_heatmaps(Tensor heatmaps, str method, int blur_kernel) -> (Tensor, Tensor)");

@@ -124,6 +124,7 @@ class RuntimeSettings:
     seed: int                           # HRFAST.SEED
     deterministic: bool                 # HRFAST.DETERMINISTIC
     channels_last: bool                 # HRFAST.CHANNELS_LAST
+    fused_bn: bool                      # HRFAST.FUSED_BN: BN + residual + ReLU on hrfast.ops.bn_act (CPU)
     workers: Union[str, int]            # WORKERS: auto or a count
     pin_memory: bool                    # PIN_MEMORY
     cudnn: CudnnSettings                # CUDNN.*
@@ -197,7 +198,7 @@ def _test(cfg: Config) -> TestSettings:
 
 def _runtime(cfg: Config) -> RuntimeSettings:
     h, c = cfg.HRFAST, cfg.CUDNN
-    return RuntimeSettings(str(h.BACKEND), int(h.SEED), bool(h.DETERMINISTIC), bool(h.CHANNELS_LAST),
+    return RuntimeSettings(str(h.BACKEND), int(h.SEED), bool(h.DETERMINISTIC), bool(h.CHANNELS_LAST), bool(h.FUSED_BN),
                            cfg.WORKERS, bool(cfg.PIN_MEMORY),
                            CudnnSettings(bool(c.BENCHMARK), bool(c.DETERMINISTIC), bool(c.ENABLED)))
 

@@ -136,8 +136,9 @@ def _samples():
                    (x.requires_grad_(), None if res is None else res.requires_grad_(), w.requires_grad_(),
                     b.requires_grad_(), mean, var, 1e-5, relu))
         y = torch.ops.hrfast.bn_act(x.detach(), r.detach(), w.detach(), b.detach(), mean, var, 1e-5, True)
-        yield torch.ops.hrfast.bn_act_backward.default, (dy.contiguous(memory_format=CL), x.detach(), y,
-                                                         w.detach(), mean, var, 1e-5, True, True)
+        for yy, res in ((y, True), (None, False)):
+            yield torch.ops.hrfast.bn_act_backward.default, (dy.contiguous(memory_format=CL), x.detach(), yy,
+                                                             w.detach(), b.detach(), mean, var, 1e-5, True, res)
         yield torch.ops.hrfast.batch_stats.default, (x.detach(), torch.zeros(5), torch.ones(5),
                                                      torch.zeros((), dtype=torch.long), 0.1)
 

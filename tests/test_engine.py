@@ -252,3 +252,16 @@ def test_resume_applies_a_new_schedule_refuses_another_model_and_tidies(tmp_path
               run, resume=True, progress=False, max_steps_per_epoch=1)
     with pytest.raises(ValueError, match="TRAIN.OPTIMIZER=adam, the config asks for sgd"):
         train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3, "OPTIMIZER": "sgd"}}), run, resume=True, progress=False)
+
+
+def test_fused_bn_key_installs_or_leaves_the_hook(tmp_path):
+    """HRFAST.FUSED_BN (default true) puts every block and the stem on hrfast.ops.bn_act for
+    CPU training; false keeps eager BN + add + ReLU; both train to a finite loss."""
+    from hrfast.engine.train import build_run
+    from hrfast.ops.bn_act import HAS_OP
+    for fused in (True, False):
+        run = build_run(_tiny_cfg(tmp_path, epochs=1, FUSED_BN=fused), tmp_path / f"run{fused}", "cpu")
+        hooks = [m.norm_act_impl for m in run.model.modules() if hasattr(m, "norm_act_impl")]
+        assert hooks and all((h is not None) == (fused and HAS_OP) for h in hooks)
+    r = train(_tiny_cfg(tmp_path, epochs=1, FUSED_BN=False), tmp_path / "plain", progress=False, max_steps_per_epoch=2)
+    assert np.isfinite(r["history"][-1]["loss"])

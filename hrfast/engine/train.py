@@ -165,7 +165,7 @@ def build_run(cfg: Union[Config, Settings], out_dir, device: Optional[str] = Non
     model = model.to(dev)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if dev.type == "cpu":
+    if dev.type == "cpu" and rt.fused_bn:
         install_norm_act(model)   # BN + residual + ReLU in two passes each way (hrfast.ops.bn_act)
     loss = t.loss
     criterion = (JointsOHKMMSELoss(loss.use_target_weight, loss.topk) if loss.use_ohkm

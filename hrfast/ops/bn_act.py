@@ -9,10 +9,11 @@ gradient statistics, its input gradient), each reading or writing a full tensor.
   updated as ``nn.BatchNorm2d`` does), then ``hrfast::bn_act`` (normalize, add, ReLU, one
   write);
 - backward: ``hrfast::bn_act_backward``: the masked gradient's two sums per channel, then the
-  input gradient and the residual's in one write.
+  input gradient and the residual's in one write. Without a residual the ReLU's mask is
+  rebuilt from x with the forward's own arithmetic, so the output is not read (nor kept).
 
-On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that is 1.6-3.5x faster
-than eager, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-1.1x
+On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured 1.2-3.5x
+eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-1.5x
 (``benchmarks/bn_act.py``, ``benchmarks/RESULTS.md``). ``bn_act_ref`` is the eager twin with the same signature.
 ``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem);
 ``hrfast.optimize(mode="training")`` and ``hrfast train`` do it on the CPU.
@@ -116,8 +117,10 @@ def _register() -> None:
         return torch.empty_like(x, memory_format=torch.channels_last)
 
     @torch.library.register_fake("hrfast::bn_act_backward")
-    def _(grad, x, y, weight, mean, var, eps, relu, residual):
-        torch._check(grad.shape == x.shape and y.shape == x.shape, lambda: "grad and y must be shaped like x")
+    def _(grad, x, y, weight, bias, mean, var, eps, relu, residual):
+        torch._check(grad.shape == x.shape, lambda: "grad must be shaped like x")
+        torch._check(not (relu and residual) or (y is not None and y.shape == x.shape),
+                     lambda: "y must be given, shaped like x, with relu and residual")
         dres = torch.empty_like(x, memory_format=torch.channels_last) if relu and residual else x.new_empty(0)
         return (torch.empty_like(x, memory_format=torch.channels_last), torch.empty_like(weight),
                 torch.empty_like(weight), dres)
