@@ -16,7 +16,7 @@ On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured
 eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-1.5x
 (``benchmarks/bn_act.py``, ``benchmarks/RESULTS.md``). ``bn_act_ref`` is the eager twin with the same signature.
 ``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem);
-``hrfast.optimize(mode="training")`` and ``hrfast train`` do it on the CPU.
+``hrfast.optimize(mode="training")`` and the pose ``hrfast train`` do it on the CPU.
 
 Shapes: x, residual and the result (N, C, H, W) channels_last, float32 or bfloat16 (autocast);
 the BN's parameters and statistics float32 (C,).
