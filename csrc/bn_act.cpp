@@ -6,7 +6,10 @@
 // passes (statistics; normalize + add + ReLU in one write) and the backward two (the
 // gradient's statistics; dx and the residual's gradient in one write).
 //
-// The row loops are plain C++ that the compiler vectorizes. On x86 with GCC each is cloned for
+// The loops are plain C++ that the compiler vectorizes. They run over flat spans of P = k*C
+// values (k rows; P a multiple of 16 floats, one AVX-512 vector, and of 256 values where it can
+// be), with the per-channel parameters expanded to period P, so that W18's 18, 36 or 72
+// channels vectorize as well as W32's 32, and each inner loop is long. On x86 with GCC each is cloned for
 // x86-64-v4 (AVX-512) and v3 (AVX2) and picked at load time: at the baseline's SSE2 the bf16
 // conversions and masked sums do not vectorize and the backward runs about 20x slower.
 // Statistics are summed in fixed chunks of ROWS rows (float within a chunk, double across), in
@@ -22,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <tuple>
 #include <vector>
 
@@ -36,7 +40,8 @@ namespace hrfast {
 
 namespace {
 
-constexpr int64_t ROWS = 64;  // rows per statistics chunk: float sums of <= 64 terms
+constexpr int64_t ROWS = 256;    // rows per chunk (a multiple of every k): float sums of <= 256 terms
+constexpr int64_t MIN_WORK = 32768;  // values a thread gets at least: small maps stay on one thread
 
 using bf16 = uint16_t;  // c10::BFloat16's bits; its own conversions do not vectorize
 
@@ -57,7 +62,10 @@ template <> HRFAST_INLINE bf16 store<bf16>(float f) {
   return bf16((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : r);
 }
 
-// sum[c] += x - shift, sq[c] += (x - shift)^2 over `rows` rows
+// The loops below walk `rows` spans of C values each (a span: P values, or the last part of a
+// chunk); their per-channel arrays are expanded to the span period.
+
+// sum[c] += x - shift, sq[c] += (x - shift)^2
 template <typename T>
 HRFAST_INLINE void stats_rows(const T* x, int64_t rows, int64_t C, const float* shift, float* sum, float* sq) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -94,7 +102,7 @@ HRFAST_INLINE void apply_rows(const T* x, const T* res, T* y, int64_t rows, int6
 // > 0, the forward's own arithmetic, which spares the backward two reads of y.
 enum Mask : int { NONE = 0, FROM_Y = 1, FROM_X = 2 };
 
-// The gradient through the ReLU at row offset i, channel c. The branches on `mask` are
+// The gradient through the ReLU at value c of a span. The branches on `mask` are
 // loop-invariant: the compiler unswitches them out of the vector loops.
 template <typename T>
 HRFAST_INLINE float masked(const T* g, const T* y, const T* x, int64_t c, int mask, const float* ms, const float* mt) {
@@ -187,25 +195,61 @@ void grad_x(const bf16* g, const bf16* y, const bf16* x, bf16* d, bf16* dr, int6
   grad_x_bf16(g, y, x, d, dr, n, C, m, a, o, k, mask, ms, mt);
 }
 
-// Per-chunk float sums of two quantities, reduced in chunk order in double: (2, C).
+// The span period of C channels: k*C values, k a power of two <= ROWS that makes it a multiple
+// of 16 floats and, where it can, at least 256 values, so that each span is 16 vectors or more
+// (a span of one vector ran the backward at half speed).
+int64_t period(int64_t C) {
+  int64_t k = 16 / std::gcd<int64_t>(C, 16);
+  while (k * C < 256 && k < 64) k *= 2;
+  return k * C;
+}
+
+// A per-channel vector repeated to the span period.
+std::vector<float> expand(const std::vector<float>& v, int64_t P) {
+  std::vector<float> out(P);
+  for (int64_t j = 0; j < P; ++j) out[j] = v[j % v.size()];
+  return out;
+}
+
+// Rows [r0, r0 + rows) as the spans the kernels walk: f(offset, count, length) for the whole
+// periods, then once for what is left (r0 is a multiple of ROWS, so spans start in phase).
+template <typename F>
+void spans(int64_t r0, int64_t rows, int64_t C, int64_t P, const F& f) {
+  const int64_t n = rows * C, full = n / P, o = r0 * C;
+  if (full) f(o, full, P);
+  if (n % P) f(o + full * P, 1, n % P);
+}
+
+int64_t grain(int64_t C) { return std::max<int64_t>(1, MIN_WORK / (ROWS * C)); }
+
+// Per-chunk float sums of two quantities over the span period, folded to channels and reduced
+// in chunk order in double: (2, C). chunk(offset, count, length, sum, sum2) adds into the P-long
+// sums.
 template <typename F>
 std::vector<double> chunked_sums(int64_t M, int64_t C, const F& chunk) {
-  const int64_t chunks = (M + ROWS - 1) / ROWS;
-  std::vector<float> part(chunks * 2 * C, 0.f);
-  at::parallel_for(0, chunks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      chunk(i * ROWS, std::min(ROWS, M - i * ROWS), &part[i * 2 * C], &part[i * 2 * C + C]);
+  const int64_t chunks = (M + ROWS - 1) / ROWS, P = period(C);
+  std::vector<float> part(chunks * 2 * P, 0.f);
+  at::parallel_for(0, chunks, grain(C), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      float *s = &part[i * 2 * P], *q = s + P;
+      spans(i * ROWS, std::min(ROWS, M - i * ROWS), C, P,
+            [&](int64_t o, int64_t count, int64_t len) { chunk(o, count, len, s, q); });
+    }
   });
   std::vector<double> tot(2 * C, 0.0);
   for (int64_t i = 0; i < chunks; ++i)
-    for (int64_t j = 0; j < 2 * C; ++j) tot[j] += part[i * 2 * C + j];
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t j = 0; j < P; j += C)   // the k rows of the period, folded onto the channels
+        for (int64_t c = 0; c < C; ++c) tot[h * C + c] += part[(i * 2 + h) * P + j + c];
   return tot;
 }
 
+// body(offset, count, length) over every span of M rows, in parallel.
 template <typename F>
-void for_rows(int64_t M, const F& body) {
-  at::parallel_for(0, (M + ROWS - 1) / ROWS, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) body(i * ROWS, std::min(ROWS, M - i * ROWS));
+void for_rows(int64_t M, int64_t C, const F& body) {
+  const int64_t P = period(C);
+  at::parallel_for(0, (M + ROWS - 1) / ROWS, grain(C), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) spans(i * ROWS, std::min(ROWS, M - i * ROWS), C, P, body);
   });
 }
 
@@ -253,8 +297,9 @@ template <typename T>
 std::vector<double> batch_sums(const at::Tensor& x, int64_t M, int64_t C, std::vector<float>& shift) {
   const T* xp = ptr<T>(x);
   for (int64_t c = 0; c < C; ++c) shift[c] = load(xp[c]);  // first row: keeps the squares small
-  return chunked_sums(M, C, [&](int64_t r0, int64_t n, float* s, float* q) {
-    stats(xp + r0 * C, n, C, shift.data(), s, q);
+  const auto sh = expand(shift, period(C));
+  return chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* s, float* q) {
+    stats(xp + o, n, L, sh.data(), s, q);
   });
 }
 
@@ -303,17 +348,17 @@ at::Tensor bn_act_cpu(const at::Tensor& x, const std::optional<at::Tensor>& resi
   check_channels(bias, C, "bias", op);
   check_channels(mean, C, "mean", op);
   check_channels(var, C, "var", op);
-  std::vector<float> scale(C), shift(C);
-  affine(weight, bias, mean, var, eps, scale, shift);
+  std::vector<float> sc(C), sh(C);
+  affine(weight, bias, mean, var, eps, sc, sh);
+  const auto scale = expand(sc, period(C)), shift = expand(sh, period(C));
   auto y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const bool bf = x.scalar_type() == at::kBFloat16;
-  for_rows(M, [&](int64_t r0, int64_t n) {
-    const int64_t o = r0 * C;
+  for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
     if (bf)
-      apply(ptr<bf16>(x) + o, residual ? ptr<bf16>(*residual) + o : nullptr, mut<bf16>(y) + o, n, C, scale.data(),
+      apply(ptr<bf16>(x) + o, residual ? ptr<bf16>(*residual) + o : nullptr, mut<bf16>(y) + o, n, L, scale.data(),
             shift.data(), relu);
     else
-      apply(ptr<float>(x) + o, residual ? ptr<float>(*residual) + o : nullptr, mut<float>(y) + o, n, C,
+      apply(ptr<float>(x) + o, residual ? ptr<float>(*residual) + o : nullptr, mut<float>(y) + o, n, L,
             scale.data(), shift.data(), relu);
   });
   return y;
@@ -337,17 +382,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
   TORCH_CHECK(mask != FROM_Y || y, op, ": y (bn_act's output) is needed with relu and residual");
   if (mask == FROM_Y) check_like(*y, x, "y", op);
   const at::Tensor& yt = mask == FROM_Y ? *y : x;   // read only when FROM_Y
-  std::vector<float> ms(C), mt(C);
-  affine(weight, bias, mean, var, eps, ms, mt);
+  const int64_t P = period(C);
+  std::vector<float> sc(C), sh(C);
+  affine(weight, bias, mean, var, eps, sc, sh);
+  const auto ms = expand(sc, P), mt = expand(sh, P);
+  const auto me = expand(std::vector<float>(mean.const_data_ptr<float>(), mean.const_data_ptr<float>() + C), P);
+  const float* mp = me.data();
   const bool bf = x.scalar_type() == at::kBFloat16;
-  const float* mp = mean.const_data_ptr<float>();
-  const auto tot = chunked_sums(M, C, [&](int64_t r0, int64_t n, float* gs, float* gx) {
-    const int64_t o = r0 * C;
+  const auto tot = chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* gs, float* gx) {
     if (bf)
-      grad_stats(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, n, C, mp, mask, ms.data(), mt.data(), gs,
+      grad_stats(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, n, L, mp, mask, ms.data(), mt.data(), gs,
                  gx);
     else
-      grad_stats(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, n, C, mp, mask, ms.data(), mt.data(),
+      grad_stats(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, n, L, mp, mask, ms.data(), mt.data(),
                  gs, gx);
   });
   auto dweight = at::empty({C}, weight.options()), dbias = at::empty({C}, weight.options());
@@ -361,18 +408,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
     off[c] = float(w * tot[c] / M);
     k[c] = float(w * invstd * invstd * tot[C + c] / M);
   }
+  a = expand(a, P), off = expand(off, P), k = expand(k, P);
   auto dx = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   auto dres = mask == FROM_Y ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast))
                              : at::empty({0}, x.options());
-  for_rows(M, [&](int64_t r0, int64_t n) {
-    const int64_t o = r0 * C;
+  for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
     if (bf)
       grad_x(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, mut<bf16>(dx) + o,
-             mask == FROM_Y ? mut<bf16>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), mask,
+             mask == FROM_Y ? mut<bf16>(dres) + o : nullptr, n, L, mp, a.data(), off.data(), k.data(), mask,
              ms.data(), mt.data());
     else
       grad_x(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, mut<float>(dx) + o,
-             mask == FROM_Y ? mut<float>(dres) + o : nullptr, n, C, mp, a.data(), off.data(), k.data(), mask,
+             mask == FROM_Y ? mut<float>(dres) + o : nullptr, n, L, mp, a.data(), off.data(), k.data(), mask,
              ms.data(), mt.data());
   });
   return {dx, dweight, dbias, dres};

@@ -12,8 +12,8 @@ gradient statistics, its input gradient), each reading or writing a full tensor.
   input gradient and the residual's in one write. Without a residual the ReLU's mask is
   rebuilt from x with the forward's own arithmetic, so the output is not read (nor kept).
 
-On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured 1.2-3.5x
-eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-1.5x
+On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured 1.1-3.5x
+eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-2.1x
 (``benchmarks/bn_act.py``, ``benchmarks/RESULTS.md``). ``bn_act_ref`` is the eager twin with the same signature.
 ``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem);
 ``hrfast.optimize(mode="training")`` and the pose ``hrfast train`` do it on the CPU.
