@@ -188,3 +188,18 @@ def test_compiles_fullgraph_with_running_statistics():
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert int(block.bn1.num_batches_tracked) == 1
+
+
+def test_family_trainers_layout():
+    """The family's trainers (cls, face, seg) train on the CPU in channels_last with the hook
+    in every block and stem; for another device the net is left as it is."""
+    from hrfast.engine.epochs import cpu_training_layout
+    from hrfast.models import build_model
+    from hrfast.tasks import read_task_yaml
+    net = build_model(read_task_yaml("face_hrnetv2_w18_small_300w_128"))
+    same = cpu_training_layout(net, "meta")
+    assert same is net and all(m.norm_act_impl is None for m in net.modules() if hasattr(m, "norm_act_impl"))
+    net = cpu_training_layout(net, "cpu")
+    hooked = [m for m in net.modules() if hasattr(m, "norm_act_impl")]
+    assert hooked and all(m.norm_act_impl is not None for m in hooked)
+    assert all(p.is_contiguous(memory_format=CL) for p in net.parameters() if p.dim() == 4)

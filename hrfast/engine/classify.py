@@ -24,7 +24,7 @@ from ..data.transforms import read_image_rgb
 from ..models import build_model
 from ..outputs import write_json
 from .data import loader_workers, make_loader
-from .epochs import Loop, run_epochs
+from .epochs import Loop, cpu_training_layout, run_epochs
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,8 @@ def train_classifier(config: str, s: ClassifySettings, out_dir, resume: bool = F
     best top-1 and the history."""
     torch.manual_seed(s.seed)
     train_set, val_set = _datasets(s)
-    model = build_model(_with_classes(read_task_yaml(config), len(train_set.classes))).to(device)
+    model = cpu_training_layout(build_model(_with_classes(read_task_yaml(config), len(train_set.classes))).to(device),
+                                device)
     opt = _optimizer(model, s)
     workers = loader_workers(s.workers)
     val_loader = make_loader(val_set, s.test_batch_size, False, workers, 1, 0, s.seed)

@@ -30,7 +30,7 @@ from ..models import build_model
 from ..ops.decode import final_preds
 from ..ops.heatmap_loss import joints_mse_loss
 from .data import loader_workers, make_loader
-from .epochs import Loop, run_epochs
+from .epochs import Loop, cpu_training_layout, run_epochs
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def train_faces(raw: Mapping, s: FaceSettings, out_dir, resume: bool = False, de
                 progress: bool = True) -> Dict:
     """Train the landmark net of ``raw`` (a parsed face YAML) per ``s``; NME after each epoch."""
     torch.manual_seed(s.seed)
-    model = build_model(raw).to(device)
+    model = cpu_training_layout(build_model(raw).to(device), device)
     train_set = FaceLandmarks(s.train_list, s.root, s.num_points, s.image_size, train=True,
                               scale_factor=s.scale_factor, rot_factor=s.rot_factor, flip=s.flip, seed=s.seed,
                               pipeline=s.pipeline)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..data.cityscapes import CLASSES, IGNORE, CityscapesSegmentation
 from ..models import build_model
 from .data import loader_workers, make_loader
-from .epochs import Loop, run_epochs
+from .epochs import Loop, cpu_training_layout, run_epochs
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def format_segmentation(stats: Dict[str, float]) -> str:
 def train_segmentation(raw: Mapping, s: SegSettings, out_dir, resume: bool = False, device: str = "cpu",
                        progress: bool = True) -> Dict:
     torch.manual_seed(s.seed)
-    model = build_model(raw).to(device)
+    model = cpu_training_layout(build_model(raw).to(device), device)
     train_set = CityscapesSegmentation(s.root, s.train_list, train=True, crop=s.crop, seed=s.seed)
     opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     poly = torch.optim.lr_scheduler.LambdaLR(opt, PolyFactor(s.epochs))
