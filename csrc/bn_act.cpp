@@ -195,9 +195,10 @@ void grad_x(const bf16* g, const bf16* y, const bf16* x, bf16* d, bf16* dr, int6
   grad_x_bf16(g, y, x, d, dr, n, C, m, a, o, k, mask, ms, mt);
 }
 
-// The span period of C channels: k*C values, k a power of two <= ROWS that makes it a multiple
-// of 16 floats and, where it can, at least 256 values, so that each span is 16 vectors or more
-// (a span of one vector ran the backward at half speed).
+// The span period of C channels: k*C values, k a power of two of at most 64 (so ROWS is a
+// multiple of it) that makes the period a multiple of 16 floats and, where it can, at least 256
+// values, so that each span is 16 vectors or more (looping over one row's channels, with 64-row
+// chunks, a W18 backward call took 99 us; it takes 52: benchmarks/RESULTS.md).
 int64_t period(int64_t C) {
   int64_t k = 16 / std::gcd<int64_t>(C, 16);
   while (k * C < 256 && k < 64) k *= 2;
