@@ -41,7 +41,7 @@ def projection(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 def norm_act(owner: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor,
              residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """relu(bn(x) [+ residual]) for ``owner`` (a module with ``relu`` and ``norm_act_impl``)."""
-    impl = owner.norm_act_impl
+    impl = getattr(owner, "norm_act_impl", None)   # None too for a module pickled before the hook
     if impl is not None and impl.applies(bn, x, residual):
         return impl(x, bn, residual, True)
     out = bn(x)
