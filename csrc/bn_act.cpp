@@ -9,9 +9,10 @@
 // The loops are plain C++ that the compiler vectorizes. They run over flat spans of P = k*C
 // values (k rows; P a multiple of 16 floats, one AVX-512 vector, and of 256 values where it can
 // be), with the per-channel parameters expanded to period P, so that W18's 18, 36 or 72
-// channels vectorize as well as W32's 32, and each inner loop is long. On x86 with GCC each is cloned for
-// x86-64-v4 (AVX-512) and v3 (AVX2) and picked at load time: at the baseline's SSE2 the bf16
-// conversions and masked sums do not vectorize and the backward runs about 20x slower.
+// channels vectorize as well as W32's 32, and each inner loop is long. On x86 with GCC each
+// loop is cloned for x86-64-v4 (AVX-512) and v3 (AVX2) and picked at load time: at the
+// baseline's SSE2 the bf16 conversions and masked sums do not vectorize and the backward runs
+// about 20x slower.
 // Statistics are summed in fixed chunks of ROWS rows (float within a chunk, double across), in
 // chunk order, so results do not depend on the thread count.
 #include <ATen/core/Tensor.h>
@@ -263,6 +264,12 @@ T* mut(at::Tensor& t) {
   return reinterpret_cast<T*>(t.mutable_data_ptr());
 }
 
+// f(T{}) with T the element type of x's dtype (bf16 bits or float), for the typed loops.
+template <typename F>
+decltype(auto) by_dtype(const at::Tensor& x, const F& f) {
+  return x.scalar_type() == at::kBFloat16 ? f(bf16{}) : f(float{});
+}
+
 void check_act(const at::Tensor& x, const char* name, const char* op) {
   TORCH_CHECK(x.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", name,
@@ -285,6 +292,12 @@ void check_channels(const at::Tensor& t, int64_t C, const char* name, const char
               t.scalar_type());
 }
 
+void check_params(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
+                  int64_t C, const char* op) {
+  for (const auto& [t, name] : {std::pair{&weight, "weight"}, {&bias, "bias"}, {&mean, "mean"}, {&var, "var"}})
+    check_channels(*t, C, name, op);
+}
+
 // The forward's per-channel scale and shift; the backward's FROM_X mask needs the same floats.
 void affine(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
             double eps, std::vector<float>& scale, std::vector<float>& shift) {
@@ -294,13 +307,14 @@ void affine(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& 
   }
 }
 
-template <typename T>
 std::vector<double> batch_sums(const at::Tensor& x, int64_t M, int64_t C, std::vector<float>& shift) {
-  const T* xp = ptr<T>(x);
-  for (int64_t c = 0; c < C; ++c) shift[c] = load(xp[c]);  // first row: keeps the squares small
-  const auto sh = expand(shift, period(C));
-  return chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* s, float* q) {
-    stats(xp + o, n, L, sh.data(), s, q);
+  return by_dtype(x, [&](auto tag) {
+    const auto* xp = ptr<decltype(tag)>(x);
+    for (int64_t c = 0; c < C; ++c) shift[c] = load(xp[c]);  // first row: keeps the squares small
+    const auto sh = expand(shift, period(C));
+    return chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* s, float* q) {
+      stats(xp + o, n, L, sh.data(), s, q);
+    });
   });
 }
 
@@ -319,8 +333,7 @@ std::tuple<at::Tensor, at::Tensor> batch_stats_cpu(const at::Tensor& x, at::Tens
   TORCH_CHECK(num_batches_tracked.numel() == 1 && num_batches_tracked.scalar_type() == at::kLong, op,
               ": num_batches_tracked must be a one-element int64 tensor");
   std::vector<float> shift(C);
-  const auto tot = x.scalar_type() == at::kBFloat16 ? batch_sums<bf16>(x, M, C, shift)
-                                                    : batch_sums<float>(x, M, C, shift);
+  const auto tot = batch_sums(x, M, C, shift);
   auto mean = at::empty({C}, x.options().dtype(at::kFloat)), var = at::empty({C}, mean.options());
   int64_t& nbt = *num_batches_tracked.mutable_data_ptr<int64_t>();
   nbt += 1;
@@ -345,22 +358,17 @@ at::Tensor bn_act_cpu(const at::Tensor& x, const std::optional<at::Tensor>& resi
   check_act(x, "x", op);
   const int64_t C = x.size(1), M = x.numel() / C;
   if (residual) check_like(*residual, x, "residual", op);
-  check_channels(weight, C, "weight", op);
-  check_channels(bias, C, "bias", op);
-  check_channels(mean, C, "mean", op);
-  check_channels(var, C, "var", op);
+  check_params(weight, bias, mean, var, C, op);
   std::vector<float> sc(C), sh(C);
   affine(weight, bias, mean, var, eps, sc, sh);
   const auto scale = expand(sc, period(C)), shift = expand(sh, period(C));
   auto y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const bool bf = x.scalar_type() == at::kBFloat16;
-  for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
-    if (bf)
-      apply(ptr<bf16>(x) + o, residual ? ptr<bf16>(*residual) + o : nullptr, mut<bf16>(y) + o, n, L, scale.data(),
+  by_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
+      apply(ptr<T>(x) + o, residual ? ptr<T>(*residual) + o : nullptr, mut<T>(y) + o, n, L, scale.data(),
             shift.data(), relu);
-    else
-      apply(ptr<float>(x) + o, residual ? ptr<float>(*residual) + o : nullptr, mut<float>(y) + o, n, L,
-            scale.data(), shift.data(), relu);
+    });
   });
   return y;
 }
@@ -377,8 +385,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
   check_act(x, "x", op);
   check_like(grad, x, "grad", op);
   const int64_t C = x.size(1), M = x.numel() / C;
-  for (const auto& [t, name] : {std::pair{&weight, "weight"}, {&bias, "bias"}, {&mean, "mean"}, {&var, "var"}})
-    check_channels(*t, C, name, op);
+  check_params(weight, bias, mean, var, C, op);
   const int mask = !relu ? NONE : residual ? FROM_Y : FROM_X;
   TORCH_CHECK(mask != FROM_Y || y, op, ": y (bn_act's output) is needed with relu and residual");
   if (mask == FROM_Y) check_like(*y, x, "y", op);
@@ -389,14 +396,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
   const auto ms = expand(sc, P), mt = expand(sh, P);
   const auto me = expand(std::vector<float>(mean.const_data_ptr<float>(), mean.const_data_ptr<float>() + C), P);
   const float* mp = me.data();
-  const bool bf = x.scalar_type() == at::kBFloat16;
-  const auto tot = chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* gs, float* gx) {
-    if (bf)
-      grad_stats(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, n, L, mp, mask, ms.data(), mt.data(), gs,
-                 gx);
-    else
-      grad_stats(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, n, L, mp, mask, ms.data(), mt.data(),
-                 gs, gx);
+  const auto tot = by_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    return chunked_sums(M, C, [&](int64_t o, int64_t n, int64_t L, float* gs, float* gx) {
+      grad_stats(ptr<T>(grad) + o, ptr<T>(yt) + o, ptr<T>(x) + o, n, L, mp, mask, ms.data(), mt.data(), gs, gx);
+    });
   });
   auto dweight = at::empty({C}, weight.options()), dbias = at::empty({C}, weight.options());
   std::vector<float> a(C), off(C), k(C);
@@ -413,15 +417,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
   auto dx = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
   auto dres = mask == FROM_Y ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast))
                              : at::empty({0}, x.options());
-  for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
-    if (bf)
-      grad_x(ptr<bf16>(grad) + o, ptr<bf16>(yt) + o, ptr<bf16>(x) + o, mut<bf16>(dx) + o,
-             mask == FROM_Y ? mut<bf16>(dres) + o : nullptr, n, L, mp, a.data(), off.data(), k.data(), mask,
-             ms.data(), mt.data());
-    else
-      grad_x(ptr<float>(grad) + o, ptr<float>(yt) + o, ptr<float>(x) + o, mut<float>(dx) + o,
-             mask == FROM_Y ? mut<float>(dres) + o : nullptr, n, L, mp, a.data(), off.data(), k.data(), mask,
-             ms.data(), mt.data());
+  by_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    for_rows(M, C, [&](int64_t o, int64_t n, int64_t L) {
+      grad_x(ptr<T>(grad) + o, ptr<T>(yt) + o, ptr<T>(x) + o, mut<T>(dx) + o,
+             mask == FROM_Y ? mut<T>(dres) + o : nullptr, n, L, mp, a.data(), off.data(), k.data(), mask, ms.data(),
+             mt.data());
+    });
   });
   return {dx, dweight, dbias, dres};
 }
