@@ -119,11 +119,27 @@ def triton_runs_on(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def interpreter_problem() -> Optional[str]:
+    """Why Triton's CPU interpreter cannot run hrfast's kernels with the installed packages
+    (one line), or None. Triton 3.6's interpreter (the GPU image's Triton) turns an int inside
+    a tuple argument into a 1-element array and reads it back with ``int()``, which NumPy 2.4
+    and newer refuse ("only 0-dimensional arrays can be converted"); 3.7 squeezes it first."""
+    if not HAS_TRITON:
+        return None
+    import numpy
+    if Version(triton.__version__).release[:2] < (3, 7) and Version(numpy.__version__).release[:2] >= (2, 4):
+        return (f"Triton {triton.__version__}'s CPU interpreter cannot run hrfast's kernels with NumPy "
+                f"{numpy.__version__}: install 'numpy<2.4' or 'triton>=3.7'")
+    return None
+
+
 def require_triton(device: torch.device, what: str) -> None:
     if not HAS_TRITON:
         raise RuntimeError(f"{what} needs {TRITON_NEEDED}")
     if not triton_runs_on(device):
         raise RuntimeError(f"{what} runs on CUDA, or on the CPU only under TRITON_INTERPRET=1; got tensors on {device}")
+    if not on_gpu(device) and (problem := interpreter_problem()):
+        raise RuntimeError(f"{what}: {problem}")
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -213,6 +229,19 @@ class Upsample(enum.IntEnum):
         if mode == "bilinear":
             return cls.BILINEAR_ALIGNED if align_corners else cls.BILINEAR
         raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {mode!r}")
+
+    @classmethod
+    def code(cls, value) -> int:
+        """``value`` (a member or its int) as the kernels' constexpr int. Checked against the
+        members' values, not by ``Upsample(value)``: the Dynamo of torch 2.11 (the GPU image's)
+        cannot build an enum inside a compiled region, and an op front runs in one."""
+        code = int(value)
+        if code not in UPSAMPLE_CODES:
+            raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_CODES)} (Upsample), got {value!r}")
+        return code
+
+
+UPSAMPLE_CODES = frozenset(int(m) for m in Upsample)
 
 
 @dataclass

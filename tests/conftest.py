@@ -18,6 +18,14 @@ FIXTURE_CANDIDATES = [REPO.parent / "shared" / "fixtures" / "official_w32_state_
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def pytest_report_header(config):
+    """A Triton interpreter that cannot run the kernels is named at the top of the run, not only
+    in each failing test (hrfast.kernels.launch.interpreter_problem)."""
+    from hrfast.kernels.launch import interpreter_problem
+    problem = interpreter_problem() if os.environ.get("TRITON_INTERPRET") == "1" else None
+    return [f"WARNING: {problem}"] if problem else []
+
+
 @pytest.fixture(scope="session")
 def official_w32_keys():
     for path in FIXTURE_CANDIDATES:

@@ -311,6 +311,33 @@ def test_branch_sum_bilinear_gradcheck_fp64(mode):
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
 
 
+def test_an_interpreter_that_cannot_run_the_kernels_is_named(monkeypatch):
+    """Triton 3.6's interpreter with NumPy 2.4 or newer fails inside every multi-problem launch
+    (seen with the GPU image's Triton on the CPU); the op fronts say so in one line instead."""
+    import numpy
+    import triton
+
+    from hrfast.kernels import launch
+    for tv, nv, bad in [("3.6.0", "2.4.0", True), ("3.6.0", "2.3.5", False), ("3.7.0", "2.5.2", False)]:
+        monkeypatch.setattr(triton, "__version__", tv)
+        monkeypatch.setattr(numpy, "__version__", nv)
+        assert (launch.interpreter_problem() is not None) == bad, (tv, nv)
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    monkeypatch.setattr(numpy, "__version__", "2.5.2")
+    with pytest.raises(RuntimeError, match=r"^branch_sum: Triton 3\.6\.0's CPU interpreter .* NumPy 2\.5\.2: "
+                                           r"install 'numpy<2\.4' or 'triton>=3\.7'$"):
+        branch_sum(rand(1, 2, 4, 4), [rand(1, 2, 2, 2)], [2], [Affine()], [False], True)
+
+
+def test_upsample_code_takes_members_and_ints_and_names_a_bad_one():
+    """The op front's check of ``upsample`` (not ``Upsample(value)``, which torch 2.11's Dynamo
+    cannot trace: tests/test_fused_exchange.py::test_compiles_fullgraph runs the front compiled)."""
+    assert [Upsample.code(m) for m in Upsample] == [0, 1, 2]
+    assert Upsample.code(1) == 1 and type(Upsample.code(Upsample.BILINEAR)) is int
+    with pytest.raises(ValueError, match=r"upsample must be one of \[0, 1, 2\] \(Upsample\), got 3"):
+        Upsample.code(3)
+
+
 def test_branch_sum_bias_and_plain_terms():
     """A folded BN (bias only) and a plain term, with and without the ReLU."""
     b = rand(2, 3, 8, 6)

@@ -270,7 +270,7 @@ def branch_sums(branches: Sequence[tuple], upsample: int = Upsample.NEAREST) -> 
     return torch.ops.hrfast.branch_sums(bases, zs, [len(br[1]) for br in branches],
                                         [int(f) for br in branches for f in br[2]], *affine_lists(affines, ref),
                                         [bool(b) for br in branches for b in br[4]], [bool(br[5]) for br in branches],
-                                        int(Upsample(upsample)))
+                                        Upsample.code(upsample))
 
 
 def branch_sums_ref(branches: Sequence[tuple], upsample: int = Upsample.NEAREST) -> List[torch.Tensor]:
