@@ -13,6 +13,10 @@
 #                                                # log and report under $OUT as it goes. A missing
 #                                                # wheel, a failed build or a GPU without CUDA ops
 #                                                # stops it at once (FAILED in summary.txt)
+# Also here, before the call (optional, about 10 minutes; the first run downloads a CUDA torch):
+#     bash benchmarks/gpu_session.sh image       # the whole suite under the GPU image's Python,
+#                                                # torch and Triton, _C built with CUDA ops by
+#                                                # the local nvcc (IMAGE_TORCH, IMAGE_TRITON, IMAGE_PY)
 # The single stages, for a later session with time left:
 #     bash benchmarks/gpu_session.sh tests       # build; the GPU suites on CUDA (Triton kernels,
 #                                                # C++/CUDA ops, footage crops); the C++/CUDA ops
@@ -39,7 +43,7 @@
 # "--tiny" on the CPU, "--max-autotune" when time allows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?usage: gpu_session.sh wheels|plan|all|tests|exchange|model|video|suites [pytest args]}
+stage=${1:?usage: gpu_session.sh wheels|image|plan|all|tests|exchange|model|video|suites [pytest args]}
 shift || true
 OUT=${OUT:-outputs/gpu}
 # The tests that touch the GPU: the Triton files run every case on CUDA when it is there, the
@@ -236,6 +240,34 @@ wheels)
         -d .whl pycocotools
     ls .whl
     ;;
+image)
+    # Here, before a GPU call: the GPU image's Python, torch and Triton (IMAGE_PY, IMAGE_TORCH,
+    # IMAGE_TRITON) in a venv of their own (IMAGE_VENV, kept between runs; the CUDA torch is
+    # several GB the first time), _C built in a clone of HEAD with its CUDA ops for sm_90 by
+    # the local nvcc, then the whole suite in the interpreter. Triton 3.6's interpreter needs
+    # NumPy < 2.4 (hrfast.kernels.launch.interpreter_problem); the image's 2.5 only matters
+    # there. test_packaging.py is left out: it builds wheels in fresh venvs from the index.
+    venv=${IMAGE_VENV:-/tmp/hrfast-gpu-image}
+    src=$venv/src
+    if [ ! -x "$venv/bin/python" ]; then
+        ${IMAGE_PY:-python3.12} -m venv "$venv" || fail 2 "no ${IMAGE_PY:-python3.12} to make $venv"
+    fi
+    "$venv/bin/python" -m pip install -q "torch==${IMAGE_TORCH:-2.11.0}" "triton==${IMAGE_TRITON:-3.6.0}" \
+        "numpy<2.4" pycocotools pyyaml tqdm pillow packaging "opencv-python-headless>=4.5,<5" pytest ninja \
+        setuptools wheel matplotlib scipy || fail 1 "the image's packages did not install in $venv"
+    rm -rf "$src" && git clone -q . "$src"
+    t0=$(date +%s)
+    (cd "$src" && HRFAST_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 "$venv/bin/python" -m pip install -q --no-build-isolation \
+        --no-deps -e . > "$OUT/image_build.log" 2>&1) || fail 1 "the build failed: $OUT/image_build.log"
+    echo "gpu_session: image build $(( $(date +%s) - t0 )) s" | tee "$OUT/summary.txt"
+    (cd "$src" && "$venv/bin/python" -c "import sys, torch, triton, numpy; from hrfast._extension import has_cuda_ops
+print(f'python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}, numpy {numpy.__version__}, CUDA ops {has_cuda_ops()}')") \
+        | tee -a "$OUT/summary.txt"
+    (cd "$src" && TRITON_INTERPRET=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfE tests \
+        --deselect tests/test_packaging.py "$@") > "$OUT/image_tests.log" 2>&1 || rc=$?
+    tail -1 "$OUT/image_tests.log" | tee -a "$OUT/summary.txt"
+    exit "${rc:-0}"
+    ;;
 tests)
     setup
     # The suites that touch the GPU (the Triton tests pick CUDA when it is there: no
@@ -281,7 +313,7 @@ suites)
         --benchmark-sort=name --benchmark-json "$OUT/suites.json" "$@" 2>&1 | tee "$OUT/suites.log" | tail -60
     ;;
 *)
-    echo "unknown stage '$stage': wheels, plan, all, tests, exchange, model, video or suites" >&2
+    echo "unknown stage '$stage': wheels, image, plan, all, tests, exchange, model, video or suites" >&2
     exit 2
     ;;
 esac
