@@ -212,6 +212,19 @@ def test_gpu_session_all_stage_dry_run(tmp_path):
     assert r.returncode == 3 and "FAILED: pycocotools is missing" in (tmp_path / "e" / "summary.txt").read_text()
 
 
+def test_gpu_session_image_stage_says_what_is_missing(tmp_path):
+    """gpu_session.sh image (the suite under the GPU image's versions, here) without the Python
+    it asks for: one FAILED line and status 2, before anything is installed."""
+    import subprocess
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OUT": str(tmp_path), "IMAGE_VENV": str(tmp_path / "venv"), "IMAGE_PY": "no-such-python3.12"}
+    r = subprocess.run(["bash", "benchmarks/gpu_session.sh", "image"], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "FAILED: no no-such-python3.12 to make" in (tmp_path / "summary.txt").read_text()
+    assert not (tmp_path / "venv" / "bin").exists()
+
+
 def test_video_pipeline_benchmark_runs(tmp_path, monkeypatch):
     """benchmarks/video_pipeline.py: a clip written on the fly, its people found (the
     generator's boxes), the stages timed and the share around the network reported."""
