@@ -73,8 +73,12 @@ def build(model: nn.Module, plan: Plan, **_) -> OptimizedModel:
                   "Adam/SGD step, as `hrfast train` uses (about 5x faster than the default Adam on the CPU)")
     net = net.to(device=plan.device, memory_format=torch.channels_last)
     plan.note("channels_last", "oneDNN/cuDNN convolutions run natively in NHWC")
-    if plan.mode == "training" and plan.device.type == "cpu" and install_norm_act(net):
-        plan.note("BN + residual + ReLU fused (hrfast::bn_act)", "two passes each way instead of four and three")
+    if plan.mode == "training" and install_norm_act(net):
+        if plan.device.type == "cpu":
+            plan.note("BN + residual + ReLU fused (hrfast::bn_act)", "two passes each way instead of four and three")
+        else:
+            plan.note("BN + residual + ReLU fused (Triton: bn_partials, bn_stats, branch_sum)",
+                      "one write forward and one backward, the statistics with no host sync")
     set_exchange_backend(net, plan)
     net = _compiled(net, plan)
     if plan.mode == "inference":

@@ -15,8 +15,9 @@ gradient statistics, its input gradient), each reading or writing a full tensor.
 On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured 1.1-3.5x
 eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-2.1x
 (``benchmarks/bn_act.py``, ``benchmarks/RESULTS.md``). ``bn_act_ref`` is the eager twin with the same signature.
-``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem);
-``hrfast.optimize(mode="training")`` and the pose ``hrfast train`` do it on the CPU.
+``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem):
+this op on the CPU, :mod:`hrfast.ops.norm_act` (the same fusion on Triton's ops) on CUDA.
+``hrfast.optimize(mode="training")`` does it on both, the pose ``hrfast train`` on the CPU.
 
 Shapes: x, residual and the result (N, C, H, W) channels_last, float32 or bfloat16 (autocast);
 the BN's parameters and statistics float32 (C,).
@@ -84,10 +85,26 @@ class NormAct:
         return bn_act(x, bn, residual, relu)
 
 
-def install_norm_act(model: nn.Module, enabled: bool = True) -> int:
+def norm_act_for(device: torch.device):
+    """The ``norm_act_impl`` hook for a model on ``device``, or None where none runs: this
+    module's native op on the CPU, the Triton ops of :mod:`hrfast.ops.norm_act` on CUDA."""
+    if device.type == "cpu":
+        return NormAct() if HAS_OP else None
+    from ..kernels.launch import HAS_TRITON, triton_runs_on
+    if HAS_TRITON and triton_runs_on(device):
+        from .norm_act import TritonNormAct
+        return TritonNormAct()
+    return None
+
+
+def install_norm_act(model: nn.Module, enabled: bool = True, impl=None) -> int:
     """Set (or, with ``enabled=False``, clear) the BN + ReLU hook of every block and stem of
-    ``model``; returns how many modules have it."""
-    impl = NormAct() if enabled and HAS_OP else None
+    ``model``: ``impl``, or by default :func:`norm_act_for` the device of the model's
+    parameters. Returns how many modules have it."""
+    if enabled and impl is None:
+        param = next(model.parameters(), None)
+        impl = norm_act_for(param.device if param is not None else torch.device("cpu"))
+    impl = impl if enabled else None
     mods = [m for m in model.modules() if hasattr(m, "norm_act_impl")]
     for m in mods:
         m.norm_act_impl = impl

@@ -1,0 +1,180 @@
+"""hrfast.ops.norm_act (BN + residual + ReLU on the Triton ops: bn_partials, bn_stats,
+branch_sum) against eager BN + add + ReLU: values and gradients against a float64 reference,
+running statistics, float64 gradcheck, fallbacks, the hook in a block (compiled fullgraph too)
+and in optimize's plan. On CUDA when there is a GPU, else in Triton's CPU interpreter.
+
+Tolerances: float32 against float64 is held to 2e-6 of each tensor's largest value (eager
+float32 lands at 1e-7 to 2e-6); bfloat16 and float16 to 2x eager's error in the same dtype,
+the standard of every fast path. Inputs keep |x - mean| >= about 0.5 std and the residual
+small, so no pre-ReLU value sits near 0, where one rounding flips the mask.
+"""
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from hrfast.kernels.launch import HAS_TRITON
+from hrfast.ops.bn_act import bn_act_ref, install_norm_act, norm_act_for
+from hrfast.ops.norm_act import TritonNormAct, applies, norm_act
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
+    reason="the Triton ops need a GPU or TRITON_INTERPRET=1")
+CL = torch.channels_last
+
+# minimal (one channel), odd (sizes that fill no tile), and a W32 branch at batch 2 (on the GPU
+# only: the interpreter takes minutes on it)
+SHAPES = [(1, 1, 2, 3), (3, 5, 7, 3), (2, 17, 13, 11)] + ([(2, 32, 64, 48)] if DEV.type == "cuda" else [])
+
+
+def _bn(c: int, momentum=0.1, dtype=torch.float32) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(c, momentum=momentum)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_(0, 0.1)
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    return bn.to(DEV, dtype)
+
+
+def _inputs(shape, dtype, residual: bool, fmt=CL):
+    g = torch.Generator().manual_seed(hash(shape) % 1000)
+    x = torch.randn(shape, generator=g)
+    x = (x.sign() * (x.abs() + 0.5) * 2 + 1).to(DEV, dtype).contiguous(memory_format=fmt)
+    r = (torch.randn(shape, generator=g) * 0.01).to(DEV, dtype).contiguous(memory_format=fmt) if residual else None
+    return x, r, torch.randn(shape, generator=g).to(DEV, dtype)
+
+
+def _run(fn, bn, x, r, dy, relu):
+    x = x.detach().requires_grad_()
+    r = r.detach().requires_grad_() if r is not None else None
+    bn.zero_grad()
+    y = fn(x, bn, r, relu)
+    y.backward(dy)
+    return [y, x.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if r is not None else [])
+
+
+def _errors(got, ref, x, dy):
+    """Each tensor's max error against the float64 ``ref``, relative to its largest value; the
+    weight's gradient relative to its largest sum of |dy * x_hat| instead: it is a sum of terms
+    of both signs (x_hat has zero mean), which cancel by chance at small shapes (76x at 6
+    values), and rounding is proportional to the terms, not to what is left of them."""
+    x, dy = x.double(), dy.double()
+    x_hat = (x - x.mean((0, 2, 3), keepdim=True)) / x.var((0, 2, 3), unbiased=False, keepdim=True).add(1e-5).sqrt()
+    scales = [b.abs().max() for b in ref]
+    scales[2] = (dy.abs() * x_hat.abs()).sum((0, 2, 3)).max()
+    return [((a.double() - b).abs().max() / s.clamp_min(1e-30)).item() for a, b, s in zip(got, ref, scales)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("residual,relu", [(False, True), (True, True), (True, False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_values_and_gradients(shape, residual, relu, dtype, fmt, tf32_off):
+    bn = _bn(shape[1])
+    x, r, dy = _inputs(shape, dtype, residual, fmt)
+    assert applies(bn, x, r)
+    ref = _run(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
+               relu)
+    got = _run(norm_act, copy.deepcopy(bn), x, r, dy, relu)
+    assert got[0].dtype == dtype and got[0].stride() == x.stride()
+    eager = _errors(_run(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref, x, dy)
+    for name, e, base in zip(["y", "dx", "dweight", "dbias", "dresidual"], _errors(got, ref, x, dy), eager):
+        bound = 2e-6 if dtype == torch.float32 else 2 * base + 1e-6
+        assert e <= bound, f"{name}: error {e:.2e} against float64 (eager {base:.2e})"
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_running_statistics(momentum):
+    """Running mean and (unbiased) variance and num_batches_tracked as nn.BatchNorm2d updates
+    them, over three steps (momentum None: the cumulative average)."""
+    bn = _bn(6, momentum)
+    ref = copy.deepcopy(bn)
+    for step in range(3):
+        x, _, _ = _inputs((2, 6, 5, 4 + step), torch.float32, False)
+        norm_act(x, bn)
+        bn_act_ref(x, ref)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, name), getattr(ref, name), rtol=1e-6, atol=1e-6)
+
+
+def test_gradcheck_fp64():
+    bn = _bn(3, dtype=torch.float64)
+    x, r, _ = _inputs((2, 3, 4, 3), torch.float64, True)
+
+    args = (x.requires_grad_(), r.requires_grad_(), bn.weight.detach().clone().requires_grad_(),
+            bn.bias.detach().clone().requires_grad_())
+    del bn.weight, bn.bias     # plain tensors in their place: gradcheck's own reach the BN
+    bn.weight, bn.bias = args[2], args[3]
+    assert applies(bn, x, r)
+
+    def fn(x, r, w, b):
+        bn.weight, bn.bias = w, b
+        return norm_act(x, bn, r, True)
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_three_launches_each_way():
+    """Forward: the partials, the statistics (running ones updated in the kernel) and the
+    normalize + add + ReLU; backward: the BN backward's reduce, its row sums and its apply, with
+    the ReLU mask and the residual's gradient inside."""
+    from hrfast.kernels.launch import count_launches
+    bn = _bn(5)
+    x, r, dy = _inputs((2, 5, 4, 3), torch.float32, True)
+    x.requires_grad_()
+    with count_launches() as fwd:
+        y = norm_act(x, bn, r.requires_grad_(), True)
+    with count_launches() as bwd:
+        y.backward(dy)
+    assert (fwd.n, bwd.n) == (3, 3)
+
+
+def test_fallbacks_are_eager():
+    """Where the ops do not apply (eval mode, a BN without running statistics or affine, a
+    residual of another dtype or shape) norm_act is eager BN + add + ReLU."""
+    bn = _bn(4)
+    x, r, _ = _inputs((2, 4, 5, 3), torch.float32, True)
+    cases = [(copy.deepcopy(bn).eval(), x, r), (nn.BatchNorm2d(4, track_running_stats=False).to(DEV), x, None),
+             (nn.BatchNorm2d(4, affine=False).to(DEV), x, None), (bn, x, r.half()), (bn, x, r[:1])]
+    for b, xi, ri in cases:
+        assert not applies(b, xi, ri)
+        if ri is None or ri.shape == xi.shape:
+            torch.testing.assert_close(norm_act(xi, b, ri), bn_act_ref(xi, copy.deepcopy(b), ri), rtol=0, atol=0)
+
+
+def test_block_hook_compiles_fullgraph():
+    """A BasicBlock with the hook (both BNs, one with the residual), eager and under
+    torch.compile(fullgraph=True), against the block without it: output, gradients and
+    running statistics (updated once a step)."""
+    from hrfast.models.blocks import BasicBlock
+    torch.manual_seed(0)
+    plain = BasicBlock(8, 8).train().to(DEV, memory_format=CL)
+    fused = copy.deepcopy(plain)
+    assert install_norm_act(fused, impl=TritonNormAct()) == 1
+    x = torch.randn(2, 8, 6, 5, device=DEV).contiguous(memory_format=CL)
+    outs = []
+    for net in (torch.compile(fused, fullgraph=True), plain):
+        xi = x.clone().requires_grad_()
+        y = net(xi)
+        y.square().sum().backward()
+        outs.append([y, xi.grad] + [p.grad for p in net.parameters()] + list(net.buffers()))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert int(fused.bn1.num_batches_tracked) == 1
+
+
+def test_installed_by_device():
+    """install_norm_act picks the native op on the CPU and this one on CUDA; optimize(mode=
+    "training") installs it on CUDA and says so in its plan."""
+    from hrfast.ops.bn_act import HAS_OP, NormAct
+    assert isinstance(norm_act_for(torch.device("cpu")), NormAct) or not HAS_OP
+    if DEV.type != "cuda":
+        return
+    from hrfast import HRNet, optimize
+    assert isinstance(norm_act_for(DEV), TritonNormAct)
+    opt = optimize(HRNet.from_config("w18_small_128x96"), mode="training", compile=False, device=DEV)
+    assert "Triton: bn_partials, bn_stats, branch_sum" in opt.plan.report()
+    assert all(isinstance(m.norm_act_impl, TritonNormAct) for m in opt.modules() if hasattr(m, "norm_act_impl"))
