@@ -112,7 +112,8 @@ TRAINING_VARIANTS = ("eager fp32", "eager fp32, fused Adam", "optimize(mode='tra
 
 
 COMPILED_TRAINING = "optimize(mode='training'), compiled"
-# the optimized step with eager BN + add + ReLU instead of hrfast::bn_act: the fusion's share
+# the optimized step with eager BN + add + ReLU instead of the fused one (hrfast::bn_act on the
+# CPU, hrfast.ops.norm_act on CUDA): the fusion's share
 UNFUSED_BN_TRAINING = "optimize(mode='training'), BN unfused"
 
 
