@@ -4,52 +4,24 @@ opcheck, thread-count independence, and the hook in the model and in optimize(mo
 
 Tolerances: float32 against float64 is held to 2e-6 of each tensor's largest value (eager
 float32 lands at 1e-7 to 2e-6 on these shapes); bfloat16 to 2x eager bfloat16's error, the
-standard of every fast path. Inputs keep |x - mean| >= about 0.5 std and the residual small,
-so that no pre-ReLU value sits near 0: a rounding difference there flips the ReLU mask, which
-changes a gradient by a whole element and says nothing about the kernels.
+standard of every fast path. The cases keep pre-ReLU values away from 0
+(tests/norm_cases.py).
 """
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
+from norm_cases import CL, assert_running_statistics, make_bn, make_inputs, run_norm
 from torch import nn
 
 from hrfast.ops.bn_act import HAS_OP, applies, bn_act, bn_act_ref, install_norm_act
 
 pytestmark = pytest.mark.skipif(not HAS_OP, reason="hrfast._C not built (or built before bn_act)")
-CL = torch.channels_last
 
 # minimal (one channel, six rows), odd (channels and chunks that fill no vector or chunk), and a
 # real W32 branch shape at batch 2
 SHAPES = [(1, 1, 2, 3), (3, 5, 7, 3), (2, 17, 13, 11), (2, 32, 64, 48)]
-
-
-def _bn(c: int, momentum=0.1) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c, momentum=momentum)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.normal_(0, 0.1)
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2)
-    return bn
-
-
-def _inputs(shape, dtype, residual: bool):
-    g = torch.Generator().manual_seed(hash(shape) % 1000)
-    x = torch.randn(shape, generator=g)
-    x = (x.sign() * (x.abs() + 0.5) * 2 + 1).to(dtype).contiguous(memory_format=CL)
-    r = (torch.randn(shape, generator=g) * 0.01).to(dtype).contiguous(memory_format=CL) if residual else None
-    return x, r, torch.randn(shape, generator=g).to(dtype)
-
-
-def _run(fn, bn, x, r, dy, relu):
-    x = x.detach().requires_grad_()
-    r = r.detach().requires_grad_() if r is not None else None
-    bn.zero_grad()
-    y = fn(x, bn, r, relu)
-    y.backward(dy)
-    return [y, x.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if r is not None else [])
 
 
 def _errors(got, ref):
@@ -60,12 +32,12 @@ def _errors(got, ref):
 @pytest.mark.parametrize("residual,relu", [(False, True), (True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_values_and_gradients(shape, residual, relu, dtype):
-    bn = _bn(shape[1])
-    x, r, dy = _inputs(shape, dtype, residual)
-    ref = _run(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
+    bn = make_bn(shape[1])
+    x, r, dy = make_inputs(shape, dtype, residual)
+    ref = run_norm(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
                relu)
-    got = _errors(_run(bn_act, copy.deepcopy(bn), x, r, dy, relu), ref)
-    eager = _errors(_run(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref)
+    got = _errors(run_norm(bn_act, copy.deepcopy(bn), x, r, dy, relu), ref)
+    eager = _errors(run_norm(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref)
     for name, e, base in zip(["y", "dx", "dweight", "dbias", "dresidual"], got, eager):
         bound = 2e-6 if dtype == torch.float32 else 2 * base + 1e-6
         assert e <= bound, f"{name}: error {e:.2e} against float64 (eager {base:.2e})"
@@ -73,27 +45,18 @@ def test_values_and_gradients(shape, residual, relu, dtype):
 
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_running_statistics(momentum):
-    """Running mean and (unbiased) variance and num_batches_tracked as nn.BatchNorm2d updates
-    them, over three steps (momentum None: the cumulative average)."""
-    bn = _bn(6, momentum)
-    ref = copy.deepcopy(bn)
-    for step in range(3):
-        x, _, _ = _inputs((2, 6, 5, 4 + step), torch.float32, False)
-        bn_act(x, bn)
-        bn_act_ref(x, ref)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(bn, name), getattr(ref, name), rtol=1e-6, atol=1e-6)
+    assert_running_statistics(bn_act, bn_act_ref, momentum)
 
 
 def test_same_result_on_any_thread_count():
     """Statistics are summed in fixed chunks in chunk order: one thread and two agree bit for bit."""
-    x, r, dy = _inputs((2, 32, 40, 24), torch.bfloat16, True)
-    bn, threads = _bn(32), torch.get_num_threads()
+    x, r, dy = make_inputs((2, 32, 40, 24), torch.bfloat16, True)
+    bn, threads = make_bn(32), torch.get_num_threads()
     outs = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            outs.append(_run(bn_act, copy.deepcopy(bn), x, r, dy, True))
+            outs.append(run_norm(bn_act, copy.deepcopy(bn), x, r, dy, True))
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*outs):
@@ -103,8 +66,8 @@ def test_same_result_on_any_thread_count():
 def test_fallbacks_are_the_reference():
     """Where the kernels do not apply (eval mode, NCHW, float64, a BN without running
     statistics, a residual of another dtype) bn_act is the eager twin."""
-    bn = _bn(4)
-    x, r, _ = _inputs((2, 4, 5, 3), torch.float32, True)
+    bn = make_bn(4)
+    x, r, _ = make_inputs((2, 4, 5, 3), torch.float32, True)
     assert applies(bn, x, r)
     cases = [(copy.deepcopy(bn).eval(), x, r), (bn, x.contiguous(), None),
              (copy.deepcopy(bn).double(), x.double(), None),
@@ -116,7 +79,7 @@ def test_fallbacks_are_the_reference():
 
 
 def test_bad_arguments_name_the_argument():
-    x, _, _ = _inputs((2, 4, 3, 3), torch.float32, False)
+    x, _, _ = make_inputs((2, 4, 3, 3), torch.float32, False)
     w = torch.ones(4)
     with pytest.raises(RuntimeError, match="bn_act: x must be a channels_last"):
         torch.ops.hrfast.bn_act(x.contiguous(), None, w, w, w, w, 1e-5, True)
@@ -128,7 +91,7 @@ def test_bad_arguments_name_the_argument():
 
 def _samples():
     for dtype in (torch.float32, torch.bfloat16):
-        x, r, dy = _inputs((2, 5, 4, 3), dtype, True)
+        x, r, dy = make_inputs((2, 5, 4, 3), dtype, True)
         w, b = torch.rand(5) + 0.5, torch.randn(5)
         mean, var = x.float().mean((0, 2, 3)), x.float().var((0, 2, 3), unbiased=False)
         for res, relu in ((r, True), (None, True), (r, False)):

@@ -5,14 +5,15 @@ and in optimize's plan. On CUDA when there is a GPU, else in Triton's CPU interp
 
 Tolerances: float32 against float64 is held to 2e-6 of each tensor's largest value (eager
 float32 lands at 1e-7 to 2e-6); bfloat16 and float16 to 2x eager's error in the same dtype,
-the standard of every fast path. Inputs keep |x - mean| >= about 0.5 std and the residual
-small, so no pre-ReLU value sits near 0, where one rounding flips the mask.
+the standard of every fast path. The cases keep pre-ReLU values away from 0
+(tests/norm_cases.py).
 """
 import copy
 import os
 
 import pytest
 import torch
+from norm_cases import CL, assert_running_statistics, make_bn, make_inputs, run_norm
 from torch import nn
 
 from hrfast.kernels.launch import HAS_TRITON
@@ -23,7 +24,6 @@ DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = pytest.mark.skipif(
     not HAS_TRITON or not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()),
     reason="the Triton ops need a GPU or TRITON_INTERPRET=1")
-CL = torch.channels_last
 
 # minimal (one channel), odd (sizes that fill no tile), and a W32 branch at batch 2 (on the GPU
 # only: the interpreter takes minutes on it)
@@ -31,30 +31,11 @@ SHAPES = [(1, 1, 2, 3), (3, 5, 7, 3), (2, 17, 13, 11)] + ([(2, 32, 64, 48)] if D
 
 
 def _bn(c: int, momentum=0.1, dtype=torch.float32) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(c, momentum=momentum)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.normal_(0, 0.1)
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2)
-    return bn.to(DEV, dtype)
+    return make_bn(c, momentum, DEV, dtype)
 
 
 def _inputs(shape, dtype, residual: bool, fmt=CL):
-    g = torch.Generator().manual_seed(hash(shape) % 1000)
-    x = torch.randn(shape, generator=g)
-    x = (x.sign() * (x.abs() + 0.5) * 2 + 1).to(DEV, dtype).contiguous(memory_format=fmt)
-    r = (torch.randn(shape, generator=g) * 0.01).to(DEV, dtype).contiguous(memory_format=fmt) if residual else None
-    return x, r, torch.randn(shape, generator=g).to(DEV, dtype)
-
-
-def _run(fn, bn, x, r, dy, relu):
-    x = x.detach().requires_grad_()
-    r = r.detach().requires_grad_() if r is not None else None
-    bn.zero_grad()
-    y = fn(x, bn, r, relu)
-    y.backward(dy)
-    return [y, x.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if r is not None else [])
+    return make_inputs(shape, dtype, residual, DEV, fmt)
 
 
 def _errors(got, ref, x, dy):
@@ -77,11 +58,11 @@ def test_values_and_gradients(shape, residual, relu, dtype, fmt, tf32_off):
     bn = _bn(shape[1])
     x, r, dy = _inputs(shape, dtype, residual, fmt)
     assert applies(bn, x, r)
-    ref = _run(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
+    ref = run_norm(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
                relu)
-    got = _run(norm_act, copy.deepcopy(bn), x, r, dy, relu)
+    got = run_norm(norm_act, copy.deepcopy(bn), x, r, dy, relu)
     assert got[0].dtype == dtype and got[0].stride() == x.stride()
-    eager = _errors(_run(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref, x, dy)
+    eager = _errors(run_norm(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref, x, dy)
     for name, e, base in zip(["y", "dx", "dweight", "dbias", "dresidual"], _errors(got, ref, x, dy), eager):
         bound = 2e-6 if dtype == torch.float32 else 2 * base + 1e-6
         assert e <= bound, f"{name}: error {e:.2e} against float64 (eager {base:.2e})"
@@ -89,16 +70,7 @@ def test_values_and_gradients(shape, residual, relu, dtype, fmt, tf32_off):
 
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_running_statistics(momentum):
-    """Running mean and (unbiased) variance and num_batches_tracked as nn.BatchNorm2d updates
-    them, over three steps (momentum None: the cumulative average)."""
-    bn = _bn(6, momentum)
-    ref = copy.deepcopy(bn)
-    for step in range(3):
-        x, _, _ = _inputs((2, 6, 5, 4 + step), torch.float32, False)
-        norm_act(x, bn)
-        bn_act_ref(x, ref)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(bn, name), getattr(ref, name), rtol=1e-6, atol=1e-6)
+    assert_running_statistics(norm_act, bn_act_ref, momentum, DEV)
 
 
 def test_gradcheck_fp64():
