@@ -263,6 +263,7 @@ image)
     (cd "$src" && "$venv/bin/python" -c "import sys, torch, triton, numpy; from hrfast._extension import has_cuda_ops
 print(f'python {sys.version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}, numpy {numpy.__version__}, CUDA ops {has_cuda_ops()}')") \
         | tee -a "$OUT/summary.txt"
+    echo "gpu_session: the suite under these versions (about 6 minutes on 2 cores): $OUT/image_tests.log"
     (cd "$src" && TRITON_INTERPRET=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfE tests \
         --deselect tests/test_packaging.py "$@") > "$OUT/image_tests.log" 2>&1 || rc=$?
     tail -1 "$OUT/image_tests.log" | tee -a "$OUT/summary.txt"
