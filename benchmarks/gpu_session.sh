@@ -49,9 +49,11 @@ OUT=${OUT:-outputs/gpu}
 # The tests that touch the GPU: the Triton files run every case on CUDA when it is there, the
 # native ops' files hold their CUDA cases beside the CPU ones, and two footage tests are CUDA's
 # (test_optimize.py has none: CI runs it).
-GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_train_step.py tests/test_norm_act.py tests/test_targets.py tests/test_decode.py
+# test_norm_act.py last: xdist hands tests out in this order, so a run cut by its cap loses the
+# newest cases, not the units' and the native ops'.
+GPU_TESTS=(tests/test_fused_ops.py tests/test_fused_exchange.py tests/test_train_step.py tests/test_targets.py tests/test_decode.py
            tests/test_nms.py tests/test_heatmap_loss.py tests/test_footage.py::test_device_crops_equal_opencv_crops
-           tests/test_footage.py::test_pose_estimator_on_cuda_equals_the_cpu)
+           tests/test_footage.py::test_pose_estimator_on_cuda_equals_the_cpu tests/test_norm_act.py)
 [ -n "${TESTS:-}" ] && read -r -a GPU_TESTS <<< "$TESTS"   # a dry run's own selection
 mkdir -p "$OUT"
 PY=${PY:-python3}
