@@ -34,7 +34,7 @@ from .engine.evaluate import evaluate_checkpoint, format_stats
 from .engine.train import train
 from .extras import EXTRAS, MissingExtra
 from .inference import inference_settings
-from .kernels.launch import HAS_TRITON, TRITON_NEEDED, triton_runs_on
+from .kernels.launch import HAS_TRITON, TRITON_NEEDED, interpreter_problem, triton_runs_on
 from .models import HRNet, build_model, family_configs
 from .ops.decode import METHODS as DECODE_METHODS
 from .outputs import check_output_dir, check_output_file
@@ -56,12 +56,14 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "w32_256x192",
                         + (backend_default or "the config's HRFAST.BACKEND, auto") + ")")
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def environment_lines() -> List[str]:
+    """What ``hrfast info`` says of the installation before the configs: versions, the native
+    ops, the optional packages, and a Triton interpreter that cannot run the kernels."""
     built = f", built against torch {built_against()}" if built_against() else ""
-    print(f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
-          f"(on {parallel_threads()} of {torch.get_num_threads()} threads{built})  "
-          f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
-          f"CPU native bf16: {cpu_has_native_bf16()}")
+    lines = [f"hrfast {__version__}  torch {torch.__version__}  C++ ops: {HAS_EXTENSION}  "
+             f"(on {parallel_threads()} of {torch.get_num_threads()} threads{built})  "
+             f"CUDA ops: {has_cuda_ops()}  CUDA device: {torch.cuda.is_available()}  "
+             f"CPU native bf16: {cpu_has_native_bf16()}"]
     # the optional packages behind optimize's paths and bench's rows
     optional = {"triton": "fused exchange units (CUDA)", "torchao": "optimize(dtype='int8', runtime='torch')",
                 "nncf": "optimize(dtype='int8') on OpenVINO",
@@ -72,7 +74,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             found.append(f"{pkg} {importlib.metadata.version(pkg)} ({use})")
         except importlib.metadata.PackageNotFoundError:
             found.append(f"{pkg} not installed ({use}: pip install 'hrfast[{EXTRAS[pkg][1]}]')")
-    print("optional: " + "; ".join(found))
+    lines.append("optional: " + "; ".join(found))
+    problem = interpreter_problem() if os.environ.get("TRITON_INTERPRET") == "1" else None
+    if problem:
+        lines.append(f"TRITON_INTERPRET=1: {problem}")
+    return lines
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print("\n".join(environment_lines()))
     print(f"{'config':<36} {'input (WxH)':>12} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}")
     for name in available_configs() + family_configs():
         with torch.device("meta"):   # shapes only: no weights allocated, no arithmetic done

@@ -327,6 +327,11 @@ def test_an_interpreter_that_cannot_run_the_kernels_is_named(monkeypatch):
     with pytest.raises(RuntimeError, match=r"^branch_sum: Triton 3\.6\.0's CPU interpreter .* NumPy 2\.5\.2: "
                                            r"install 'numpy<2\.4' or 'triton>=3\.7'$"):
         branch_sum(rand(1, 2, 4, 4), [rand(1, 2, 2, 2)], [2], [Affine()], [False], True)
+    from hrfast.cli import environment_lines
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert environment_lines()[-1].startswith("TRITON_INTERPRET=1: Triton 3.6.0's CPU interpreter cannot run")
+    monkeypatch.setattr(numpy, "__version__", "2.3.5")
+    assert not environment_lines()[-1].startswith("TRITON_INTERPRET")   # hrfast info says nothing then
 
 
 def test_upsample_code_takes_members_and_ints_and_names_a_bad_one():
