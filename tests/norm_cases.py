@@ -56,3 +56,15 @@ def assert_running_statistics(fn, ref_fn, momentum, device="cpu"):
         ref_fn(x, ref)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(bn, name), getattr(ref, name), rtol=1e-6, atol=1e-6)
+
+
+def block_step_outputs(nets, x):
+    """For each net: [y, dx, every parameter's gradient, every buffer] after one forward and
+    ``y.square().sum()`` backward on a fresh copy of x (the block-under-compile tests)."""
+    outs = []
+    for net in nets:
+        xi = x.clone().requires_grad_()
+        y = net(xi)
+        y.square().sum().backward()
+        outs.append([y, xi.grad] + [p.grad for p in net.parameters()] + list(net.buffers()))
+    return outs

@@ -12,10 +12,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from norm_cases import CL, assert_running_statistics, make_bn, make_inputs, run_norm
+from norm_cases import CL, assert_running_statistics, block_step_outputs, make_bn, make_inputs, run_norm
 from torch import nn
 
-from hrfast.ops.bn_act import HAS_OP, applies, bn_act, bn_act_ref, install_norm_act
+from hrfast.ops.bn_act import HAS_OP, applies, bn_act, bn_act_ref
+from hrfast.ops.norm_act import install_norm_act
 
 pytestmark = pytest.mark.skipif(not HAS_OP, reason="hrfast._C not built (or built before bn_act)")
 
@@ -142,13 +143,7 @@ def test_compiles_fullgraph_with_running_statistics():
     install_norm_act(block)
     eager = copy.deepcopy(block)
     x = torch.randn(2, 8, 6, 5).contiguous(memory_format=CL)
-    outs = []
-    for net in (torch.compile(block, fullgraph=True), eager):
-        xi = x.clone().requires_grad_()
-        y = net(xi)
-        y.square().sum().backward()
-        outs.append([y, xi.grad] + [p.grad for p in net.parameters()] + list(net.buffers()))
-    for a, b in zip(*outs):
+    for a, b in zip(*block_step_outputs((torch.compile(block, fullgraph=True), eager), x)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert int(block.bn1.num_batches_tracked) == 1
 

@@ -13,12 +13,12 @@ import os
 
 import pytest
 import torch
-from norm_cases import CL, assert_running_statistics, make_bn, make_inputs, run_norm
+from norm_cases import CL, assert_running_statistics, block_step_outputs, make_bn, make_inputs, run_norm
 from torch import nn
 
 from hrfast.kernels.launch import HAS_TRITON
-from hrfast.ops.bn_act import bn_act_ref, install_norm_act, norm_act_for
-from hrfast.ops.norm_act import TritonNormAct, applies, norm_act
+from hrfast.ops.bn_act import bn_act_ref
+from hrfast.ops.norm_act import TritonNormAct, applies, install_norm_act, norm_act, norm_act_for
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = pytest.mark.skipif(
@@ -127,13 +127,7 @@ def test_block_hook_compiles_fullgraph():
     fused = copy.deepcopy(plain)
     assert install_norm_act(fused, impl=TritonNormAct()) == 1
     x = torch.randn(2, 8, 6, 5, device=DEV).contiguous(memory_format=CL)
-    outs = []
-    for net in (torch.compile(fused, fullgraph=True), plain):
-        xi = x.clone().requires_grad_()
-        y = net(xi)
-        y.square().sum().backward()
-        outs.append([y, xi.grad] + [p.grad for p in net.parameters()] + list(net.buffers()))
-    for a, b in zip(*outs):
+    for a, b in zip(*block_step_outputs((torch.compile(fused, fullgraph=True), plain), x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert int(fused.bn1.num_batches_tracked) == 1
 

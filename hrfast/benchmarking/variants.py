@@ -12,7 +12,7 @@ from torch import nn
 from ..deploy import make_plan, optimize
 from ..device import cpu_has_native_bf16
 from ..engine.optim import build_optimizer
-from ..ops.bn_act import install_norm_act
+from ..ops.norm_act import install_norm_act
 from .measure import peak_memory_mib, synchronize
 
 INFERENCE_VARIANTS = ("eager fp32", "eager AMP", "torch.compile", "optimize torch fp32", "optimize torch", "optimize")

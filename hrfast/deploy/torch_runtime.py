@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..kernels.launch import HAS_TRITON
-from ..ops.bn_act import install_norm_act
+from ..ops.norm_act import install_norm_act
 from .fold import fold_batchnorm
 from .model import CudaGraphNet, OptimizedModel
 from .plan import Plan, dtype_name

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..ops.bn_act import install_norm_act
+from ..ops.norm_act import install_norm_act
 from ..outputs import json_text
 from ..safe_load import load_checkpoint
 from .checkpoint import atomic_save

@@ -38,8 +38,8 @@ from ..config import Config
 from ..device import apply_cudnn_settings
 from ..inference import inference_settings
 from ..models import HRNet
-from ..ops.bn_act import install_norm_act
 from ..ops.heatmap_loss import joints_mse_loss
+from ..ops.norm_act import install_norm_act
 from ..ops.targets import gaussian_targets
 from ..outputs import json_text, write_json, write_text
 from ..safe_load import load_checkpoint

@@ -6,8 +6,9 @@ so that state_dict keys line up with its checkpoints.
 Fusion hook: every BN that a ReLU follows (with the residual add between them at the end of a
 block) goes through :func:`norm_act`. A module's ``norm_act_impl`` is None (the reference: BN,
 add, ReLU as three modules) or an object with ``applies(bn, x, residual) -> bool`` and
-``__call__(x, bn, residual, relu)`` that computes the same (``hrfast.ops.bn_act`` installs
-one for CPU training). Parameters and state_dict keys never change with it.
+``__call__(x, bn, residual, relu)`` that computes the same (``hrfast.ops.norm_act.
+install_norm_act`` installs one for training on the CPU or CUDA). Parameters and state_dict
+keys never change with it.
 """
 from __future__ import annotations
 

@@ -15,9 +15,10 @@ gradient statistics, its input gradient), each reading or writing a full tensor.
 On W32's branch shapes at batch 8 in bf16 (tensors of 0.2-1.5 MiB) that measured 1.1-3.5x
 eager's speed, forward and backward; on 12 MiB tensors, bound by memory traffic, 1.0-2.1x
 (``benchmarks/bn_act.py``, ``benchmarks/RESULTS.md``). ``bn_act_ref`` is the eager twin with the same signature.
-``install_norm_act`` sets the hook of :mod:`hrfast.models.blocks` (the blocks and the stem):
-this op on the CPU, :mod:`hrfast.ops.norm_act` (the same fusion on Triton's ops) on CUDA.
-``hrfast.optimize(mode="training")`` does it on both, the pose ``hrfast train`` on the CPU.
+:class:`NormAct` is the hook of :mod:`hrfast.models.blocks` (the blocks and the stem) on this
+op; ``hrfast.ops.norm_act.install_norm_act`` installs it for a model on the CPU (and the same
+fusion on Triton's ops for one on CUDA). ``hrfast.optimize(mode="training")`` does it on both,
+the pose ``hrfast train`` on the CPU.
 
 Shapes: x, residual and the result (N, C, H, W) channels_last, float32 or bfloat16 (autocast);
 the BN's parameters and statistics float32 (C,).
@@ -45,11 +46,17 @@ def bn_act_ref(x: torch.Tensor, bn: nn.BatchNorm2d, residual: Optional[torch.Ten
     return torch.relu(out) if relu else out
 
 
+def fusable_bn(bn: nn.Module) -> bool:
+    """A train-mode affine ``nn.BatchNorm2d`` (not a subclass such as SyncBatchNorm) with running
+    statistics: what both fused forms (this op, :mod:`hrfast.ops.norm_act`) compute."""
+    return type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+
+
 def applies(bn: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> bool:
     """Whether :func:`bn_act` runs the native kernels for these arguments (else the twin): a
-    train-mode affine ``BatchNorm2d`` with running statistics and float32 parameters, and CPU
-    channels_last activations in float32 or bfloat16 (the residual alike)."""
-    if not (HAS_OP and type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats):
+    :func:`fusable_bn` with float32 parameters, and CPU channels_last activations in float32 or
+    bfloat16 (the residual alike)."""
+    if not (HAS_OP and fusable_bn(bn)):
         return False
     if bn.weight.dtype != torch.float32 or bn.running_mean.dtype != torch.float32:
         return False
@@ -83,32 +90,6 @@ class NormAct:
 
     def __call__(self, x, bn, residual=None, relu=True):
         return bn_act(x, bn, residual, relu)
-
-
-def norm_act_for(device: torch.device):
-    """The ``norm_act_impl`` hook for a model on ``device``, or None where none runs: this
-    module's native op on the CPU, the Triton ops of :mod:`hrfast.ops.norm_act` on CUDA."""
-    if device.type == "cpu":
-        return NormAct() if HAS_OP else None
-    from ..kernels.launch import HAS_TRITON, triton_runs_on
-    if HAS_TRITON and triton_runs_on(device):
-        from .norm_act import TritonNormAct
-        return TritonNormAct()
-    return None
-
-
-def install_norm_act(model: nn.Module, enabled: bool = True, impl=None) -> int:
-    """Set (or, with ``enabled=False``, clear) the BN + ReLU hook of every block and stem of
-    ``model``: ``impl``, or by default :func:`norm_act_for` the device of the model's
-    parameters. Returns how many modules have it."""
-    if enabled and impl is None:
-        param = next(model.parameters(), None)
-        impl = norm_act_for(param.device if param is not None else torch.device("cpu"))
-    impl = impl if enabled else None
-    mods = [m for m in model.modules() if hasattr(m, "norm_act_impl")]
-    for m in mods:
-        m.norm_act_impl = impl
-    return len(mods) if impl is not None else 0
 
 
 def _channels(x, t, name):
