@@ -9,6 +9,14 @@ if not torch.cuda.is_available():
     # before triton is first imported: plain `pytest` then runs the Triton suites as `make test`.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist the workers share the cores: each takes its share of the intra-op
+    # threads (and so do the processes it starts), or N workers x all cores' OpenMP threads
+    # oversubscribe them and spin against each other.
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
+    torch.set_num_threads(_share)
+
 REPO = Path(__file__).resolve().parent.parent
 COCO_MINI = REPO / "data" / "coco-mini"
 # The official W32 state_dict listing: from ../shared (CI layout) or a copy in tests/data.
