@@ -11,11 +11,19 @@ initial weights, in interleaved rounds (:func:`hrfast.benchmarking.measure_inter
 
 ``--profile`` adds where each variant's step spends its time (``torch.profiler``, self CPU time
 of the ops, grouped: convolutions, BN, elementwise, loss, optimizer, copies and casts).
+``--onednn`` adds what oneDNN itself runs in one step of the optimize variant on the CPU: its
+primitives by kind, propagation and implementation, with oneDNN's own times (its verbose log),
+so a slow convolution shows which of oneDNN's kernels it got.
 
 Usage: python benchmarks/training_step.py [--config w32_256x192] [--batch 8] [--iters 5] [--no-compile] [--profile]
+                                         [--onednn]
 """
 import argparse
+import collections
 import copy
+import os
+import sys
+import tempfile
 
 import torch
 
@@ -79,6 +87,43 @@ def profile_table(config: str, batch: int, device, variants) -> str:
     return markdown_table(heads, rows)
 
 
+def onednn_log(step) -> str:
+    """oneDNN's verbose lines of one ``step`` (after two untimed ones). oneDNN prints them from
+    C to file descriptor 1, so that descriptor goes to a file for the step."""
+    step()
+    step()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile("w+") as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                step()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        return log.read()
+
+
+def onednn_table(log: str) -> str:
+    """The ``exec`` lines of a oneDNN verbose log summed by (kind, propagation, implementation):
+    calls, ms and share of oneDNN's time. Fields of a line: onednn_verbose, v1, primitive, exec,
+    engine, kind, implementation, propagation, ..., time in ms (last)."""
+    calls, ms = collections.Counter(), collections.Counter()
+    for line in log.splitlines():
+        f = line.strip().split(",")
+        if len(f) > 8 and f[0] == "onednn_verbose" and f[3] == "exec":
+            key = (f[5], f[7], f[6])
+            calls[key] += 1
+            ms[key] += float(f[-1])
+    total = sum(ms.values()) or 1.0
+    rows = [[*key, str(calls[key]), f"{ms[key]:.1f}", f"{ms[key] / total:.0%}"]
+            for key in sorted(ms, key=ms.get, reverse=True)]
+    rows.append(["all", "", "", str(sum(calls.values())), f"{total:.1f}", "100%"])
+    return markdown_table(["primitive", "propagation", "implementation", "calls", "ms", "share"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="w32_256x192")
@@ -87,6 +132,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled variant")
     ap.add_argument("--profile", action="store_true", help="also: each variant's step by op group")
+    ap.add_argument("--onednn", action="store_true", help="also: oneDNN's primitives in one optimize step (CPU)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     variants = TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,) + (() if args.no_compile else (COMPILED_TRAINING,))
@@ -100,6 +146,12 @@ def main() -> None:
     if args.profile:
         print("\nWhere a step's time goes (ms per step, self CPU time of the ops, torch.profiler):\n")
         print(profile_table(args.config, args.batch, dev, TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,)))
+    if args.onednn and dev.type == "cpu":
+        torch.manual_seed(0)
+        step = training_variant(HRNet.from_config(args.config), "optimize(mode='training')", args.batch, dev)
+        print("\nWhat oneDNN runs in one optimize(mode='training') step (its verbose log; ms are oneDNN's "
+              "own times):\n")
+        print(onednn_table(onednn_log(step)))
 
 
 if __name__ == "__main__":

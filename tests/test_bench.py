@@ -239,3 +239,29 @@ def test_video_pipeline_benchmark_runs(tmp_path, monkeypatch):
         assert f"| {stage} |" in text, stage
     people = int(text.split("6 frames, ")[1].split(" people")[0])
     assert people > 0
+
+
+def test_onednn_table_sums_what_onednn_ran_in_a_step(monkeypatch):
+    """benchmarks/training_step.py --onednn: the verbose lines of a real oneDNN convolution are
+    captured from file descriptor 1 and summed by primitive, propagation and implementation;
+    lines that are not exec records (oneDNN's info header, create records) count for nothing."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import training_step
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 16, 16).to(memory_format=torch.channels_last).requires_grad_()
+
+    def step():
+        conv(x).sum().backward()
+
+    log = training_step.onednn_log(step)
+    table = training_step.onednn_table(log)
+    assert "| convolution | forward_training |" in table and "| convolution | backward_data |" in table
+    fake = ("onednn_verbose,v1,info,oneDNN v3\n"
+            "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,brg,forward_training,src,,x,0.5\n"
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,brg,forward_training,src,,x,1.5\n"
+            "onednn_verbose,v1,primitive,exec,cpu,convolution,brg,forward_training,src,,x,2.5\n"
+            "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src,,x,1.0\n")
+    rows = training_step.onednn_table(fake).splitlines()[2:]
+    assert rows == ["| convolution | forward_training | brg | 2 | 4.0 | 80% |",
+                    "| reorder | undef | jit:uni | 1 | 1.0 | 20% |",
+                    "| all |  |  | 3 | 5.0 | 100% |"]
