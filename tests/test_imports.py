@@ -148,3 +148,14 @@ def test_a_triton_older_than_3_6_counts_as_none():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     expected = "False backend='triton' needs Triton 3.6 or newer (pip install 'hrfast[triton]')"
     assert r.stdout.strip() == expected, r.stderr
+
+
+def test_import_hrfast_leaves_dynamo_and_inductor_unimported():
+    """`import hrfast` (and so `hrfast --help`) is the first thing a user waits for: Dynamo and
+    Inductor add about two seconds to it on a small CPU, and only compiling needs them."""
+    import subprocess
+    import sys
+    code = ("import sys, hrfast, hrfast.cli\n"
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -166,3 +166,34 @@ def test_fake_impl_checks_what_the_kernel_checks(shapes, match):
         joints, visible = (mode.from_tensor(torch.zeros(s)) for s in shapes)
         with pytest.raises(Exception, match=match):
             torch.ops.hrfast.gaussian_targets(joints, visible, [192, 256], [48, 64], 2.0, "msra", torch.empty(0))
+
+
+def test_constant_under_compile_sets_what_the_public_decorator_sets():
+    """hrfast marks the msra window constant for Dynamo without importing Dynamo at import time;
+    the mark must stay the one torch.compiler.assume_constant_result makes."""
+    from hrfast.ops.targets import constant_under_compile
+
+    def public():
+        pass
+
+    def ours():
+        pass
+
+    torch.compiler.assume_constant_result(public)
+    constant_under_compile(ours)
+    assert vars(public) == vars(ours) == {"_dynamo_marked_constant": True}
+
+
+def test_the_msra_window_is_a_constant_under_compile():
+    """Traced, numpy's exp would become torch's and the window could lose bit-identity; marked
+    constant, the compiled graph holds the window itself and computes no exp."""
+    from hrfast.ops.targets import _numpy_msra_window
+    targets = []
+
+    def backend(gm, example_inputs):
+        targets.extend(str(node.target) for node in gm.graph.nodes)
+        return gm
+
+    out = torch.compile(lambda s: msra_window(1.5) * s, backend=backend, fullgraph=True)(torch.tensor(2.0))
+    assert torch.equal(out, _numpy_msra_window(1.5) * 2)
+    assert targets and not [t for t in targets if "exp" in t], targets

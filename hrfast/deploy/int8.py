@@ -8,7 +8,6 @@ import logging
 from typing import List
 
 import torch
-import torch._inductor.config as inductor_config
 from torch import nn
 
 from ..extras import require
@@ -104,7 +103,9 @@ def quantize_int8(net: nn.Module, calibration, keep_float=("conv1", "final_layer
 def _frozen_call():
     # passed as a compile option, freezing meets the quantized graph's weight prepacking under
     # fake tensors and fails (torch 2.13); the global switch, held around every call
-    # (recompiles included), works
+    # (recompiles included), works. Imported here: Inductor's config imports Dynamo, a second
+    # of `import hrfast` that most programs never use.
+    import torch._inductor.config as inductor_config
     with torch.no_grad(), inductor_config.patch(freezing=True):
         yield
 

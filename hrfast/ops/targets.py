@@ -36,9 +36,18 @@ def _numpy_msra_window(sigma: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32))
 
 
+def constant_under_compile(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without importing Dynamo, which would add
+    a second to every ``import hrfast`` (the CLI's --help included): the public decorator only
+    sets this attribute, which Dynamo reads when it traces a call of ``fn``
+    (tests/test_targets.py checks that the public decorator still sets exactly this)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # Under torch.compile this runs eagerly and its result is a constant: traced, numpy's exp would
 # become torch's exp and lose bit-identity.
-@torch.compiler.assume_constant_result
+@constant_under_compile
 def _msra_window_cpu(sigma: float) -> torch.Tensor:
     if sigma not in _WINDOWS:
         _WINDOWS[sigma] = _numpy_msra_window(sigma)
