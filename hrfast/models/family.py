@@ -57,6 +57,8 @@ class HRNetClassifier(HRNetBackbone):
 
     def init_weights(self) -> None:
         """The classification repository's: convs He-normal (fan out), BN weight 1 bias 0."""
+        if next(self.parameters()).is_meta:
+            return      # built for its shapes only (`hrfast info`): no values to fill
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -145,6 +145,8 @@ class HRNetBackbone(nn.Module):
 
     def init_weights(self) -> None:
         """Official initialization: conv weights N(0, 0.001), conv biases 0, BN weight 1 bias 0."""
+        if next(self.parameters()).is_meta:
+            return      # built for its shapes only (`hrfast info`): no values to fill
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.001)
