@@ -9,7 +9,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 # pytest-xdist workers for `make test`: one per core, at most 4 (the suite's largest file takes
-# about a tenth of its time, so more workers would wait on it; each takes its share of threads).
+# about a sixth of its time, so more workers would wait on it; each takes its share of threads).
 TEST_WORKERS ?= $(shell n=$$(nproc 2> /dev/null || getconf _NPROCESSORS_ONLN 2> /dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 # What to install is listed once, in pyproject.toml: the build requirements, the dependencies
 # and the extras, read here without torch (installed first, alone). $(call REQS,<extra>)
