@@ -75,7 +75,7 @@ def environment_lines() -> List[str]:
         except importlib.metadata.PackageNotFoundError:
             found.append(f"{pkg} not installed ({use}: pip install 'hrfast[{EXTRAS[pkg][1]}]')")
     lines.append("optional: " + "; ".join(found))
-    problem = interpreter_problem() if os.environ.get("TRITON_INTERPRET") == "1" else None
+    problem = interpreter_problem()
     if problem:
         lines.append(f"TRITON_INTERPRET=1: {problem}")
     return lines

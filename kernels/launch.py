@@ -120,11 +120,12 @@ def triton_runs_on(device: torch.device) -> bool:
 
 
 def interpreter_problem() -> Optional[str]:
-    """Why Triton's CPU interpreter cannot run hrfast's kernels with the installed packages
-    (one line), or None. Triton 3.6's interpreter (the GPU image's Triton) turns an int inside
-    a tuple argument into a 1-element array and reads it back with ``int()``, which NumPy 2.4
-    and newer refuse ("only 0-dimensional arrays can be converted"); 3.7 squeezes it first."""
-    if not HAS_TRITON:
+    """Why Triton's CPU interpreter, where chosen (``TRITON_INTERPRET=1``), cannot run hrfast's
+    kernels with the installed packages (one line), or None. Triton 3.6's interpreter (the GPU
+    image's Triton) turns an int inside a tuple argument into a 1-element array and reads it
+    back with ``int()``, which NumPy 2.4 and newer refuse ("only 0-dimensional arrays can be
+    converted"); 3.7 squeezes it first."""
+    if not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1":
         return None
     import numpy
     if Version(triton.__version__).release[:2] < (3, 7) and Version(numpy.__version__).release[:2] >= (2, 4):

@@ -30,7 +30,7 @@ def pytest_report_header(config):
     """A Triton interpreter that cannot run the kernels is named at the top of the run, not only
     in each failing test (hrfast.kernels.launch.interpreter_problem)."""
     from hrfast.kernels.launch import interpreter_problem
-    problem = interpreter_problem() if os.environ.get("TRITON_INTERPRET") == "1" else None
+    problem = interpreter_problem()
     return [f"WARNING: {problem}"] if problem else []
 
 

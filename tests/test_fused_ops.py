@@ -318,6 +318,9 @@ def test_an_interpreter_that_cannot_run_the_kernels_is_named(monkeypatch):
     import triton
 
     from hrfast.kernels import launch
+    # CPU tensors under the interpreter on any machine: on a GPU machine DEV's tensors would
+    # take the compiled path, where the interpreter's problem does not apply
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     for tv, nv, bad in [("3.6.0", "2.4.0", True), ("3.6.0", "2.3.5", False), ("3.7.0", "2.5.2", False)]:
         monkeypatch.setattr(triton, "__version__", tv)
         monkeypatch.setattr(numpy, "__version__", nv)
@@ -326,12 +329,14 @@ def test_an_interpreter_that_cannot_run_the_kernels_is_named(monkeypatch):
     monkeypatch.setattr(numpy, "__version__", "2.5.2")
     with pytest.raises(RuntimeError, match=r"^branch_sum: Triton 3\.6\.0's CPU interpreter .* NumPy 2\.5\.2: "
                                            r"install 'numpy<2\.4' or 'triton>=3\.7'$"):
-        branch_sum(rand(1, 2, 4, 4), [rand(1, 2, 2, 2)], [2], [Affine()], [False], True)
+        branch_sum(torch.randn(1, 2, 4, 4), [torch.randn(1, 2, 2, 2)], [2], [Affine()], [False], True)
     from hrfast.cli import environment_lines
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert environment_lines()[-1].startswith("TRITON_INTERPRET=1: Triton 3.6.0's CPU interpreter cannot run")
     monkeypatch.setattr(numpy, "__version__", "2.3.5")
     assert not environment_lines()[-1].startswith("TRITON_INTERPRET")   # hrfast info says nothing then
+    monkeypatch.setattr(numpy, "__version__", "2.5.2")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert launch.interpreter_problem() is None         # no problem where the interpreter is not chosen
 
 
 def test_upsample_code_takes_members_and_ints_and_names_a_bad_one():
