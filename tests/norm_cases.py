@@ -44,6 +44,13 @@ def run_norm(fn, bn, x, r, dy, relu):
     return [y, x.grad, bn.weight.grad, bn.bias.grad] + ([r.grad] if r is not None else [])
 
 
+def float64_reference(bn, x, r, dy, relu):
+    """:func:`run_norm` of the eager twin in float64 on copies: what both fused forms are held to."""
+    from hrfast.ops.bn_act import bn_act_ref
+    return run_norm(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(),
+                    dy.double(), relu)
+
+
 def assert_running_statistics(fn, ref_fn, momentum, device="cpu"):
     """Running mean and (unbiased) variance and num_batches_tracked of ``fn`` as ``ref_fn``
     (eager) updates them, over three steps of different sizes (momentum None: the cumulative

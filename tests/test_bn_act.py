@@ -12,7 +12,15 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from norm_cases import CL, assert_running_statistics, block_step_outputs, make_bn, make_inputs, run_norm
+from norm_cases import (
+    CL,
+    assert_running_statistics,
+    block_step_outputs,
+    float64_reference,
+    make_bn,
+    make_inputs,
+    run_norm,
+)
 from torch import nn
 
 from hrfast.ops.bn_act import HAS_OP, applies, bn_act, bn_act_ref
@@ -35,8 +43,7 @@ def _errors(got, ref):
 def test_values_and_gradients(shape, residual, relu, dtype):
     bn = make_bn(shape[1])
     x, r, dy = make_inputs(shape, dtype, residual)
-    ref = run_norm(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
-               relu)
+    ref = float64_reference(bn, x, r, dy, relu)
     got = _errors(run_norm(bn_act, copy.deepcopy(bn), x, r, dy, relu), ref)
     eager = _errors(run_norm(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref)
     for name, e, base in zip(["y", "dx", "dweight", "dbias", "dresidual"], got, eager):

@@ -13,7 +13,15 @@ import os
 
 import pytest
 import torch
-from norm_cases import CL, assert_running_statistics, block_step_outputs, make_bn, make_inputs, run_norm
+from norm_cases import (
+    CL,
+    assert_running_statistics,
+    block_step_outputs,
+    float64_reference,
+    make_bn,
+    make_inputs,
+    run_norm,
+)
 from torch import nn
 
 from hrfast.kernels.launch import HAS_TRITON
@@ -58,8 +66,7 @@ def test_values_and_gradients(shape, residual, relu, dtype, fmt, tf32_off):
     bn = _bn(shape[1])
     x, r, dy = _inputs(shape, dtype, residual, fmt)
     assert applies(bn, x, r)
-    ref = run_norm(bn_act_ref, copy.deepcopy(bn).double(), x.double(), None if r is None else r.double(), dy.double(),
-               relu)
+    ref = float64_reference(bn, x, r, dy, relu)
     got = run_norm(norm_act, copy.deepcopy(bn), x, r, dy, relu)
     assert got[0].dtype == dtype and got[0].stride() == x.stride()
     eager = _errors(run_norm(bn_act_ref, copy.deepcopy(bn), x, r, dy, relu), ref, x, dy)
