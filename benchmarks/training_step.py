@@ -7,6 +7,8 @@ initial weights, in interleaved rounds (:func:`hrfast.benchmarking.measure_inter
 - ``optimize(mode="training", compile=False)`` with the fused Adam (what ``hrfast bench
   --compare --train`` times);
 - the same with eager BN + add + ReLU instead of ``hrfast::bn_act`` (the fusion's share alone);
+- the same with oneDNN's 3x3 weight gradients instead of ``hrfast::conv3x3_wgrad`` (the
+  kernel's share alone; the same step where ``optimize`` does not install it);
 - the same compiled (``optimize``'s default; compiling takes minutes on a small CPU).
 
 ``--profile`` adds where each variant's step spends its time (``torch.profiler``, self CPU time
@@ -30,6 +32,7 @@ import torch
 from hrfast import HRNet
 from hrfast.benchmarking import (
     COMPILED_TRAINING,
+    ONEDNN_WGRAD_TRAINING,
     TRAINING_VARIANTS,
     UNFUSED_BN_TRAINING,
     compare_training,
@@ -40,8 +43,8 @@ from hrfast.benchmarking import (
 from hrfast.tables import markdown_table
 
 # op-name fragments of each group, tried in order; the rest is "other"
-GROUPS = (("convolutions", ("convolution", "conv2d", "mkldnn_conv", "addmm", "mm")),
-          ("BN", ("batch_norm",)),
+GROUPS = (("convolutions", ("convolution", "conv2d", "conv3x3", "mkldnn_conv", "addmm", "mm")),
+          ("BN", ("batch_norm", "bn_act", "batch_stats")),   # eager's, and hrfast::bn_act's
           ("optimizer", ("adam", "optimizer", "foreach")),
           ("loss", ("mse", "joints_mse", "pow", "mean")),
           ("copies and casts", ("copy_", "to_copy", "clone", "contiguous", "_to", "cat")),
@@ -135,7 +138,8 @@ def main() -> None:
     ap.add_argument("--onednn", action="store_true", help="also: oneDNN's primitives in one optimize step (CPU)")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    variants = TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,) + (() if args.no_compile else (COMPILED_TRAINING,))
+    variants = TRAINING_VARIANTS + (UNFUSED_BN_TRAINING, ONEDNN_WGRAD_TRAINING) + \
+        (() if args.no_compile else (COMPILED_TRAINING,))
     rows = compare_training(args.config, args.batch, dev, args.iters, variants=variants)
     peak32, peak16 = conv_peak(dev, torch.float32), conv_peak(dev, torch.bfloat16)
     print(f"\n{args.config}, batch {args.batch}, training step, {dev}, torch {torch.__version__}, "
@@ -145,7 +149,8 @@ def main() -> None:
     print(training_table(rows, peak32, peak16))
     if args.profile:
         print("\nWhere a step's time goes (ms per step, self CPU time of the ops, torch.profiler):\n")
-        print(profile_table(args.config, args.batch, dev, TRAINING_VARIANTS + (UNFUSED_BN_TRAINING,)))
+        print(profile_table(args.config, args.batch, dev,
+                            TRAINING_VARIANTS + (UNFUSED_BN_TRAINING, ONEDNN_WGRAD_TRAINING)))
     if args.onednn and dev.type == "cpu":
         torch.manual_seed(0)
         step = training_variant(HRNet.from_config(args.config), "optimize(mode='training')", args.batch, dev)

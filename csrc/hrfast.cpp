@@ -19,6 +19,8 @@ bool cuda_built() {
 // How many threads at::parallel_for gives this library's CPU kernels: ATen's parallel_for is
 // inlined into the extension, so a build without -fopenmp runs it on one thread whatever
 // torch.get_num_threads() says.
+bool conv3x3_wgrad_native();   // csrc/conv3x3.cpp
+
 int64_t parallel_threads() {
   std::vector<char> seen(std::max(1, at::get_num_threads()), 0);
   at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) {
@@ -63,6 +65,13 @@ TORCH_LIBRARY(hrfast, m) {
         "bool relu) -> Tensor");
   m.def("bn_act_backward(Tensor grad, Tensor x, Tensor? y, Tensor weight, Tensor bias, Tensor mean, Tensor var, "
         "float eps, bool relu, bool residual) -> (Tensor, Tensor, Tensor, Tensor)");
+  // A 3x3 convolution, stride 1, padding 1, no bias or groups (CPU; csrc/conv3x3.cpp): x
+  // (N, C, H, W), weight (O, C, 3, 3), ATen's forward. Its backward takes the weight gradient
+  // from conv3x3_wgrad where that runs natively (bfloat16, a CPU with AVX512-BF16): grad
+  // (N, O, H, W) and x bfloat16, returns (O, C, 3, 3) bfloat16 channels_last.
+  m.def("conv3x3(Tensor x, Tensor weight) -> Tensor");
+  m.def("conv3x3_wgrad(Tensor grad, Tensor x) -> Tensor");
+  m.def("conv3x3_wgrad_native() -> bool", &hrfast::conv3x3_wgrad_native);
   // heatmaps (B, K, H, W) float32. method: "quarter", "dark" or "udp".
   // Returns coords (B, K, 2) float32 in heatmap pixels and maxvals (B, K) float32.
   m.def("decode_heatmaps(Tensor heatmaps, str method, int blur_kernel) -> (Tensor, Tensor)");

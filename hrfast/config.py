@@ -88,7 +88,8 @@ _DEFAULTS: Dict[str, Any] = {
                "GRAD_CLIP": 0.0, "EMA": 0.0, "SEED": 0, "TARGETS_ON_DEVICE": False,
                "TARGET_ENCODING": "msra", "DECODE": "quarter", "SYNC_BN": False,
                "DETERMINISTIC": False, "MAX_TRAIN_IMAGES": 0, "VAL_EVERY": 1,
-               "FUSED_OPTIMIZER": True, "FUSED_LOSS": True, "FUSED_BN": True, "LR_SCHEDULE": "step",
+               "FUSED_OPTIMIZER": True, "FUSED_LOSS": True, "FUSED_BN": True, "NATIVE_WGRAD": True,
+               "LR_SCHEDULE": "step",
                "WARMUP_EPOCHS": 0},
 }
 

@@ -9,6 +9,20 @@ import torch
 
 
 @functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags as /proc/cpuinfo lists them (x86 ``flags``, Arm ``Features``);
+    empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (x86 avx512_bf16 or AMX, Arm bf16). There,
     oneDNN runs bf16 convolutions about twice as fast as fp32. Elsewhere bf16 is emulated and
@@ -21,15 +35,7 @@ def cpu_has_native_bf16() -> bool:
     override = os.environ.get("HRFAST_CPU_BF16", "").strip()
     if override in ("0", "1"):
         return override == "1"
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
+    flags = cpu_flags()
     if platform.machine().lower() in ("x86_64", "amd64"):
         return bool({"avx512_bf16", "amx_bf16"} & flags)
     return "bf16" in flags

@@ -125,6 +125,7 @@ class RuntimeSettings:
     deterministic: bool                 # HRFAST.DETERMINISTIC
     channels_last: bool                 # HRFAST.CHANNELS_LAST
     fused_bn: bool                      # HRFAST.FUSED_BN: BN + residual + ReLU on hrfast.ops.bn_act (CPU)
+    native_wgrad: bool                  # HRFAST.NATIVE_WGRAD: 3x3 weight gradients on hrfast.ops.conv3x3
     workers: Union[str, int]            # WORKERS: auto or a count
     pin_memory: bool                    # PIN_MEMORY
     cudnn: CudnnSettings                # CUDNN.*
@@ -199,6 +200,6 @@ def _test(cfg: Config) -> TestSettings:
 def _runtime(cfg: Config) -> RuntimeSettings:
     h, c = cfg.HRFAST, cfg.CUDNN
     return RuntimeSettings(str(h.BACKEND), int(h.SEED), bool(h.DETERMINISTIC), bool(h.CHANNELS_LAST), bool(h.FUSED_BN),
-                           cfg.WORKERS, bool(cfg.PIN_MEMORY),
+                           bool(h.NATIVE_WGRAD), cfg.WORKERS, bool(cfg.PIN_MEMORY),
                            CudnnSettings(bool(c.BENCHMARK), bool(c.DETERMINISTIC), bool(c.ENABLED)))
 

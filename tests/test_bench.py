@@ -265,3 +265,26 @@ def test_onednn_table_sums_what_onednn_ran_in_a_step(monkeypatch):
     assert rows == ["| convolution | forward_training | brg | 2 | 4.0 | 80% |",
                     "| reorder | undef | jit:uni | 1 | 1.0 | 20% |",
                     "| all |  |  | 3 | 5.0 | 100% |"]
+
+
+def test_profiled_step_counts_the_fused_bn_as_bn(monkeypatch):
+    """benchmarks/training_step.py --profile: hrfast's own BN ops (``bn_act``, its backward,
+    ``batch_stats``) fall in the BN group, as eager's ``native_batch_norm`` does; they once fell
+    in "other", which hid the fused BN's share of the optimized step."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import training_step
+
+    from hrfast.ops.bn_act import applies, bn_act
+    x = torch.randn(2, 8, 6, 6).to(memory_format=torch.channels_last).requires_grad_()
+    bn = torch.nn.BatchNorm2d(8).train()
+    assert applies(bn, x)
+
+    def step():
+        bn_act(x, bn).sum().backward()
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    groups = {ev.name: training_step._group(ev) for ev in prof.events() if ev.name.startswith("hrfast::")}
+    assert {"hrfast::bn_act", "hrfast::bn_act_backward", "hrfast::batch_stats"} <= set(groups)
+    assert set(groups.values()) == {"BN"}
+    assert training_step.profile_groups(step, steps=1)["BN"] > 0

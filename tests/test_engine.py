@@ -254,6 +254,19 @@ def test_resume_applies_a_new_schedule_refuses_another_model_and_tidies(tmp_path
         train(merge_config(cfg, {"TRAIN": {"END_EPOCH": 3, "OPTIMIZER": "sgd"}}), run, resume=True, progress=False)
 
 
+def test_native_wgrad_key_installs_conv3x3_where_it_pays(tmp_path):
+    """HRFAST.NATIVE_WGRAD (default true) puts the 3x3 stride-1 convs on hrfast.ops.conv3x3 for
+    bf16 CPU training where its kernel runs natively and the CPU has no AMX; not in fp32, not
+    with the key false; a bf16 run on it trains to a finite loss."""
+    from hrfast.engine.train import build_run
+    from hrfast.ops.conv3x3 import Conv3x3, wgrad_pays
+    for amp, key, expected in (("bf16", True, wgrad_pays()), ("bf16", False, False), ("none", True, False)):
+        run = build_run(_tiny_cfg(tmp_path, epochs=1, AMP=amp, NATIVE_WGRAD=key), tmp_path / f"run{amp}{key}", "cpu")
+        assert any(type(m) is Conv3x3 for m in run.model.modules()) == expected, (amp, key)
+    r = train(_tiny_cfg(tmp_path, epochs=1, AMP="bf16"), tmp_path / "bf16", progress=False, max_steps_per_epoch=2)
+    assert np.isfinite(r["history"][-1]["loss"])
+
+
 def test_fused_bn_key_installs_or_leaves_the_hook(tmp_path):
     """HRFAST.FUSED_BN (default true) puts every block and the stem on hrfast.ops.bn_act for
     CPU training; false keeps eager BN + add + ReLU; both train to a finite loss."""

@@ -9,6 +9,7 @@ from .variants import (
     COMPILED_TRAINING,
     CPU_VARIANTS,
     INFERENCE_VARIANTS,
+    ONEDNN_WGRAD_TRAINING,
     TRAINING_VARIANTS,
     UNFUSED_BN_TRAINING,
     available_inference_variants,
@@ -19,5 +20,5 @@ from .variants import (
 __all__ = ["compare_inference", "compare_predict", "compare_report", "compare_training", "machine_name",
            "training_table", "inference_throughput", "measure", "measure_interleaved", "peak_memory_mib",
            "synchronize", "with_ratios", "conv_peak", "gemm_peak", "of_peak", "bar_chart", "emit_report",
-           "COMPILED_TRAINING", "CPU_VARIANTS", "INFERENCE_VARIANTS", "TRAINING_VARIANTS",
+           "COMPILED_TRAINING", "CPU_VARIANTS", "INFERENCE_VARIANTS", "ONEDNN_WGRAD_TRAINING", "TRAINING_VARIANTS",
            "UNFUSED_BN_TRAINING", "available_inference_variants", "inference_variant", "training_variant"]

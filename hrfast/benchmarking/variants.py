@@ -12,6 +12,7 @@ from torch import nn
 from ..deploy import make_plan, optimize
 from ..device import cpu_has_native_bf16
 from ..engine.optim import build_optimizer
+from ..ops.conv3x3 import install_conv3x3
 from ..ops.norm_act import install_norm_act
 from .measure import peak_memory_mib, synchronize
 
@@ -115,6 +116,9 @@ COMPILED_TRAINING = "optimize(mode='training'), compiled"
 # the optimized step with eager BN + add + ReLU instead of the fused one (hrfast::bn_act on the
 # CPU, hrfast.ops.norm_act on CUDA): the fusion's share
 UNFUSED_BN_TRAINING = "optimize(mode='training'), BN unfused"
+# the optimized step with oneDNN's 3x3 weight gradients instead of hrfast::conv3x3_wgrad (which
+# optimize installs on a CPU with AVX512-BF16 and no AMX): the kernel's share
+ONEDNN_WGRAD_TRAINING = "optimize(mode='training'), oneDNN wgrad"
 
 
 def training_variant(model: nn.Module, name: str, batch: int, device) -> Callable:
@@ -126,7 +130,7 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     optimize variant steps through ``train_step`` (a CUDA graph of the whole step on CUDA). It trains a copy of
     ``model``, so variants built from one model start from the same weights and do not disturb
     each other."""
-    known = TRAINING_VARIANTS + (COMPILED_TRAINING, UNFUSED_BN_TRAINING)
+    known = TRAINING_VARIANTS + (COMPILED_TRAINING, UNFUSED_BN_TRAINING, ONEDNN_WGRAD_TRAINING)
     if name not in known:
         raise ValueError(f"unknown training variant {name!r}; choose from {known}")
     device = torch.device(device)
@@ -135,6 +139,8 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
         optimize(model, mode="training", compile=name == COMPILED_TRAINING, device=device)
     if name == UNFUSED_BN_TRAINING:
         install_norm_act(net, enabled=False)
+    if name == ONEDNN_WGRAD_TRAINING:
+        install_conv3x3(net, enabled=False)
     opt = (torch.optim.Adam(model.parameters(), 1e-3) if name == "eager fp32"
            else build_optimizer(model.parameters(), "adam", 1e-3))
     w, h = model.input_size
@@ -144,7 +150,7 @@ def training_variant(model: nn.Module, name: str, batch: int, device) -> Callabl
     def mse(out, t):
         return ((out.float() - t) ** 2).mean()
 
-    if name in ("optimize(mode='training')", UNFUSED_BN_TRAINING):
+    if name in ("optimize(mode='training')", UNFUSED_BN_TRAINING, ONEDNN_WGRAD_TRAINING):
         whole = net.train_step(opt, mse)      # on CUDA: the whole step replayed from a CUDA graph
 
         def step():

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..kernels.launch import HAS_TRITON
+from ..ops.conv3x3 import install_conv3x3, wgrad_pays
 from ..ops.norm_act import install_norm_act
 from .fold import fold_batchnorm
 from .model import CudaGraphNet, OptimizedModel
@@ -79,6 +80,10 @@ def build(model: nn.Module, plan: Plan, **_) -> OptimizedModel:
         else:
             plan.note("BN + residual + ReLU fused (Triton: bn_partials, bn_stats, branch_sum)",
                       "one write forward and one backward, the statistics with no host sync")
+    if plan.mode == "training" and plan.device.type == "cpu" and plan.dtype == torch.bfloat16 and \
+            wgrad_pays() and install_conv3x3(net):
+        plan.note("3x3 weight gradients on hrfast::conv3x3_wgrad",
+                  "oneDNN has no brgemm bf16 weight gradient without AMX; its direct kernel is slower")
     set_exchange_backend(net, plan)
     net = _compiled(net, plan)
     if plan.mode == "inference":

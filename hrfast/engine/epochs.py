@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..ops.conv3x3 import install_conv3x3, wgrad_pays
 from ..ops.norm_act import install_norm_act
 from ..outputs import json_text
 from ..safe_load import load_checkpoint
@@ -26,11 +27,14 @@ from .data import make_loader
 def cpu_training_layout(model: nn.Module, device) -> nn.Module:
     """``model`` for training on ``device``: on the CPU in channels_last (oneDNN's own layout)
     with each BN + residual + ReLU of its blocks and stem on ``hrfast.ops.bn_act`` (the face
-    and classification nets train 1.2-1.3x faster); elsewhere as it is."""
+    and classification nets train 1.2-1.3x faster) and, on a CPU where it pays
+    (``hrfast.ops.conv3x3.native``), its 3x3 convs on ``Conv3x3``; elsewhere as it is."""
     if torch.device(device).type != "cpu":
         return model
     model = model.to(memory_format=torch.channels_last)
     install_norm_act(model)
+    if wgrad_pays():
+        install_conv3x3(model)   # acts under bf16 autocast only (hrfast.ops.conv3x3)
     return model
 
 

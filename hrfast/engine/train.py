@@ -38,6 +38,7 @@ from ..config import Config
 from ..device import apply_cudnn_settings
 from ..inference import inference_settings
 from ..models import HRNet
+from ..ops.conv3x3 import install_conv3x3, wgrad_pays
 from ..ops.heatmap_loss import joints_mse_loss
 from ..ops.norm_act import install_norm_act
 from ..ops.targets import gaussian_targets
@@ -167,6 +168,8 @@ def build_run(cfg: Union[Config, Settings], out_dir, device: Optional[str] = Non
         model = model.to(memory_format=torch.channels_last)
     if dev.type == "cpu" and rt.fused_bn:
         install_norm_act(model)   # BN + residual + ReLU in two passes each way (hrfast.ops.bn_act)
+    if dev.type == "cpu" and rt.native_wgrad and amp_dtype == torch.bfloat16 and wgrad_pays():
+        install_conv3x3(model)    # bf16 3x3 weight gradients faster than oneDNN's without AMX
     loss = t.loss
     criterion = (JointsOHKMMSELoss(loss.use_target_weight, loss.topk) if loss.use_ohkm
                  else JointsMSELoss(loss.use_target_weight))
