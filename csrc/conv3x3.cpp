@@ -36,6 +36,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HRFAST_WGRAD 1
+#include <cpuid.h>
 #include <immintrin.h>
 #define HRFAST_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
@@ -44,9 +45,29 @@
 
 namespace hrfast {
 
+#if HRFAST_WGRAD
+namespace {
+// AVX-512 F, BW, VL and BF16 in CPUID, and the OS saving the AVX-512 registers (XCR0: SSE, AVX,
+// opmask and both upper halves). Read directly: __builtin_cpu_supports("avx512bf16") is not in
+// every compiler this builds with.
+bool cpu_has_avx512_bf16() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const unsigned f_bw_vl = (1u << 16) | (1u << 30) | (1u << 31);
+  if ((b & f_bw_vl) != f_bw_vl || a < 1) return false;
+  if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) return false;   // OSXSAVE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0xE6u) != 0xE6u) return false;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  return (a & (1u << 5)) != 0;   // AVX512_BF16
+}
+}  // namespace
+#endif
+
 bool conv3x3_wgrad_native() {
 #if HRFAST_WGRAD
-  static const bool ok = __builtin_cpu_supports("avx512bf16");
+  static const bool ok = cpu_has_avx512_bf16();
   return ok;
 #else
   return false;
