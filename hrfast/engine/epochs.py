@@ -28,7 +28,7 @@ def cpu_training_layout(model: nn.Module, device) -> nn.Module:
     """``model`` for training on ``device``: on the CPU in channels_last (oneDNN's own layout)
     with each BN + residual + ReLU of its blocks and stem on ``hrfast.ops.bn_act`` (the face
     and classification nets train 1.2-1.3x faster) and, on a CPU where it pays
-    (``hrfast.ops.conv3x3.native``), its 3x3 convs on ``Conv3x3``; elsewhere as it is."""
+    (``hrfast.ops.conv3x3.wgrad_pays``), its 3x3 convs on ``Conv3x3``; elsewhere as it is."""
     if torch.device(device).type != "cpu":
         return model
     model = model.to(memory_format=torch.channels_last)
