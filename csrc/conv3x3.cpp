@@ -15,9 +15,10 @@
 // - small (the low-resolution branches): the whole batch packed once, then the (tap, channel
 //   block, output block) tiles shared out among threads; each tile sums every pixel in
 //   registers and stores bf16;
-// - large: work items of rows (whole images where they fit a budget of packed bytes) shared
-//   out; each thread adds into float partials of the whole dW, summed in thread order at the
-//   end (so the result does not depend on how the items fell).
+// - large: work items of rows (whole images where they fit a budget of packed bytes) in as
+//   many fixed ranges as threads; each range adds into its own float partial of the whole dW,
+//   and the partials are summed in range order: the same result on every run with the same
+//   thread count (another count sums in another order).
 // Both accumulate in float, like oneDNN, and round once to bf16.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/convolution.h>
@@ -147,7 +148,8 @@ HRFAST_BF16 void tile(const uint32_t* dy, const uint32_t* xs, float* acc, c10::B
                       const Geo& g) {
   __m512 c[MO][NV];
   for (int m = 0; m < MO; ++m)
-    for (int v = 0; v < NV; ++v) c[m][v] = DIRECT ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * g.acc_stride + 16 * v);
+    for (int v = 0; v < NV; ++v)
+      c[m][v] = DIRECT ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + m * g.acc_stride + 16 * v);
   for (int s = 0; s < g.segs; ++s)
     for (int r = 0; r < g.rows; ++r) {
       const int64_t row = static_cast<int64_t>(s) * g.seg_rows + r;
@@ -187,8 +189,10 @@ constexpr std::array<TileFn, kMaxMO> tiles_of(std::integer_sequence<int, M...>) 
 
 // kTiles[direct][NV - 1][MO - 1]
 const std::array<std::array<TileFn, kMaxMO>, 4> kTiles[2] = {
-    {tiles_of<1, false>(MoSeq{}), tiles_of<2, false>(MoSeq{}), tiles_of<3, false>(MoSeq{}), tiles_of<4, false>(MoSeq{})},
-    {tiles_of<1, true>(MoSeq{}), tiles_of<2, true>(MoSeq{}), tiles_of<3, true>(MoSeq{}), tiles_of<4, true>(MoSeq{})}};
+    {tiles_of<1, false>(MoSeq{}), tiles_of<2, false>(MoSeq{}), tiles_of<3, false>(MoSeq{}),
+     tiles_of<4, false>(MoSeq{})},
+    {tiles_of<1, true>(MoSeq{}), tiles_of<2, true>(MoSeq{}), tiles_of<3, true>(MoSeq{}),
+     tiles_of<4, true>(MoSeq{})}};
 
 // Scratch that lives as long as its thread and only grows: a fresh buffer per call would be
 // mapped, faulted in page by page and unmapped each time (glibc maps blocks over 128 KiB).
@@ -257,7 +261,8 @@ void wgrad_small(const Shape& s, const c10::BFloat16* x, const c10::BFloat16* dy
   at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t k = b; k < e; ++k) {
       const Tile& t = tiles[k];
-      kTiles[1][t.nv - 1][t.mo - 1](dyb + t.o0, tap_source(s, t.tap, xe, xo) + t.i0 * 16, nullptr, out + t.o0 * 9 * s.C + t.tap * s.C + t.i0 * 16, s.C - t.i0 * 16, g);
+      kTiles[1][t.nv - 1][t.mo - 1](dyb + t.o0, tap_source(s, t.tap, xe, xo) + t.i0 * 16, nullptr,
+                                    out + t.o0 * 9 * s.C + t.tap * s.C + t.i0 * 16, s.C - t.i0 * 16, g);
     }
   });
 }
@@ -283,11 +288,12 @@ void wgrad_large(const Shape& s, const c10::BFloat16* x, const c10::BFloat16* dy
   const int threads = at::get_num_threads();
   int64_t R = s.H, G = 1;
   if ((s.H + 2) * s.row_bytes() <= budget)
-    G = std::max<int64_t>(1, std::min<int64_t>(budget / ((s.H + 2) * s.row_bytes()), (s.N + threads - 1) / threads));
+    G = std::max<int64_t>(1, std::min<int64_t>(budget / ((s.H + 2) * s.row_bytes()),
+                                               (s.N + threads - 1) / threads));
   else
     R = std::max<int64_t>(1, budget / s.row_bytes() - 2);
   const int64_t yblocks = (s.H + R - 1) / R, items = (s.N + G - 1) / G * yblocks, each = 9 * s.op * s.cp;
-  // one float partial per item range; parallel_for hands each thread one contiguous range
+  // one float partial per fixed range of items; parallel_for hands each thread whole ranges
   const int parts = static_cast<int>(std::min<int64_t>(threads, items));
   thread_local std::vector<float> part_buf;
   float* part = scratch(part_buf, parts * each);
@@ -309,7 +315,8 @@ void wgrad_large(const Shape& s, const c10::BFloat16* x, const c10::BFloat16* dy
         const Geo g{s.dy_row(), s.op, s.x_row(), s.cp, static_cast<int>(segs), static_cast<int>(rows),
                     static_cast<int>(seg), static_cast<int>(s.P2), s.cp, 0};
         for (const Tile& t : tiles)
-          kTiles[0][t.nv - 1][t.mo - 1](dyb + t.o0, tap_source(s, t.tap, xe, xo) + t.i0 * 16, part + p * each + (t.tap * s.op + t.o0) * s.cp + t.i0 * 16, nullptr, 0, g);
+          kTiles[0][t.nv - 1][t.mo - 1](dyb + t.o0, tap_source(s, t.tap, xe, xo) + t.i0 * 16,
+                                        part + p * each + (t.tap * s.op + t.o0) * s.cp + t.i0 * 16, nullptr, 0, g);
       }
   });
   at::parallel_for(0, s.O, 1, [&](int64_t b, int64_t e) { sum_partials(s, part, parts, b, e, out); });
@@ -364,7 +371,8 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
  public:
   // Both through the dispatcher, so that fake tensors (torch.compile) meet the fake kernels.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
-    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("hrfast::conv3x3", "").typed<decltype(conv3x3_cpu)>();
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("hrfast::conv3x3", "").typed<decltype(conv3x3_cpu)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({x, weight});
     return op.call(x, weight);
@@ -373,7 +381,9 @@ class Conv3x3Function : public torch::autograd::Function<Conv3x3Function> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     static auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("hrfast::conv3x3_wgrad", "").typed<decltype(conv3x3_wgrad_cpu)>();
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("hrfast::conv3x3_wgrad", "")
+            .typed<decltype(conv3x3_wgrad_cpu)>();
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1], &grad = grads[0];
     const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
